@@ -265,11 +265,13 @@ class Engine:
         the call measures the model, and host↔device copies are not mixed into the figure. Without it,
         each call is a plain ``session.run`` on host arrays, copies included.
         """
+        from bench.faults import slow_down
+
         use_binding = self.io_binding_default if io_binding is None else io_binding
         feed = {self.input.name: batch.astype(self.input.dtype, copy=False)}
         if not use_binding:
             names = self.output_names[:1]
-            return lambda: self.session.run(names, feed)
+            return slow_down(lambda: self.session.run(names, feed), str(self.model_path))
         import onnxruntime as ort
 
         device = "cuda" if is_gpu(self.provider) else "cpu"
@@ -285,7 +287,7 @@ class Engine:
             binding.synchronize_outputs()
 
         call.keepalive = value  # type: ignore[attr-defined]  # the OrtValue must outlive the binding
-        return call
+        return slow_down(call, str(self.model_path))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
