@@ -46,7 +46,8 @@ def find_default(kind: str, flag: str | Path | None, env_var: str) -> Path:
     for candidate in (Path.cwd() / kind / "demo", PACKAGE_DATA / kind / "demo", SOURCE_TREE / kind / "demo"):
         if candidate.is_dir():
             return candidate
-    raise InputError(f"no {kind} given and no bundled demo found; pass --{'model-dir' if kind == 'variants' else 'dataset'}")
+    flag_name = "--model-dir" if kind == "variants" else "--dataset"
+    raise InputError(f"no {kind} given and no bundled demo found; pass {flag_name}")
 
 
 def resolve_model_dir(flag: str | Path | None) -> Path:
@@ -75,7 +76,7 @@ class Bundle:
         onnx_dir = root / "onnx" if (root / "onnx").is_dir() else root
         variants = {variant_name(p): p for p in sorted(onnx_dir.glob("*.onnx"))}
         config = _read_json(root / "config.json")
-        preprocessor = _read_json(root / "preprocessor_config.json") if (root / "preprocessor_config.json").exists() else None
+        preprocessor = _read_json(root / "preprocessor_config.json")
         if not variants:
             raise InputError(
                 f"no model in {root}: looked for onnx/model*.onnx and *.onnx; "

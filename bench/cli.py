@@ -136,8 +136,8 @@ def info(as_json: bool) -> None:
     """Environment fingerprint and which providers are usable here, with the reason when not."""
     import json
 
-    from bench.environment import fingerprint
     from bench.engine import probe_provider
+    from bench.environment import fingerprint
     from bench.providers import PROVIDER_NAMES
 
     env = fingerprint()
@@ -149,7 +149,8 @@ def info(as_json: bool) -> None:
     from rich.table import Table
 
     console = Console(file=sys.stdout)
-    console.print(f"[bold]bench {__version__}[/] · onnxruntime {env['onnxruntime']} ({env['onnxruntime_build']} build) · "
+    console.print(f"[bold]bench {__version__}[/] · onnxruntime {env['onnxruntime']} "
+                  f"({env['onnxruntime_build']} build) · "
                   f"python {env['python']} · onnx {env['onnx']} · numpy {env['numpy']}")
     cpu = env["cpu"]
     console.print(f"CPU: {cpu['model']} · {cpu['cores_physical']} cores / {cpu['cores_logical']} threads · "
@@ -167,7 +168,8 @@ def info(as_json: bool) -> None:
 
 @main.command()
 @model_dir_option
-@click.option("--variant", default="fp32", show_default=True, help="Variant name (fp32, fp16, int8, q4, bnb4, ...), a comma list, or all.")
+@click.option("--variant", default="fp32", show_default=True,
+              help="Variant name (fp32, fp16, int8, q4, bnb4, ...), a comma list, or all.")
 @click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (or a comma list).")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Images per call.")
 @measure_options

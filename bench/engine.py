@@ -8,6 +8,7 @@ ORT's own log line turned into the reason, instead of returning CPU numbers unde
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -34,6 +35,10 @@ _ORT_DTYPES = {
     "tensor(int32)": np.int32,
     "tensor(int64)": np.int64,
 }
+
+
+_INVALID_MODEL_MARKERS = ("INVALID_PROTOBUF", "Protobuf parsing failed", "ModelProto does not have a graph",
+                          "No graph was found")
 
 
 class ProviderUnavailable(RuntimeError):
@@ -80,11 +85,14 @@ def capture_native_output() -> Iterator[list[str]]:
     stdout matters too: ``preload_dlls`` prints there, and ``--json`` must keep stdout clean.
     """
     lines: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    py_sink = io.StringIO()  # Python-level prints, wherever sys.stdout points (e.g. under pytest)
+    with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.redirect_stdout(py_sink), \
+            contextlib.redirect_stderr(py_sink):
         try:
             saved = [os.dup(1), os.dup(2)]
-        except OSError:  # no fds (embedded interpreters): nothing to capture
+        except OSError:  # no fds (embedded interpreters): only Python-level output is captured
             yield lines
+            lines.extend(py_sink.getvalue().splitlines())
             return
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -97,11 +105,12 @@ def capture_native_output() -> Iterator[list[str]]:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
-            for fd, copy in zip((1, 2), saved):
+            for fd, copy in zip((1, 2), saved, strict=True):
                 os.dup2(copy, fd)
                 os.close(copy)
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+            lines.extend(py_sink.getvalue().splitlines())
 
 
 _FALLBACK_REASONS = (
@@ -214,7 +223,7 @@ class Engine:
 
     def _raise_load_error(self, exc: Exception) -> None:
         text = str(exc)
-        if any(k in text for k in ("INVALID_PROTOBUF", "Protobuf parsing failed", "ModelProto does not have a graph")):
+        if any(k in text for k in _INVALID_MODEL_MARKERS):
             raise InputError(
                 f"{self.model_path} is not a valid ONNX model (truncated or not ONNX): {first_line(exc)}; "
                 "re-download or rebuild it"

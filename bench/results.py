@@ -62,7 +62,8 @@ class CellResult:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         if isinstance(data.get("model"), dict):
-            data["model"] = ModelInfo(**{k: v for k, v in data["model"].items() if k in {f.name for f in fields(ModelInfo)}})
+            model_fields = {f.name for f in fields(ModelInfo)}
+            data["model"] = ModelInfo(**{k: v for k, v in data["model"].items() if k in model_fields})
         return cls(**data)
 
 
@@ -76,7 +77,7 @@ class RunResult:
     dataset: dict[str, Any] | None = None
     service: list[dict[str, Any]] | None = None
     schema_version: int = SCHEMA_VERSION
-    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=lambda: new_run_id())
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +131,11 @@ class RunResult:
         atomic_write_text(json_path, self.to_json() + "\n")
         atomic_write_text(csv_path, cells_frame(self.cells).to_csv(index=False))
         return json_path, csv_path
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC timestamp plus a short random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def cells_frame(cells: list[CellResult]) -> Any:

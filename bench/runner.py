@@ -68,7 +68,8 @@ def model_info(path: Path) -> ModelInfo:
             recipe = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             recipe = None
-    return ModelInfo(file=path.name, size_mb=round(path.stat().st_size / 1e6, 3), sha256=digest.hexdigest(), recipe=recipe)
+    size_mb = round(path.stat().st_size / 1e6, 3)
+    return ModelInfo(file=path.name, size_mb=size_mb, sha256=digest.hexdigest(), recipe=recipe)
 
 
 def measure_cell(

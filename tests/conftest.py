@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from models import make_bundle  # noqa: E402
+from models import make_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 
