@@ -31,24 +31,20 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 
 def cells_table(cells: Sequence[CellResult], title: str | None = None) -> Any:
-    """A rich Table of cells: status, latency percentiles, throughput, memory, accuracy."""
+    """A rich Table of cells (status, latency percentiles, throughput, memory, accuracy); reasons as a caption."""
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
-    for name, justify in [
-        ("variant", "left"), ("provider", "left"), ("batch", "right"), ("status", "left"),
-        ("create ms", "right"), ("p50 ms", "right"), ("p95 ms", "right"), ("p99 ms", "right"),
-        ("mean±std ms", "right"), ("img/s", "right"), ("RSS peak MB", "right"), ("GPU peak MB", "right"),
-        ("accuracy", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    reasons = [f"{c.variant}/{c.provider}/b{c.batch_size}: {c.reason}" for c in cells if c.reason]
+    table = Table(title=title, caption="\n".join(reasons) or None, caption_justify="left")
+    for name in ("variant", "provider", "batch", "status", "create ms", "p50 ms", "p95 ms", "p99 ms",
+                 "mean±std ms", "img/s", "RSS peak MB", "GPU peak MB", "accuracy"):
+        table.add_column(name, justify="left" if name in ("variant", "provider", "status") else "right")
     for c in cells:
         lat = c.latency_ms or {}
         mem = c.memory or {}
         acc = (c.accuracy or {}).get("accuracy")
-        status = c.status if c.status == "ok" else f"{c.status}: {c.reason}"
         table.add_row(
-            c.variant, c.provider, str(c.batch_size), status,
+            c.variant, c.provider, str(c.batch_size), c.status,
             fmt(c.session_create_ms, 1), fmt(lat.get("p50"), 3), fmt(lat.get("p95"), 3), fmt(lat.get("p99"), 3),
             f"{fmt(lat.get('mean'), 3)}±{fmt(lat.get('std'), 3)}" if lat else "—",
             fmt(c.throughput_ips, 1), fmt(mem.get("rss_peak_mb"), 1), fmt(mem.get("gpu_device_peak_mb"), 1),
@@ -58,15 +54,11 @@ def cells_table(cells: Sequence[CellResult], title: str | None = None) -> Any:
 
 
 def print_table(table: Any) -> None:
-    from rich.console import Console
-
-    Console(file=sys.stdout, width=max(120, _terminal_width())).print(table)
-
-
-def _terminal_width() -> int:
     import shutil
 
-    return shutil.get_terminal_size((120, 24)).columns
+    from rich.console import Console
+
+    Console(file=sys.stdout, width=max(150, shutil.get_terminal_size((150, 24)).columns)).print(table)
 
 
 @contextmanager
