@@ -1,0 +1,164 @@
+"""Labelled sets: folder-per-class, manifests, the dataset-label → model-label mapping, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bench.datasets import label_mapping, load_images, load_labelled_set
+from bench.errors import InputError
+
+LABELS = {0: "Deepfake", 1: "Real"}  # the production order: index 0 is the fake class
+
+
+def png(path: Path, shade: int = 128, size: int = 12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (shade, 255 - shade, shade // 2)).save(path)
+    return path
+
+
+def test_folder_per_class_is_case_insensitive_and_maps_synonyms(tmp_path: Path) -> None:
+    png(tmp_path / "REAL" / "a.png")
+    png(tmp_path / "REAL" / "nested" / "b.png")
+    png(tmp_path / "Fake" / "c.png")
+    lset = load_labelled_set(tmp_path)
+    assert lset.kind == "folders" and lset.labelled
+    assert lset.counts() == {"Fake": 1, "REAL": 2}
+    indexed = {p.name: i for p, i in lset.indexed(LABELS, positive=0)}
+    assert indexed == {"c.png": 0, "a.png": 1, "b.png": 1}  # fake → Deepfake (0), real → Real (1)
+    assert lset.relpath(tmp_path / "REAL" / "nested" / "b.png") == "REAL/nested/b.png"
+    assert lset.warnings == [] and lset.skipped == []
+
+
+def test_class_folders_named_like_id2label(tmp_path: Path) -> None:
+    png(tmp_path / "Deepfake" / "a.png")
+    png(tmp_path / "realism" / "b.png")
+    labels = {0: "Deepfake", 1: "Realism"}
+    assert label_mapping(load_labelled_set(tmp_path).counts(), labels, positive=0) == {"deepfake": 0, "realism": 1}
+
+
+def test_label_the_model_does_not_know_is_an_error_naming_it(tmp_path: Path) -> None:
+    png(tmp_path / "real" / "a.png")
+    png(tmp_path / "cats" / "b.png")
+    png(tmp_path / "cats" / "c.png")
+    lset = load_labelled_set(tmp_path)
+    with pytest.raises(InputError, match=r"'cats' \(2 images\) matches no model label \(0=Deepfake, 1=Real\)"):
+        lset.indexed(LABELS, positive=0)
+
+
+def test_real_synonym_needs_a_two_class_model_and_fake_needs_a_positive() -> None:
+    three = {0: "Deepfake", 1: "Real", 2: "Cartoon"}
+    assert label_mapping(["real", "fake"], three, positive=0) == {"real": 1, "fake": 0}  # "real" is a name there
+    with pytest.raises(InputError, match="'genuine'"):
+        label_mapping(["genuine"], three, positive=0)  # two "other" classes: which one is genuine?
+    with pytest.raises(InputError, match="--positive-label"):
+        label_mapping(["fake"], {0: "0", 1: "1"}, positive=None)
+    assert label_mapping(["fake", "real"], {0: "0", 1: "1"}, positive=1) == {"fake": 1, "real": 0}
+
+
+def test_empty_class_folder_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    png(tmp_path / "real" / "a.png")
+    (tmp_path / "fake").mkdir()
+    lset = load_labelled_set(tmp_path)
+    assert len(lset.items) == 1
+    assert len(lset.warnings) == 1 and "fake" in lset.warnings[0] and "holds no images" in lset.warnings[0]
+
+
+def test_every_class_folder_empty_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake").mkdir()
+    with pytest.raises(InputError, match="every class folder"):
+        load_labelled_set(tmp_path)
+
+
+def test_images_outside_class_folders_are_skipped_and_listed(tmp_path: Path) -> None:
+    png(tmp_path / "real" / "a.png")
+    png(tmp_path / "loose.png")
+    (tmp_path / "README.md").write_text("not an image")
+    lset = load_labelled_set(tmp_path)
+    assert lset.skipped == [{"path": "loose.png", "reason": "not in a class folder"}]
+
+
+def test_csv_manifest_with_a_missing_file_skips_and_lists_it(tmp_path: Path) -> None:
+    png(tmp_path / "imgs" / "a.png")
+    png(tmp_path / "imgs" / "b.png")
+    manifest = tmp_path / "set.csv"
+    manifest.write_text("path,label\nimgs/a.png,fake\nimgs/b.png,Real\nimgs/gone.png,real\n")
+    lset = load_labelled_set(manifest)
+    assert lset.kind == "manifest" and lset.root == tmp_path
+    assert [(i.path.name, i.label) for i in lset.items] == [("a.png", "fake"), ("b.png", "Real")]
+    assert lset.skipped == [{"path": "imgs/gone.png", "reason": "file not found"}]
+    assert [i for _, i in lset.indexed(LABELS, positive=0)] == [0, 1]
+
+
+def test_manifest_missing_file_is_an_error_under_strict(tmp_path: Path) -> None:
+    png(tmp_path / "a.png")
+    manifest = tmp_path / "set.csv"
+    manifest.write_text("label,path\nfake,a.png\nreal,gone.png\n")  # columns in any order
+    with pytest.raises(InputError, match=r"set.csv:line 3: listed file gone.png not found"):
+        load_labelled_set(manifest, strict=True)
+
+
+def test_jsonl_manifest_and_folder_holding_a_manifest(tmp_path: Path) -> None:
+    png(tmp_path / "x" / "a.png")
+    png(tmp_path / "x" / "b.png")
+    rows = [{"path": "x/a.png", "label": "deepfake"}, {"path": str(tmp_path / "x" / "b.png"), "label": "real"}]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    for source in (tmp_path / "manifest.jsonl", tmp_path):
+        lset = load_labelled_set(source)
+        assert lset.kind == "manifest"
+        assert [i for _, i in lset.indexed(LABELS, positive=0)] == [0, 1]
+
+
+def test_bad_manifests(tmp_path: Path) -> None:
+    bad = tmp_path / "noheader.csv"
+    bad.write_text("a.png,fake\n")
+    with pytest.raises(InputError, match="header row with 'path' and 'label'"):
+        load_labelled_set(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"path": "a.png", "label": "fake"}\n{oops\n')
+    with pytest.raises(InputError, match="line 2 is not JSON"):
+        load_labelled_set(broken)
+    png(tmp_path / "a.png")
+    nolabel = tmp_path / "nolabel.csv"
+    nolabel.write_text("path,label\na.png,\n")
+    with pytest.raises(InputError, match="line 2: empty label"):
+        load_labelled_set(nolabel)
+    other = tmp_path / "set.txt"
+    other.write_text("x")
+    with pytest.raises(InputError, match=r"not a \.csv or \.jsonl manifest"):
+        load_labelled_set(other)
+
+
+def test_missing_dataset_and_folder_without_classes(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_labelled_set(tmp_path / "nope")
+    png(tmp_path / "flat" / "a.png")
+    with pytest.raises(InputError, match="--images"):
+        load_labelled_set(tmp_path / "flat")
+
+
+def test_images_folder_is_recursive_and_ignores_labels(tmp_path: Path) -> None:
+    png(tmp_path / "real" / "a.png")
+    png(tmp_path / "deep" / "er" / "b.jpg")
+    png(tmp_path / ".hidden" / "c.png")
+    lset = load_images(tmp_path)
+    assert not lset.labelled
+    assert [lset.relpath(i.path) for i in lset.items] == ["deep/er/b.jpg", "real/a.png"]
+    assert lset.indexed(LABELS, positive=0) == [(i.path, None) for i in lset.items]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no image files"):
+        load_images(tmp_path / "empty")
+
+
+def test_fingerprint_changes_with_labels(tmp_path: Path) -> None:
+    png(tmp_path / "real" / "a.png")
+    png(tmp_path / "fake" / "b.png")
+    first = load_labelled_set(tmp_path).fingerprint()
+    assert first["n"] == 2 and first["fingerprint"] == load_labelled_set(tmp_path).fingerprint()["fingerprint"]
+    (tmp_path / "fake" / "b.png").rename(tmp_path / "real" / "b.png")
+    (tmp_path / "fake" / "c.png").write_bytes((tmp_path / "real" / "a.png").read_bytes())
+    assert load_labelled_set(tmp_path).fingerprint()["fingerprint"] != first["fingerprint"]
