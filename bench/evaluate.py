@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.datasets import LabelledSet
 from bench.errors import InputError
-from bench.metrics import agreement, binary_metrics, unlabelled_metrics
+from bench.metrics import agreement, binary_metrics, decide, unlabelled_metrics
 from bench.preprocess import ImageError, PreprocessConfig, load_image, to_tensor
 from bench.results import CellResult
 
@@ -120,7 +120,7 @@ def evaluate_engine(
     if not 0 <= positive_index < matrix.shape[1]:
         raise InputError(f"positive label index {positive_index} is outside the model's {matrix.shape[1]} classes")
     p_fake = matrix[:, positive_index]
-    pred_idx = _decide(matrix, positive_index, threshold)
+    pred_idx = decide(matrix, positive_index, threshold)
 
     def name(i: int | None) -> str | None:
         return None if i is None else labels.get(i, str(i))
@@ -161,13 +161,6 @@ def default_preprocess(engine: Any) -> PreprocessConfig:
                 raise InputError(f"{cfg} is not valid JSON ({exc}); fix or remove it") from exc
             return PreprocessConfig.from_json(data if isinstance(data, dict) else {}, engine.input.image_hw())
     return PreprocessConfig.from_json({}, fallback_hw=engine.input.image_hw())
-
-
-def _decide(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
-    """Predicted class per image: positive when p(fake) ≥ threshold, else the most likely other class."""
-    others = probs.copy()
-    others[:, positive] = -np.inf
-    return np.where(probs[:, positive] >= threshold, positive, others.argmax(axis=1))
 
 
 def check_threshold(threshold: float) -> None:

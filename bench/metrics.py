@@ -160,3 +160,11 @@ def _as_distribution(values: np.ndarray) -> np.ndarray:
     if values.ndim == 2:
         return values
     raise ValueError(f"probabilities must be [n] or [n, k], got shape {values.shape}")
+
+
+def decide(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
+    """The one decision rule (CLI.md), shared by evaluator and service: per row, the fake class when
+    p(fake) ≥ threshold, else the most probable other class."""
+    others = probs.copy()
+    others[:, positive] = -np.inf
+    return np.where(probs[:, positive] >= threshold, positive, others.argmax(axis=1))

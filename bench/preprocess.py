@@ -122,6 +122,10 @@ def decode_image(data: bytes) -> Image.Image:
         with Image.open(io.BytesIO(data)) as img:
             if img.format not in ACCEPTED_FORMATS:
                 raise UnsupportedImage(f"image type {img.format} is not accepted")
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # Pillow itself only warns up to 2x its limit
+                raise ImageTooLarge(
+                    f"image too large: {img.width}x{img.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS:,}"
+                )
             img.seek(0)
             img.load()
             return _to_rgb(ImageOps.exif_transpose(img) or img)

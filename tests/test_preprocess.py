@@ -92,6 +92,13 @@ def test_truncated_and_empty_are_corrupt() -> None:
         decode_image(b"")
 
 
+def test_pixels_between_the_limit_and_pillows_hard_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.preprocess.MAX_IMAGE_PIXELS", 100 * 100)
+    with pytest.raises(ImageTooLarge, match="exceeds the limit"):
+        decode_image(encode(Image.new("RGB", (101, 100)), "PNG"))
+    assert decode_image(encode(Image.new("RGB", (100, 100)), "PNG")).size == (100, 100)
+
+
 def test_decompression_bomb_is_too_large() -> None:
     # a tiny PNG claiming 20000 x 20000 pixels (beyond 2x MAX_IMAGE_PIXELS → Pillow raises)
     bomb = encode(Image.new("1", (20000, 20000)), "PNG")

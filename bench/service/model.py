@@ -126,13 +126,11 @@ def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) 
 
 def decide(probs: np.ndarray, labels: dict[int, str], positive: int, threshold: float) -> dict[str, Any]:
     """The evaluator's rule (CLI.md): fake ⇔ p(fake) ≥ threshold; otherwise the most probable other class."""
+    from bench.metrics import decide as decide_rows
+
     p_fake = float(probs[positive])
-    is_fake = p_fake >= threshold
-    if is_fake:
-        index = positive
-    else:
-        others = [i for i in range(len(probs)) if i != positive]
-        index = max(others, key=lambda i: probs[i]) if others else positive
+    index = int(decide_rows(np.asarray(probs)[None, :], positive, threshold)[0])
+    is_fake = index == positive
     return {
         "label": labels[index],
         "is_deepfake": bool(is_fake),
