@@ -92,6 +92,7 @@ class DetectService:
         self._infer_pool: ThreadPoolExecutor | None = None
         self._prep_pool: ThreadPoolExecutor | None = None
         self._load_task: asyncio.Task[None] | None = None
+        self._decoding = 0  # uploads admitted but not yet queued for inference
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -161,8 +162,18 @@ class DetectService:
             return Prepared(None, status=413, error="payload_too_large",
                             detail=f"file of {upload.size:,} bytes exceeds the limit of "
                                    f"{self.config.max_upload_bytes:,} bytes (--max-upload-mb)")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._prep_pool, _prepare, upload.file, model)
+        # Admission control: uploads waiting to be decoded count against --max-queue too, so overload is
+        # answered with 503 at once instead of piling up, unbounded, in front of the inference queue.
+        waiting = self._decoding + (self.batcher.depth if self.batcher is not None else 0)
+        if waiting >= self.config.max_queue:
+            raise ApiError(503, "overloaded", f"queue is full ({waiting} images decoding or waiting, --max-queue "
+                           f"{self.config.max_queue}); retry later", {"Retry-After": str(self.config.retry_after_s)})
+        self._decoding += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._prep_pool, _prepare, upload.file, model)
+        finally:
+            self._decoding -= 1
 
     def submit(self, tensors: list[np.ndarray]) -> list[asyncio.Future[Any]]:
         assert self.batcher is not None
