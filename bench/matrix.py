@@ -1,0 +1,562 @@
+"""Plan variants × providers × batch sizes, run each cell in its own process, collect a RunResult.
+
+Each cell is measured by ``python -m bench._cell`` in a fresh process (fresh ONNX Runtime, clean
+memory peaks). A crash, an out-of-memory kill or a hang (``cell_timeout_s``) of that process marks the
+cell ``failed`` with the reason and the matrix goes on; a provider that cannot run here makes its cells
+``unavailable``. results.json/csv are rewritten atomically after every cell, so an interrupted run keeps
+what finished and ``resume=True`` skips it (same cell key and same model sha256).
+
+Accuracy is evaluated once per (variant, provider), in the first of its cells that runs (the lowest batch
+size): the model's predictions do not depend on the timed batch size, and evaluation is the slow part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.bundle import Bundle
+from bench.errors import InputError
+from bench.results import CellResult, ModelInfo, RunResult
+
+LogFn = Callable[[str], None]
+
+DEFAULT_PROVIDERS = "cpu,cuda,tensorrt"
+DEFAULT_BATCH_SIZES = "1,8"
+DEFAULT_CELL_TIMEOUT_S = 900.0
+PROBE_TIMEOUT_S = 180.0
+REFERENCE_VARIANT = "fp32"
+
+# Config keys that change what a measurement means: a resumed run must match them.
+MEASURE_KEYS = (
+    "iterations",
+    "warmup",
+    "min_time_s",
+    "threads",
+    "inter_op_threads",
+    "graph_opt",
+    "device_id",
+    "trt_fp16",
+    "io_binding",
+    "sample_hz",
+    "seed",
+    "threshold",
+    "positive_label",
+)
+
+_SIGNALS = {
+    signal.SIGABRT: "crashed (SIGABRT: the process aborted)",
+    signal.SIGSEGV: "crashed (SIGSEGV: segmentation fault)",
+    signal.SIGBUS: "crashed (SIGBUS: bus error)",
+    signal.SIGFPE: "crashed (SIGFPE: arithmetic fault)",
+    signal.SIGILL: "crashed (SIGILL: illegal instruction)",
+    signal.SIGKILL: "was killed (SIGKILL: most likely out of memory, by the kernel's OOM killer)",
+}
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"1,8"`` → ``[1, 8]``; anything but positive integers is a usage error."""
+    sizes: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise InputError(f"--batch-sizes takes positive integers separated by commas, got {part!r}")
+        sizes.append(int(part))
+    if not sizes:
+        raise InputError("--batch-sizes is empty; e.g. --batch-sizes 1,8")
+    return sorted(dict.fromkeys(sizes))
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How accuracy is evaluated in each (variant, provider)'s first cell; ``dataset=None`` skips it."""
+
+    dataset: Path | None = None
+    threshold: float | None = None
+    positive_label: str | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    variant: str
+    provider: str
+    batch_size: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.variant, self.provider, self.batch_size)
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} · {self.provider} · batch {self.batch_size}"
+
+
+def plan_cells(variants: Sequence[str], providers: Sequence[str], batch_sizes: Sequence[int]) -> list[CellPlan]:
+    """Every variant × provider × batch size, variant-major (a variant's cells run together)."""
+    return [CellPlan(v, p, b) for v in variants for p in providers for b in batch_sizes]
+
+
+@dataclass
+class MatrixOutcome:
+    """What :func:`run_matrix` did: the result (as written), and whether Ctrl-C cut it short."""
+
+    result: RunResult
+    out: Path
+    interrupted: bool = False
+    ran: int = 0
+    reused: int = 0
+    planned: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_matrix(
+    bundle: Bundle,
+    variants: Sequence[str],
+    providers: Sequence[str],
+    batch_sizes: Sequence[int],
+    options: Any,
+    out: Path | None = None,
+    evaluation: EvalSpec = EvalSpec(),
+    policy: dict[str, Any] | None = None,
+    policy_file: str | None = None,
+    cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
+    resume: bool = False,
+    allow_build: bool = True,
+    with_service: bool = False,
+    log: LogFn | None = None,
+) -> MatrixOutcome:
+    """Measure every cell in its own process; write results after each; never raise for a cell's trouble."""
+    from bench import environment
+    from bench.runner import model_info
+
+    say = log or (lambda _m: None)
+    if cell_timeout_s <= 0:
+        raise InputError(f"--cell-timeout must be > 0 seconds, got {cell_timeout_s}")
+    service_fn = _service_function() if with_service else None
+    paths, unbuildable = _variant_files(bundle, variants, allow_build, say)
+    infos: dict[str, ModelInfo] = {v: model_info(p) for v, p in paths.items()}
+    dataset_info, input_images, accuracy_reason = _prepare_dataset(bundle, evaluation, next(iter(paths.values())))
+
+    config = {
+        "command": "matrix",
+        "model_dir": str(bundle.root),
+        "variants": list(variants),
+        "providers": list(providers),
+        "batch_sizes": list(batch_sizes),
+        "cell_timeout_s": cell_timeout_s,
+        "with_service": with_service,
+        **{k: v for k, v in options.as_config().items() if k != "batch_size"},
+        "threshold": evaluation.threshold,
+        "positive_label": evaluation.positive_label,
+        "accuracy_reason": accuracy_reason,
+        "reference_variant": str((policy or {}).get("reference") or REFERENCE_VARIANT),
+        "policy_file": policy_file,
+        "policy": policy,
+    }
+    result = RunResult(
+        environment=environment.fingerprint(options.session.provider_options.device_id),
+        config=config,
+        dataset=dataset_info,
+    )
+    out = Path(out) if out is not None else Path("reports") / result.run_id
+    previous = _load_previous(out, result, say) if resume else {}
+    if resume and previous:
+        config["resumed"] = True
+
+    plan = plan_cells(variants, providers, batch_sizes)
+    outcome = MatrixOutcome(result=result, out=out, planned=len(plan))
+    # Finished cells by key: kept ones from --resume first, then each cell as it ends. Always written in plan
+    # order, so an interrupted run (even one interrupted before reaching a kept cell) loses nothing.
+    done: dict[tuple[str, str, int], CellResult] = {
+        c.key: previous[c.key] for c in plan if c.variant in infos and _reusable(previous.get(c.key), infos[c.variant])
+    }
+    kept = set(done)
+    outcome.reused = len(kept)
+
+    def save() -> None:
+        result.cells = [done[c.key] for c in plan if c.key in done]
+        result.write(out)
+
+    save()
+    try:
+        probes = _probe_providers({c.provider for c in plan if c.key not in kept}, say)
+        evaluated = {(c.variant, c.provider) for c in done.values() if c.accuracy is not None}
+        remaining = sum(
+            1 for c in plan if c.key not in kept and c.variant not in unbuildable and probes.get(c.provider) is None
+        )
+        durations: list[float] = []
+        with tempfile.TemporaryDirectory(prefix="bench-matrix-") as tmp:
+            for index, plan_cell in enumerate(plan, start=1):
+                prefix = f"[{index}/{len(plan)}] {plan_cell.label}"
+                if plan_cell.key in kept:
+                    say(f"{prefix}: {done[plan_cell.key].status} (kept from the earlier run, --resume)")
+                    continue
+                if plan_cell.variant in unbuildable:
+                    done[plan_cell.key] = CellResult.not_run(*plan_cell.key, "failed", unbuildable[plan_cell.variant])
+                    save()
+                    say(f"{prefix}: failed — {unbuildable[plan_cell.variant]}")
+                    continue
+                reason = probes.get(plan_cell.provider)
+                if reason is not None:
+                    cell = CellResult.not_run(*plan_cell.key, "unavailable", reason)
+                    cell.model = infos[plan_cell.variant]
+                    done[plan_cell.key] = cell
+                    save()
+                    say(f"{prefix}: unavailable — {reason}")
+                    continue
+                evaluate = (
+                    evaluation.dataset is not None
+                    and accuracy_reason is None
+                    and (plan_cell.variant, plan_cell.provider) not in evaluated
+                )
+                started = time.monotonic()
+                cell = _run_cell_process(
+                    plan_cell,
+                    bundle,
+                    paths[plan_cell.variant],
+                    replace(options, batch_size=plan_cell.batch_size),
+                    input_images,
+                    evaluation if evaluate else None,
+                    cell_timeout_s,
+                    Path(tmp),
+                )
+                if cell.model is None:
+                    cell.model = infos[plan_cell.variant]
+                if cell.accuracy is not None:
+                    evaluated.add((plan_cell.variant, plan_cell.provider))
+                durations.append(time.monotonic() - started)
+                remaining -= 1
+                outcome.ran += 1
+                done[plan_cell.key] = cell
+                save()
+                say(f"{prefix}: {_cell_line(cell)} ({durations[-1]:.1f} s) · ETA {_eta(durations, remaining)}")
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        save()
+        say(f"interrupted: {len(result.cells)} of {len(plan)} cells kept in {out / 'results.json'}")
+        return outcome
+
+    if evaluation.dataset is not None:
+        _add_agreement(result, say)
+    if service_fn is not None:
+        result.service = _service_figures(service_fn, bundle, result, input_images, say)
+    result.write(out)
+    return outcome
+
+
+def _variant_files(
+    bundle: Bundle, variants: Sequence[str], allow_build: bool, say: LogFn
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each variant's file, building missing ones; a recipe that fails to build this model becomes a reason.
+
+    An unknown variant name, or a missing one under ``--no-build``, stays an input error (exit 2).
+    """
+    from bench.variants import ensure_variant, recipe_names
+
+    paths: dict[str, Path] = {}
+    unbuildable: dict[str, str] = {}
+    buildable = set(recipe_names(bundle)) if allow_build else set()
+    for variant in variants:
+        try:
+            paths[variant] = ensure_variant(bundle, variant, allow_build=allow_build, log=say)
+        except InputError as exc:
+            if variant in bundle.variants or variant not in buildable:
+                raise
+            unbuildable[variant] = f"{variant} could not be built for this model: {exc}"
+            say(f"warning: {unbuildable[variant]}; its cells are recorded as failed")
+    if not paths:
+        raise InputError("no requested variant could be built: " + "; ".join(unbuildable.values()))
+    return paths, unbuildable
+
+
+# --- the child process ------------------------------------------------------------------------------
+
+
+def _run_cell_process(
+    plan: CellPlan,
+    bundle: Bundle,
+    model_path: Path,
+    options: Any,
+    input_images: list[str],
+    evaluation: EvalSpec | None,
+    timeout_s: float,
+    workdir: Path,
+) -> CellResult:
+    from bench._cell import options_to_dict
+
+    tag = f"{plan.variant}-{plan.provider}-{plan.batch_size}"
+    spec = {
+        "variant": plan.variant,
+        "provider": plan.provider,
+        "model_dir": str(bundle.root),
+        "model_path": str(model_path),
+        "options": options_to_dict(options),
+        "input_images": input_images,
+        "evaluate": None
+        if evaluation is None
+        else {
+            "dataset": str(evaluation.dataset),
+            "threshold": evaluation.threshold,
+            "positive_label": evaluation.positive_label,
+            "strict": evaluation.strict,
+        },
+    }
+    spec_path = workdir / f"{tag}.spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    data, why = _child(["run", str(spec_path)], workdir / f"{tag}.result.json", timeout_s, workdir / f"{tag}.log")
+    if data is None:
+        return CellResult.not_run(*plan.key, "failed", f"{plan.provider}: the cell's process {why}")
+    return CellResult.from_dict(data)
+
+
+def _child(args: list[str], out: Path, timeout_s: float, log_path: Path) -> tuple[dict[str, Any] | None, str]:
+    """Run ``python -m bench._cell ARGS OUT``; (its JSON, "") or (None, why it produced none)."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with log_path.open("wb") as sink:
+        # A new session: the terminal's Ctrl-C reaches only the parent, which then stops the child itself.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._cell", *args, str(out)],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return None, f"timed out after {timeout_s:g} s (a hang?) and was killed"
+        except BaseException:
+            _kill(proc)
+            raise
+    if rc == 0 and out.is_file():
+        return json.loads(out.read_text(encoding="utf-8")), ""
+    if rc < 0:
+        try:
+            sig = signal.Signals(-rc)
+        except ValueError:
+            return None, f"was killed by signal {-rc}"
+        return None, _SIGNALS.get(sig, f"was killed by {sig.name}")
+    last = _last_line(log_path)
+    return None, f"exited with code {rc}" + (f": {last}" if last else " without writing a result")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _last_line(path: Path, limit: int = 240) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    text = lines[-1] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _probe_providers(providers: set[str], say: LogFn) -> dict[str, str | None]:
+    """Reason per GPU provider that cannot run here at all (probed once, in a child), None when usable."""
+    from bench.providers import is_gpu
+
+    reasons: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+        for provider in sorted(p for p in providers if is_gpu(p)):
+            data, why = _child(
+                ["probe", provider], Path(tmp) / f"{provider}.json", PROBE_TIMEOUT_S, Path(tmp) / f"{provider}.log"
+            )
+            if data is None:  # the probe itself died: let each cell find out (and be recorded) on its own
+                say(f"probe of {provider} {why}; its cells run anyway")
+                reasons[provider] = None
+            else:
+                reasons[provider] = None if data.get("usable") else str(data.get("reason"))
+    return reasons
+
+
+def make_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int) -> Callable[[Any], dict[str, Any]]:
+    """The child's ``evaluate(engine)``: accuracy of the engine on the labelled set in ``spec``."""
+    from bench import datasets, evaluate
+    from bench.bundle import positive_index
+
+    labelled = datasets.load_labelled_set(spec["dataset"], strict=spec.get("strict", False))
+
+    def run(engine: Any) -> dict[str, Any]:
+        labels = bundle.labels(engine.num_classes)
+        positive, _why = positive_index(labels, spec.get("positive_label"))
+        threshold = 0.5 if spec.get("threshold") is None else float(spec["threshold"])
+        return evaluate.evaluate_engine(
+            engine,
+            labelled,
+            labels,
+            positive,
+            threshold,
+            batch_size,
+            strict=spec.get("strict", False),
+            preprocess=bundle.preprocess_config(engine.input.image_hw()),
+        )
+
+    return run
+
+
+# --- parent-side helpers ----------------------------------------------------------------------------
+
+
+def _output_width(model_path: Path) -> int | None:
+    """Number of classes from the graph's first output (labels of a bare folder of .onnx files)."""
+    import onnx
+
+    dims = onnx.load(str(model_path), load_external_data=False).graph.output[0].type.tensor_type.shape.dim
+    return int(dims[-1].dim_value) or None if dims else None
+
+
+def _prepare_dataset(
+    bundle: Bundle, evaluation: EvalSpec, model_path: Path
+) -> tuple[dict[str, Any] | None, list[str], str | None]:
+    """(dataset object, input images for the timed loop, why accuracy is not evaluated or None)."""
+    if evaluation.dataset is None:
+        return None, [], "no labelled dataset given"
+    from bench import datasets
+    from bench.bundle import positive_index
+
+    labelled = datasets.load_labelled_set(evaluation.dataset, strict=evaluation.strict)
+    labels = bundle.labels() or bundle.labels(_output_width(model_path))
+    positive, why = positive_index(labels, evaluation.positive_label)
+    if positive is None and evaluation.positive_label not in (None, ""):
+        raise InputError(why or f"--positive-label {evaluation.positive_label!r} matches no label")
+    if positive is not None:
+        labelled.indexed(labels, positive)  # an unmappable dataset label is an input error now, not per cell
+    info = labelled.fingerprint()
+    return info, [str(i.path) for i in labelled.items], why
+
+
+def _load_previous(out: Path, result: RunResult, say: LogFn) -> dict[tuple[str, str, int], CellResult]:
+    if not (out / "results.json").is_file():
+        say(f"--resume: no results.json in {out} yet; starting from scratch")
+        return {}
+    old = RunResult.load(out)
+    differ = [k for k in MEASURE_KEYS if old.config.get(k) != result.config.get(k)]
+    if (old.dataset or {}).get("fingerprint") != (result.dataset or {}).get("fingerprint"):
+        differ.append("dataset")
+    if differ:
+        detail = ", ".join(
+            f"{k}: {old.config.get(k)!r} then, {result.config.get(k)!r} now" for k in differ if k != "dataset"
+        )
+        raise InputError(
+            f"--resume: {out} was measured with other settings ({', '.join(differ)}{'; ' + detail if detail else ''}); "
+            "use the same flags, or a new --out"
+        )
+    result.run_id, result.created = old.run_id, old.created
+    return {c.key: c for c in old.cells}
+
+
+def _reusable(cell: CellResult | None, info: ModelInfo) -> bool:
+    """A finished cell of the earlier run measured the same model file: keep it."""
+    return cell is not None and cell.status == "ok" and cell.model is not None and cell.model.sha256 == info.sha256
+
+
+def _cell_line(cell: CellResult) -> str:
+    from bench.console import fmt
+
+    if cell.status != "ok":
+        return f"{cell.status} — {cell.reason}"
+    lat = cell.latency_ms or {}
+    acc = (cell.accuracy or {}).get("accuracy")
+    text = (
+        f"ok · p50 {fmt(lat.get('p50'), 3)} ms · p99 {fmt(lat.get('p99'), 3)} ms · {fmt(cell.throughput_ips, 1)} img/s"
+    )
+    return text + (f" · accuracy {acc * 100:.2f}%" if acc is not None else "")
+
+
+def _eta(durations: list[float], remaining: int) -> str:
+    if remaining <= 0:
+        return "0:00:00"
+    if not durations:
+        return "—"
+    seconds = round(sum(durations) / len(durations) * remaining)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _add_agreement(result: RunResult, say: LogFn) -> None:
+    """Agreement of each variant's predictions with the reference variant's, on the same provider."""
+    if not any(c.accuracy for c in result.cells):
+        return
+    reference = str(result.config.get("reference_variant") or REFERENCE_VARIANT)
+    if not any(c.variant == reference and c.accuracy for c in result.cells):
+        say(f"agreement not computed: {reference} has no evaluated cell in this run")
+        return
+    from bench.evaluate import add_agreement
+
+    add_agreement(result.cells, reference)
+
+
+def _service_function() -> Callable[..., dict[str, Any]]:
+    try:
+        from bench import load
+    except ImportError as exc:
+        raise InputError("--with-service needs bench load (bench.load), which this installation lacks") from exc
+    fn = getattr(load, "service_figures", None)
+    if fn is None:
+        raise InputError("--with-service needs bench load (bench.load.service_figures), which this installation lacks")
+    return fn
+
+
+def _service_figures(
+    fn: Callable[..., dict[str, Any]], bundle: Bundle, result: RunResult, images: list[str], say: LogFn
+) -> list[dict[str, Any]]:
+    """Service figures per variant, on the first provider (in the order asked) where that variant ran."""
+    entries: list[dict[str, Any]] = []
+    providers = result.config["providers"]
+    for variant in result.config["variants"]:
+        ran = [
+            c for p in providers for c in result.cells if c.variant == variant and c.provider == p and c.status == "ok"
+        ]
+        if not ran:
+            say(f"service: {variant} ran on no provider; not served")
+            continue
+        provider = ran[0].provider
+        # bench's own in-process p50 at batch 1, when the matrix measured it: the overhead is against that
+        batch1 = next((c for c in ran if c.provider == provider and c.batch_size == 1), None)
+        inprocess = (batch1.latency_ms or {}).get("p50") if batch1 is not None else None
+        say(f"service: {variant} on {provider} …")
+        entries.append(
+            fn(
+                bundle.root,
+                variant,
+                provider,
+                images=[Path(p) for p in images] or None,
+                inprocess_p50_ms=inprocess,
+                log=say,
+            )
+        )
+    return entries
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_CELL_TIMEOUT_S",
+    "DEFAULT_PROVIDERS",
+    "CellPlan",
+    "EvalSpec",
+    "MatrixOutcome",
+    "make_evaluator",
+    "parse_batch_sizes",
+    "plan_cells",
+    "run_matrix",
+]

@@ -1,0 +1,73 @@
+"""Release reports from a RunResult: Markdown (en, th) and plots; re-rendered without re-measuring.
+
+    from bench.report import write_report
+    write_report(RunResult.load("reports/rc1"), "reports/rc1", langs=("en", "th"))
+
+Files: ``report.md`` (English), ``report.th.md`` (Thai), ``plots/*.png`` (shared by both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.report.policy import Policy, PolicyVerdict, evaluate_policy, load_policy, policy_for
+from bench.results import RunResult, atomic_write_text
+
+REPORT_FILES = {"en": "report.md", "th": "report.th.md"}
+
+
+@dataclass
+class ReportOutput:
+    """What was written, and the policy verdict and recommendation the report states."""
+
+    files: list[Path]
+    verdict: PolicyVerdict
+    recommendation: str | None  # "variant · provider · batch N" in English, or None when nothing passes
+
+
+def write_report(
+    result: RunResult,
+    out_dir: str | Path,
+    langs: tuple[str, ...] = ("en", "th"),
+    policy: Policy | None = None,
+    draw: bool = True,
+) -> ReportOutput:
+    """Plots once, then one Markdown file per language, all into ``out_dir``."""
+    from bench.report.analysis import recommend
+    from bench.report.catalog import catalog
+    from bench.report.markdown import render_markdown
+    from bench.report.plots import draw_plots, planned_plots
+
+    out = Path(out_dir)
+    policy = policy or policy_for(result)
+    for lang in langs:
+        catalog(lang)  # an unknown language fails before anything is drawn
+    plots = draw_plots(result, out) if draw else planned_plots(result)
+    files = [f"{p.file}" for p in plots.values() if p.file and draw]
+    written = [out / f for f in files]
+    for lang in langs:
+        path = out / REPORT_FILES[lang]
+        atomic_write_text(path, render_markdown(result, lang, policy, plots))
+        written.append(path)
+    verdict = evaluate_policy(result, policy)
+    rec = recommend(result, verdict)
+    choice = rec.choice.cell if rec.choice else None
+    text = (
+        catalog("en").t("common.cell", variant=choice.variant, provider=choice.provider, batch=choice.batch_size)
+        if choice
+        else None
+    )
+    return ReportOutput(files=written, verdict=verdict, recommendation=text)
+
+
+__all__ = [
+    "REPORT_FILES",
+    "Policy",
+    "PolicyVerdict",
+    "ReportOutput",
+    "evaluate_policy",
+    "load_policy",
+    "policy_for",
+    "write_report",
+]

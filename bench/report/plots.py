@@ -1,0 +1,172 @@
+"""Report plots (matplotlib, Agg, no pyplot global state). Plot text stays English: default fonts lack Thai."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report.analysis import accuracy_of, ok_cells, pareto_front
+from bench.results import RunResult
+
+PLOTS_DIR = "plots"
+PLOT_NAMES = ("latency", "accuracy_latency", "size_latency")
+_MARKERS = "osD^v<>ph*"
+
+
+@dataclass(frozen=True)
+class PlotOutcome:
+    """A drawn plot (``file`` relative to the report) or why it was not drawn (``reason``: a catalogue key)."""
+
+    name: str
+    file: str | None
+    reason: str | None = None
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> PlotOutcome:
+    folder = out_dir / PLOTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / f"{name}.png", metadata={"Software": None})
+    return PlotOutcome(name, f"{PLOTS_DIR}/{name}.png")
+
+
+def _horizontal() -> dict[str, Any]:
+    """boxplot's horizontal switch: ``orientation`` since Matplotlib 3.10, ``vert`` before (deprecated after)."""
+    import matplotlib
+
+    major, minor = (int(x) for x in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
+def _label(cell: Any) -> str:
+    return f"{cell.variant}/{cell.provider}/b{cell.batch_size}"
+
+
+def _latency_cells(result: RunResult) -> list[Any]:
+    return [c for c in ok_cells(result) if c.samples_ms]
+
+
+def _accuracy_points(result: RunResult) -> list[tuple[Any, float, float]]:
+    points = []
+    for cell in ok_cells(result):
+        acc = (accuracy_of(result, cell.variant, cell.provider) or {}).get("accuracy")
+        p95 = (cell.latency_ms or {}).get("p95")
+        if acc is not None and p95 is not None:
+            points.append((cell, p95, acc * 100.0))
+    return points
+
+
+def _size_cells(result: RunResult) -> list[Any]:
+    return [c for c in ok_cells(result) if c.model is not None and (c.latency_ms or {}).get("p50") is not None]
+
+
+def latency_distribution(result: RunResult, out_dir: Path) -> PlotOutcome:
+    """Box plot of the raw per-call latencies of every measured cell."""
+    cells = _latency_cells(result)
+    if not cells:
+        return PlotOutcome("latency", None, "no_samples")
+    fig = _figure(8.0, 1.2 + 0.38 * len(cells))
+    ax = fig.add_subplot()
+    ax.boxplot([c.samples_ms for c in cells], showfliers=True, flierprops={"markersize": 2}, **_horizontal())
+    ax.set_yticks(range(1, len(cells) + 1), [_label(c) for c in cells])
+    ax.invert_yaxis()
+    lo = min(min(c.samples_ms) for c in cells)
+    hi = max(max(c.samples_ms) for c in cells)
+    if lo > 0 and hi / lo > 30:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency per call (ms)")
+    ax.set_title("Latency distribution per cell (raw samples)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out_dir, "latency")
+
+
+def accuracy_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
+    """Accuracy against p95 latency per measured cell, with the Pareto front."""
+    points = _accuracy_points(result)
+    if not points:
+        return PlotOutcome("accuracy_latency", None, "no_accuracy")
+    fig = _figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    providers = sorted({c.provider for c, _, _ in points})
+    for i, provider in enumerate(providers):
+        mine = [(p, a) for c, p, a in points if c.provider == provider]
+        ax.scatter(
+            [p for p, _ in mine], [a for _, a in mine], marker=_MARKERS[i % len(_MARKERS)], label=provider, zorder=3
+        )
+    for cell, p, a in points:
+        ax.annotate(f"{cell.variant} b{cell.batch_size}", (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = pareto_front(result)
+    if front:
+        xs = [(c.latency_ms or {})["p95"] for c in front]
+        ys = [(accuracy_of(result, c.variant, c.provider) or {})["accuracy"] * 100.0 for c in front]
+        ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front", zorder=2)
+    xs_all = [p for _, p, _ in points]
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 30:
+        ax.set_xscale("log")
+    ax.set_xlabel("p95 latency per call (ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs p95 latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "accuracy_latency")
+
+
+def size_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
+    """Model file size against p50 latency per measured cell."""
+    cells = _size_cells(result)
+    if not cells:
+        return PlotOutcome("size_latency", None, "no_samples")
+    fig = _figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    groups = sorted({(c.provider, c.batch_size) for c in cells})
+    for i, (provider, batch) in enumerate(groups):
+        mine = [c for c in cells if (c.provider, c.batch_size) == (provider, batch)]
+        ax.scatter(
+            [c.model.size_mb for c in mine],
+            [(c.latency_ms or {})["p50"] for c in mine],  # type: ignore[union-attr]
+            marker=_MARKERS[i % len(_MARKERS)],
+            label=f"{provider} b{batch}",
+            zorder=3,
+        )
+        for c in mine:
+            ax.annotate(
+                c.variant,
+                (c.model.size_mb, (c.latency_ms or {})["p50"]),  # type: ignore[union-attr]
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    ax.set_xlabel("model file size (MB)")
+    ax.set_ylabel("p50 latency per call (ms)")
+    ax.set_title("Model size vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "size_latency")
+
+
+def draw_plots(result: RunResult, out_dir: Path) -> dict[str, PlotOutcome]:
+    """All report plots into ``out_dir/plots``; each either drawn or with the reason it was not."""
+    return {
+        "latency": latency_distribution(result, out_dir),
+        "accuracy_latency": accuracy_vs_latency(result, out_dir),
+        "size_latency": size_vs_latency(result, out_dir),
+    }
+
+
+def planned_plots(result: RunResult) -> dict[str, PlotOutcome]:
+    """What :func:`draw_plots` would produce, without drawing (to render the Markdown alone)."""
+    have = {
+        "latency": (bool(_latency_cells(result)), "no_samples"),
+        "accuracy_latency": (bool(_accuracy_points(result)), "no_accuracy"),
+        "size_latency": (bool(_size_cells(result)), "no_samples"),
+    }
+    return {
+        name: PlotOutcome(name, f"{PLOTS_DIR}/{name}.png", None) if ok else PlotOutcome(name, None, why)
+        for name, (ok, why) in have.items()
+    }

@@ -1,0 +1,269 @@
+"""``bench matrix``: cells in their own processes, unavailable/failed rows, faults, Ctrl-C and --resume, exit codes.
+
+Runs through a real ``python -m bench`` subprocess (exit codes, stdout, signals are the contract) on a tiny
+bundle with three real variant files; ``CUDA_VISIBLE_DEVICES=""`` makes ``cuda`` unavailable on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from PIL import Image
+
+from bench.errors import InputError
+from bench.matrix import _load_previous, _reusable, parse_batch_sizes, plan_cells
+from bench.results import CellResult, ModelInfo, RunResult
+
+from models import make_bundle, make_classifier
+
+RUN = [sys.executable, "-m", "bench", "matrix"]
+FAST = ["--iterations", "5", "--warmup", "1", "--threads", "1"]
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def bench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+          ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "BENCH_FAULTS": "", **NO_GPU, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bundle with three variants (fp32, wide, seed2) and a 12-image labelled set."""
+    root = tmp_path_factory.mktemp("matrix")
+    bundle = make_bundle(root / "tiny")
+    make_classifier(bundle / "onnx" / "model_wide.onnx", hidden=128, seed=1)
+    make_classifier(bundle / "onnx" / "model_seed2.onnx", seed=2)
+    rng = np.random.default_rng(0)
+    for cls in ("real", "fake"):
+        (root / "ds" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(root / "ds" / cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_run(workspace: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = workspace / "full"
+    p = bench("--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu,cuda",
+              "--batch-sizes", "1,2", "--dataset", "ds", *FAST, "--json", "--out", "full", cwd=workspace)
+    return p, out
+
+
+def _kept_lines(stderr: str) -> int:
+    return sum(1 for ln in stderr.splitlines() if ln.startswith("[") and "kept from the earlier run" in ln)
+
+
+# --- one full matrix run ------------------------------------------------------------------------------
+
+def test_matrix_writes_every_cell_with_unavailable_rows(full_run: tuple[subprocess.CompletedProcess[str], Path]
+                                                       ) -> None:
+    p, out = full_run
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)  # --json: exactly one RunResult on stdout
+    keys = [(c["variant"], c["provider"], c["batch_size"]) for c in doc["cells"]]
+    assert keys == [(v, pr, b) for v in ("fp32", "wide", "seed2") for pr in ("cpu", "cuda") for b in (1, 2)]
+    for cell in doc["cells"]:
+        assert len(cell["model"]["sha256"]) == 64
+        if cell["provider"] == "cpu":
+            assert cell["status"] == "ok" and cell["providers_effective"] == ["CPUExecutionProvider"]
+            assert len(cell["samples_ms"]) == 5
+        else:
+            assert cell["status"] == "unavailable" and cell["reason"].startswith("cuda: unavailable")
+            assert cell["latency_ms"] is None
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 12 and (csv["status"] == "unavailable").sum() == 6
+    assert json.loads((out / "results.json").read_text())["run_id"] == doc["run_id"]
+    # one progress line per cell, with an ETA
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("[")]
+    assert len(lines) == 12 and all("/12]" in ln for ln in lines) and "ETA" in lines[0]
+
+
+def test_cells_run_in_their_own_processes(full_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    doc = json.loads(full_run[0].stdout)
+    rss = [c["memory"]["rss_peak_mb"] for c in doc["cells"] if c["status"] == "ok"]
+    # a fresh process per cell: each peak is that cell's own, not the growing total of one long-lived process
+    assert max(rss) < 3 * min(rss)
+    sessions = [c["session_create_ms"] for c in doc["cells"] if c["status"] == "ok"]
+    assert all(s > 0 for s in sessions)
+
+
+def test_accuracy_once_per_variant_and_provider_with_agreement(
+        full_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    doc = json.loads(full_run[0].stdout)
+    cells = {(c["variant"], c["provider"], c["batch_size"]): c for c in doc["cells"]}
+    for variant in ("fp32", "wide", "seed2"):
+        first, second = cells[(variant, "cpu", 1)], cells[(variant, "cpu", 2)]
+        assert first["accuracy"]["n"] == 12 and len(first["accuracy"]["predictions"]) == 12
+        assert second["accuracy"] is None  # evaluated at the first batch size only
+    assert cells[("fp32", "cpu", 1)]["accuracy"]["agreement"]["flip_rate"] == 0.0
+    assert cells[("wide", "cpu", 1)]["accuracy"]["agreement"]["reference"] == "fp32"
+    assert doc["dataset"]["n"] == 12 and doc["config"]["batch_sizes"] == [1, 2]
+
+
+def test_matrix_report_has_every_section_and_plot(full_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    out = full_run[1]
+    en = (out / "report.md").read_text()
+    th = (out / "report.th.md").read_text()
+    for n in range(1, 9):
+        assert f"\n## {n}. " in en and f"\n## {n}. " in th
+    assert "| fp32 | cuda | 1 | unavailable |" in en
+    for name in ("latency", "accuracy_latency", "size_latency"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+    assert "**Recommendation**:" in en
+
+
+def test_resume_with_nothing_left_and_fail_on_policy(full_run: tuple[subprocess.CompletedProcess[str], Path],
+                                                     workspace: Path) -> None:
+    """A second run with --resume keeps every ok cell; an impossible policy → exit 1; --strict → exit 3."""
+    before = json.loads((full_run[1] / "results.json").read_text())
+    policy = workspace / "impossible.toml"
+    policy.write_text("min_throughput_ips = 1e12\n")
+    args = ["--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu,cuda", "--batch-sizes", "1,2",
+            "--dataset", "ds", *FAST, "--out", "full", "--resume"]
+    p = bench(*args, "--policy", str(policy), "--fail-on-policy", cwd=workspace)
+    assert p.returncode == 1, p.stderr
+    assert "release checks failed" in p.stderr and _kept_lines(p.stderr) == 6
+    after = json.loads((full_run[1] / "results.json").read_text())
+    assert after["run_id"] == before["run_id"]
+    ok_before = [c for c in before["cells"] if c["status"] == "ok"]
+    ok_after = [c for c in after["cells"] if c["status"] == "ok"]
+    assert [c["samples_ms"] for c in ok_after] == [c["samples_ms"] for c in ok_before]
+    assert "❌" in (full_run[1] / "report.md").read_text()
+    p = bench(*args, "--strict", cwd=workspace)
+    assert p.returncode == 3 and "6 of 12 cells did not run" in p.stderr
+
+
+# --- crash isolation ---------------------------------------------------------------------------------
+
+def test_a_crashing_and_a_hanging_cell_fail_while_others_run(workspace: Path) -> None:
+    faults = {"crash": {"variant": "wide"}, "slowdown": {"factor": 1e6, "match": "model_seed2"}}
+    p = bench("--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu", "--batch-sizes", "1",
+              "--no-accuracy", *FAST, "--cell-timeout", "4", "--out", "faults", "--json", cwd=workspace,
+              env={"BENCH_FAULTS": json.dumps(faults)})
+    assert p.returncode == 0, p.stderr
+    cells = {c["variant"]: c for c in json.loads(p.stdout)["cells"]}
+    assert cells["fp32"]["status"] == "ok"
+    assert cells["wide"]["status"] == "failed" and "crashed (SIGABRT" in cells["wide"]["reason"]
+    assert cells["seed2"]["status"] == "failed" and "timed out after 4 s" in cells["seed2"]["reason"]
+    assert cells["wide"]["model"]["file"] == "model_wide.onnx"
+    report = (workspace / "faults" / "report.md").read_text()
+    assert "wide · cpu · batch 1 — **failed**: cpu: the cell's process crashed (SIGABRT" in report
+
+
+# --- Ctrl-C and resume ---------------------------------------------------------------------------------
+
+def _children_alive(cwd: Path) -> list[psutil.Process]:
+    alive = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "bench._cell" in " ".join(proc.info["cmdline"] or []) and Path(proc.cwd()) == cwd:
+                alive.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return alive
+
+
+def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> None:
+    args = ["--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu", "--batch-sizes", "1",
+            "--no-accuracy", "--iterations", "5", "--warmup", "1", "--min-time", "1.5", "--out", "cut"]
+    results = workspace / "cut" / "results.json"
+    proc = subprocess.Popen([*RUN, *args], cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "BENCH_FAULTS": "", **NO_GPU})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if results.is_file() and json.loads(results.read_text())["cells"]:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume --out cut" in err
+    kept = json.loads(results.read_text())
+    assert 1 <= len(kept["cells"]) < 3 and all(c["status"] == "ok" for c in kept["cells"])
+    time.sleep(0.3)
+    assert not _children_alive(workspace), "the interrupted cell's process was left running"
+
+    p = bench(*args, "--resume", cwd=workspace)
+    assert p.returncode == 0, p.stderr
+    done = json.loads(results.read_text())
+    assert [c["variant"] for c in done["cells"]] == ["fp32", "wide", "seed2"]
+    assert done["run_id"] == kept["run_id"] and done["config"]["resumed"] is True
+    assert done["cells"][0]["samples_ms"] == kept["cells"][0]["samples_ms"]
+    assert _kept_lines(p.stderr) == len(kept["cells"])
+
+
+# --- units ---------------------------------------------------------------------------------------------
+
+def test_parse_batch_sizes() -> None:
+    assert parse_batch_sizes("8, 1,8") == [1, 8]
+    for bad in ("0", "a", "", "1,-2"):
+        with pytest.raises(InputError):
+            parse_batch_sizes(bad)
+
+
+def test_plan_is_variant_major() -> None:
+    plan = plan_cells(["fp32", "int8"], ["cpu", "cuda"], [1, 8])
+    assert [c.key for c in plan][:4] == [("fp32", "cpu", 1), ("fp32", "cpu", 8), ("fp32", "cuda", 1),
+                                         ("fp32", "cuda", 8)]
+
+
+def test_resume_reuses_only_finished_cells_of_the_same_model() -> None:
+    info = ModelInfo(file="model.onnx", size_mb=1.0, sha256="a" * 64)
+    ok = CellResult("fp32", "cpu", 1, model=info)
+    assert _reusable(ok, info)
+    assert not _reusable(ok, ModelInfo(file="model.onnx", size_mb=1.0, sha256="b" * 64))  # model changed
+    assert not _reusable(CellResult.not_run("fp32", "cpu", 1, "failed", "crash"), info)
+    assert not _reusable(None, info)
+
+
+def test_resume_with_other_measuring_flags_is_an_input_error(tmp_path: Path) -> None:
+    old = RunResult(environment={}, config={"iterations": 100, "seed": 0}, cells=[])
+    old.write(tmp_path)
+    new = RunResult(environment={}, config={"iterations": 5, "seed": 0}, cells=[])
+    with pytest.raises(InputError, match="iterations: 100 then, 5 now"):
+        _load_previous(tmp_path, new, lambda _m: None)
+    same = RunResult(environment={}, config={"iterations": 100, "seed": 0}, cells=[])
+    assert _load_previous(tmp_path, same, lambda _m: None) == {} and same.run_id == old.run_id
+
+
+def test_with_service_needs_the_load_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.load
+    from bench.matrix import _service_function
+
+    assert _service_function() is bench.load.service_figures
+    monkeypatch.delattr(bench.load, "service_figures")
+    with pytest.raises(InputError, match="--with-service needs bench load"):
+        _service_function()
+
+
+def test_a_recipe_that_cannot_build_fails_its_cells_but_unknown_names_stay_exit_2(
+        tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.variants
+    from bench.bundle import Bundle
+    from bench.matrix import _variant_files
+
+    def fake_ensure(bundle: Bundle, variant: str, allow_build: bool = True, log: object = None) -> Path:
+        if variant in bundle.variants:
+            return bundle.variants[variant]
+        raise InputError(f"variant {variant!r} cannot be built for {bundle.root}: nothing to quantise")
+
+    monkeypatch.setattr(bench.variants, "ensure_variant", fake_ensure)
+    monkeypatch.setattr(bench.variants, "recipe_names", lambda bundle=None: ["q4"])
+    bundle = Bundle.discover(tiny_bundle)
+    paths, unbuildable = _variant_files(bundle, ["fp32", "q4"], True, lambda _m: None)
+    assert list(paths) == ["fp32"] and "q4 could not be built for this model" in unbuildable["q4"]
+    with pytest.raises(InputError):
+        _variant_files(bundle, ["fp32", "nonsense"], True, lambda _m: None)
+    with pytest.raises(InputError):  # --no-build: a missing variant is a usage error (CLI.md)
+        _variant_files(bundle, ["fp32", "q4"], False, lambda _m: None)
