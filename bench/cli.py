@@ -29,7 +29,11 @@ class BenchGroup(click.Group):
         except BenchError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+        except (KeyboardInterrupt, click.Abort):
+            # 130 = 128 + SIGINT, the shell's convention; 1 is reserved for failed verdicts (CLI.md)
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception as exc:  # internal error: one line, where to report, exit 4
             where = _where(exc)
@@ -207,6 +211,551 @@ def run(model_dir: Path | None, variant: str, provider: str, as_json: bool, out:
     not_run = [c for c in result.cells if c.status != "ok"]
     if not_run:
         raise CellNotRun("; ".join(c.reason or c.status for c in not_run))
+
+
+@main.command("eval")
+@model_dir_option
+@click.option("--variant", default="fp32", show_default=True, help="Variant name, a comma list, or all.")
+@click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (or a comma list).")
+@click.option("--dataset", type=click.Path(path_type=Path), default=None,
+              help="Labelled set: folder-per-class (real/, fake/ or the model's label names) or a path,label "
+                   "CSV/JSONL manifest. Default: $BENCH_DATASET, ./datasets/demo, then the bundled demo set.")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Any folder of images (recursive, labels ignored): predictions and agreement only.")
+@click.option("--reference", default=None,
+              help="Variant to measure agreement against (flip rate, |Δp(fake)|, KL); evaluated too if not listed. "
+                   "Default: fp32 when several variants including fp32 are evaluated; 'none' turns it off.")
+@click.option("--positive-label", default=None, help="The fake class by id2label name or index (default: by name).")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Predict fake when p(fake) ≥ T.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per inference call.")
+@click.option("--strict", is_flag=True, help="Fail (exit 2) on an unreadable image or a missing manifest file "
+                                              "instead of skipping and listing it.")
+@click.option("--device-id", type=int, default=0, show_default=True, help="GPU index for cuda/tensorrt.")
+@click.option("--no-build", is_flag=True, help="Never build a missing variant; fail instead (exit 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON on stdout, nothing else.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write results.json + results.csv here.")
+def eval_(model_dir: Path | None, variant: str, provider: str, dataset: Path | None, images: Path | None,
+          reference: str | None, positive_label: str | None, threshold: float, batch_size: int, strict: bool,
+          device_id: int, no_build: bool, as_json: bool, out: Path | None) -> None:
+    """Accuracy of one or more variants on a labelled set (+ agreement with a reference variant).
+
+    Metrics (positive class = fake): accuracy, balanced accuracy, precision, recall, F1, ROC AUC, average
+    precision, EER, log loss, ECE, confusion matrix. Unreadable images are skipped and listed (--strict
+    fails instead). A cell that cannot run (provider unavailable, no fake class) → exit 3.
+    """
+    from bench import datasets
+    from bench.bundle import Bundle, resolve_model_dir
+    from bench.console import cell_progress, log, print_table
+    from bench.engine import SessionSpec
+    from bench.errors import InputError
+    from bench.evaluate import accuracy_table, footnotes, run_eval
+    from bench.providers import ProviderOptions, parse_providers
+    from bench.variants import parse_variants
+
+    if images is not None and dataset is not None:
+        raise InputError("--dataset and --images exclude each other; pass one")
+    providers = parse_providers(provider)
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    variants = parse_variants(variant, bundle)
+    if reference is None and len(variants) > 1 and "fp32" in variants:
+        reference = "fp32"
+    if reference is not None and reference.strip().lower() in ("", "none"):
+        reference = None
+    if images is not None and reference is None:
+        log("note: --images has no labels, so only predictions are reported; add --reference fp32 for agreement")
+    lset = (datasets.load_images(images) if images is not None
+            else datasets.load_labelled_set(datasets.resolve_dataset(dataset), strict=strict))
+    session = SessionSpec(provider_options=ProviderOptions(device_id=device_id))
+    with cell_progress(enabled=not as_json) as progress:
+        result = run_eval(bundle, variants, providers, lset, reference=reference, positive_label=positive_label,
+                          threshold=threshold, batch_size=batch_size, strict=strict, allow_build=not no_build,
+                          session=session, log=log, progress=progress)
+    if out is not None:
+        json_path, _ = result.write(out)
+        log(f"wrote {json_path} and results.csv")
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        print_table(accuracy_table(result.cells, title=f"bench eval · {bundle.root} · {lset.root} ({lset.kind})"))
+        for line in footnotes(result.cells):
+            click.echo(line)
+    not_run = [c for c in result.cells if c.status != "ok"]
+    if not_run:
+        raise CellNotRun("; ".join(f"{c.variant}/{c.provider}: {c.reason or c.status}" for c in not_run))
+
+
+# --- compare / ab (regression gate) --------------------------------------------------------------
+
+def tolerance_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Verdict tolerances shared by compare and ab: 10%, 0.1 (ratios) or 0.5pt (accuracy points)."""
+    opts = [
+        click.option("--latency-tolerance", default="10%", show_default=True,
+                     help="Slower than this (p50/p95 ratio) *and* the 95% interval above 1 → regression."),
+        click.option("--accuracy-tolerance", default="0.5pt", show_default=True,
+                     help="Accuracy drop in points (McNemar-tested when both sides stored predictions)."),
+        click.option("--memory-tolerance", default="10%", show_default=True, help="Peak RSS / GPU memory growth."),
+        click.option("--size-tolerance", default=None, help="Model file growth (default: --memory-tolerance)."),
+        click.option("--summary", type=click.Path(path_type=Path), default=None,
+                     help="Also append the Markdown table to this file (e.g. \"$GITHUB_STEP_SUMMARY\")."),
+    ]
+    return functools.reduce(lambda g, opt: opt(g), reversed(opts), f)
+
+
+def _tolerances(kw: dict[str, Any]) -> Any:
+    from bench.compare import Tolerances
+
+    return Tolerances.parse(latency=kw["latency_tolerance"], accuracy=kw["accuracy_tolerance"],
+                            memory=kw["memory_tolerance"], size=kw["size_tolerance"])
+
+
+def _emit_compare(result: Any, as_json: bool, summary: Path | None, title: str) -> None:
+    markdown = result.to_markdown(title)
+    if summary is not None:
+        with summary.open("a", encoding="utf-8") as fh:
+            fh.write(markdown + "\n")
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(markdown)
+
+
+@main.command()
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@tolerance_options
+@click.option("--cross-machine", is_flag=True,
+              help="Compare runs from different machines anyway (a warning in the table) instead of exit 2.")
+@click.option("--json", "as_json", is_flag=True, help="Print the CompareResult as JSON on stdout, nothing else.")
+def compare(baseline: Path, current: Path, cross_machine: bool, as_json: bool, **kw: Any) -> None:
+    """Verdicts between two results files (or folders holding results.json): BASELINE vs CURRENT.
+
+    Cells are matched by variant, provider, batch size and model sha256. Latency: regression when the
+    p50 (or p95) ratio exceeds 1 + tolerance and its 95% bootstrap interval lies wholly above 1.
+    Exit 0 pass · 1 regression · 2 bad input or incomparable (different machines, nothing in common).
+    """
+    from bench.compare import compare_runs, load_pair
+
+    tolerances = _tolerances(kw)
+    base, cur = load_pair(baseline, current)
+    result = compare_runs(base, cur, tolerances, cross_machine=cross_machine, labels=(baseline, current))
+    _emit_compare(result, as_json, kw["summary"], "bench compare")
+    result.raise_for_verdict()
+
+
+@main.command()
+@model_dir_option
+@click.option("--variant", default="fp32", show_default=True, help="Variant measured in --model-dir (the new side).")
+@click.option("--against", type=click.Path(path_type=Path), default=None,
+              help="The baseline model folder (the old model); same variant unless --against-variant.")
+@click.option("--against-variant", default=None, help="The baseline variant (in --against, else in --model-dir).")
+@click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (one).")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Images per call.")
+@measure_options
+@click.option("--blocks", type=int, default=10, show_default=True,
+              help="Alternating blocks (ABBA…); --iterations timed calls per side are spread over them.")
+@click.option("--dataset", type=click.Path(path_type=Path), default=None,
+              help="Labelled set: real images as input, and an accuracy verdict on it for both sides.")
+@click.option("--positive-label", default=None, help="The fake class by id2label name or index (with --dataset).")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Predict fake when p(fake) ≥ T.")
+@click.option("--memory/--no-memory", "isolated_memory", default=True, show_default=True,
+              help="Measure each side's memory in a short run in its own process.")
+@tolerance_options
+@click.option("--json", "as_json", is_flag=True, help="Print the CompareResult as JSON on stdout, nothing else.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write baseline/ and current/ results.json + compare.json + compare.md here.")
+def ab(model_dir: Path | None, variant: str, against: Path | None, against_variant: str | None, provider: str,
+       blocks: int, dataset: Path | None, positive_label: str | None, threshold: float, isolated_memory: bool,
+       as_json: bool, out: Path | None, no_build: bool, **kw: Any) -> None:
+    """Measure two model folders (or two variants) alternately in one process, then compare.
+
+    The noise-robust release gate: both sides share the process, the machine's state and its
+    neighbours' load, block by block. Exit 0 pass · 1 regression (the --model-dir side is worse) · 2 bad input.
+    """
+    from bench.ab import run_ab
+    from bench.console import log
+    from bench.results import atomic_write_text
+
+    tolerances = _tolerances(kw)
+    result, base_run, cur_run = run_ab(
+        model_dir, variant, against, against_variant, provider, run_options_from(kw), tolerances, blocks=blocks,
+        dataset=dataset, positive_label=positive_label, threshold=threshold, allow_build=not no_build,
+        isolated_memory=isolated_memory, log=log)
+    if out is not None:
+        base_run.write(out / "baseline")
+        cur_run.write(out / "current")
+        atomic_write_text(out / "compare.json", result.to_json() + "\n")
+        atomic_write_text(out / "compare.md", result.to_markdown("bench ab"))
+        log(f"wrote {out}/compare.json, compare.md, baseline/ and current/")
+    _emit_compare(result, as_json, kw["summary"], "bench ab")
+    result.raise_for_verdict()
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8007", show_default=True,
+              help="Base URL of a running service (loopback only unless --allow-remote).")
+@click.option("--endpoint", type=click.Choice(["detect", "batch", "health"]), default="detect", show_default=True,
+              help="POST /detect, POST /detect/batch or GET /health/live.")
+@click.option("--rate", type=float, default=None,
+              help="Open loop: requests/s (default 10; with --find-max the starting rate).")
+@click.option("--arrival", type=click.Choice(["constant", "poisson"]), default="constant", show_default=True,
+              help="Open-loop arrivals: evenly spaced or a seeded Poisson process.")
+@click.option("--duration", type=float, default=None,
+              help="Seconds of load (default 10; with --find-max, per step, default 5).")
+@click.option("--concurrency", type=int, default=None,
+              help="Closed loop instead: keep N requests in flight (labelled mode: closed).")
+@click.option("--max-requests", type=int, default=None, help="Request cap (default 100000).")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Folder of images to send, cycled (default: the demo set).")
+@click.option("--batch-files", type=int, default=4, show_default=True, help="Files per /detect/batch request.")
+@click.option("--find-max", is_flag=True, help="Step the rate up; report the highest meeting --p99-slo, no errors.")
+@click.option("--p99-slo", type=float, default=50.0, show_default=True, help="p99 latency SLO (ms) for --find-max.")
+@click.option("--max-steps", type=int, default=10, show_default=True, help="Most rate steps of --find-max.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Per-request timeout (s).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of Poisson arrivals.")
+@click.option("--connections", type=int, default=256, show_default=True, help="Open loop: connection pool size.")
+@click.option("--no-ceiling", is_flag=True, help="Skip measuring the generator's own ceiling first.")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --url.")
+@click.option("--json", "as_json", is_flag=True, help="Print the LoadResult as JSON on stdout, nothing else.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write load.json here.")
+def load(url: str, endpoint: str, rate: float | None, arrival: str, duration: float | None,
+         concurrency: int | None, max_requests: int | None, images: Path | None, batch_files: int, find_max: bool,
+         p99_slo: float, max_steps: int, timeout: float, seed: int, connections: int, no_ceiling: bool,
+         allow_remote: bool, as_json: bool, out: Path | None) -> None:
+    """Load test a running detect service: open loop at a fixed rate (default) or closed loop.
+
+    Open-loop latency counts from each request's scheduled send time, so a stalled server shows in the
+    tail. Errors are counted by status or exception, not raised (exit 0); a bad flag or a remote
+    --url without --allow-remote exits 2.
+    """
+    from bench import datasets
+    from bench.console import log
+    from bench.load import LoadSpec, run_find_max, run_load, summary_lines
+    from bench.results import atomic_write_text
+
+    paths: tuple[Path, ...] = ()
+    if endpoint != "health":
+        paths = tuple(datasets.image_files(datasets.resolve_dataset(images)))
+    spec = LoadSpec(url=url, endpoint=endpoint, rate=rate if rate is not None or concurrency else 10.0,
+                    arrival=arrival, duration_s=duration or (5.0 if find_max else 10.0), concurrency=concurrency,
+                    max_requests=max_requests, images=paths, files_per_request=batch_files, timeout_s=timeout,
+                    seed=seed, connections=connections, allow_remote=allow_remote, measure_ceiling=not no_ceiling)
+    if find_max:
+        result = run_find_max(spec, p99_slo, step_duration_s=spec.duration_s, max_steps=max_steps, log=log)
+    else:
+        result = run_load(spec, log=log)
+    if out is not None:
+        atomic_write_text(out / "load.json", result.to_json() + "\n")
+        log(f"wrote {out / 'load.json'}")
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo("\n".join(summary_lines(result)))
+
+
+# --- variants (list / build / check) -------------------------------------------------------------
+
+def recipes_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--recipes", type=click.Path(path_type=Path), default=None,
+                        help="Recipes file (default: ./variants/recipes.toml, then the bundled one; a model folder's "
+                             "own recipes.toml overrides single recipes).")(f)
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+@main.group()
+def variants() -> None:
+    """List, build and verify a model's variants (fp32, fp16, int8, uint8, q4, q4f16, bnb4).
+
+    \b
+      bench variants list  --model-dir DIR          what is on disk: size, precision, quant ops, params, sha256
+      bench variants build --model-dir DIR          derive the missing variants from onnx/model.onnx
+      bench variants check --model-dir DIR          each variant vs fp32 on a seeded probe batch (exit 1 if off)
+    """
+
+
+@variants.command("list")
+@model_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the variants as JSON on stdout, nothing else.")
+def variants_list(model_dir: Path | None, as_json: bool) -> None:
+    """Every variant file in the model folder (nothing is built): name, file, size, precision, op types,
+    parameter count, sha256 and, when built by bench, its recipe."""
+    import json
+
+    from bench.bundle import Bundle, resolve_model_dir
+    from bench.console import fmt, print_table
+    from bench.variants import list_variants
+
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    infos = list_variants(bundle)
+    if as_json:
+        emit_json(json.dumps({"model_dir": str(bundle.root), "variants": [i.as_dict() for i in infos]}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"bench variants · {bundle.root}")
+    for name, justify in [("variant", "left"), ("file", "left"), ("size MB", "right"), ("precision", "left"),
+                          ("quant ops", "left"), ("params", "right"), ("sha256", "left"), ("recipe", "left")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for i in infos:
+        table.add_row(i.variant, i.file, fmt(i.size_mb, 1 if i.size_mb >= 10 else 3), i.precision,
+                      ", ".join(f"{k}×{v}" for k, v in i.quant_ops.items()) or "—", fmt(i.parameters),
+                      i.sha256[:12], (i.recipe or {}).get("summary", "—") if isinstance(i.recipe, dict) else "—")
+    print_table(table)
+
+
+@variants.command("build")
+@model_dir_option
+@click.option("--only", default=None, help="Comma list of recipes to build (default: every recipe).")
+@click.option("--force", is_flag=True, help="Rebuild variants that are already on disk.")
+@recipes_option
+def variants_build(model_dir: Path | None, only: str | None, force: bool, recipes: Path | None) -> None:
+    """Derive missing variants from onnx/model.onnx by the recipes (written atomically, with a
+    model_<name>.json sidecar recording parameters and tool versions). A recipe with nothing to
+    quantise (no MatMul) is skipped with a warning."""
+    from bench.bundle import Bundle, resolve_model_dir
+    from bench.console import fmt, log, print_table
+    from bench.variants import build_variants, load_recipes
+
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    book = load_recipes(bundle, recipes)
+    results = build_variants(bundle, only=_split_names(only), force=force, recipes=book, log=log)
+    from rich.table import Table
+
+    table = Table(title=f"bench variants build · {bundle.root}")
+    for name, justify in [("variant", "left"), ("status", "left"), ("file", "left"), ("size MB", "right"),
+                          ("seconds", "right"), ("note", "left")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in results:
+        size = fmt(r.size_mb, 1 if (r.size_mb or 0) >= 10 else 3)
+        table.add_row(r.variant, r.status, Path(r.path).name, size, fmt(r.seconds, 1), r.reason or "")
+    print_table(table)
+
+
+@variants.command("check")
+@model_dir_option
+@click.option("--only", default=None, help="Comma list of variants to check (default: every variant on disk; "
+                                            "a missing one a recipe can build is built first).")
+@click.option("--tolerance", "tolerance", multiple=True,
+              help="Max |Δprob| vs fp32: a number for every variant or VARIANT=NUMBER (comma list, repeatable); "
+                   "overrides the recipe's max_abs_dprob.")
+@click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt.")
+@click.option("--probe-size", type=int, default=16, show_default=True, help="Images in the seeded probe batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe batch.")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Probe with the first --probe-size images of this folder (recursive) instead of a random tensor.")
+@click.option("--no-build", is_flag=True, help="Never build a missing variant named in --only; fail instead (exit 2).")
+@recipes_option
+@click.option("--json", "as_json", is_flag=True, help="Print the check report as JSON on stdout, nothing else.")
+def variants_check(model_dir: Path | None, only: str | None, tolerance: tuple[str, ...], provider: str,
+                   probe_size: int, seed: int, images: Path | None, no_build: bool, recipes: Path | None,
+                   as_json: bool) -> None:
+    """Each variant vs fp32 on a seeded probe batch: max |Δlogit|, max |Δprob|, argmax agreement.
+
+    Exit 1 when a variant exceeds its tolerance (per recipe in recipes.toml, or --tolerance).
+    A variant this provider cannot run is listed as unavailable and does not fail the check.
+    """
+    import json
+
+    from bench.bundle import Bundle, resolve_model_dir
+    from bench.console import fmt, log, print_table
+    from bench.variants import check_variants, load_recipes, parse_tolerances
+
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    book = load_recipes(bundle, recipes)
+    report = check_variants(bundle, _split_names(only), provider=provider, probe_size=probe_size, seed=seed,
+                            tolerances=parse_tolerances(tolerance), recipes=book, allow_build=not no_build, log=log,
+                            images=images)
+    if as_json:
+        emit_json(json.dumps(report.as_dict(), indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"bench variants check · {bundle.root} · vs {report.reference} on {provider} · "
+                            f"probe {report.probe['n']} ({'images' if images else f'seed {seed}'})")
+        for name, justify in [("variant", "left"), ("max |Δlogit|", "right"), ("max |Δprob|", "right"),
+                              ("mean |Δprob|", "right"), ("agreement", "right"), ("tolerance", "left"),
+                              ("verdict", "left")]:
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for v in report.variants:
+            tol = ", ".join(f"{k.replace('max_abs_', '').replace('min_', '')} {val:g}"
+                            for k, val in v.tolerance.items() if val is not None) or "—"
+            verdict = f"{v.status}: {v.reason}"
+            if v.status == "ok":
+                verdict = "✅ ok" if v.within_tolerance else f"❌ {v.why}"
+            table.add_row(v.variant, fmt(v.max_abs_dlogit, 4), fmt(v.max_abs_dprob, 4), fmt(v.mean_abs_dprob, 4),
+                          "—" if v.agreement is None else f"{v.agreement * 100:.1f}%", tol, verdict)
+        print_table(table)
+        log(f"verdict: {report.verdict}")
+    report.raise_on_failure()
+
+
+
+@main.command()
+@model_dir_option
+@click.option("--variant", default="fp32", show_default=True, help="Variant to serve (built first when a recipe can).")
+@click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8007, show_default=True,
+              help="Port (0 picks a free one; the ready line says which).")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Fake ⇔ p(fake) ≥ threshold (the evaluator's rule; 0.5 = argmax for two classes).")
+@click.option("--positive-label", default=None, help="Name or index of the fake class (default: by name, CLI.md).")
+@click.option("--max-batch", type=int, default=16, show_default=True,
+              help="Most images per inference call; 1 turns dynamic batching off.")
+@click.option("--max-delay-ms", type=float, default=2.0, show_default=True,
+              help="Longest a request waits for others to join its batch.")
+@click.option("--max-queue", type=int, default=256, show_default=True,
+              help="Images waiting at most; beyond it 503 + Retry-After.")
+@click.option("--max-upload-mb", type=float, default=10.0, show_default=True, help="Largest file accepted (413 above).")
+@click.option("--max-batch-files", type=int, default=32, show_default=True,
+              help="Most files per /detect/batch request.")
+@click.option("--max-batch-upload-mb", type=float, default=64.0, show_default=True,
+              help="Largest /detect/batch request body.")
+@click.option("--threads", type=int, default=None, help="ORT intra-op threads (default: ORT's, all cores).")
+@click.option("--device-id", type=int, default=0, show_default=True, help="GPU index for cuda/tensorrt.")
+@click.option("--graceful-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds in-flight requests get to finish on SIGTERM/Ctrl-C.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning",
+              show_default=True, help="uvicorn log level (stderr).")
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn access log).")
+@click.option("--no-build", is_flag=True, help="Never build a missing variant; the model fails to load instead.")
+def serve(model_dir: Path | None, host: str, port: int, graceful_timeout: float, log_level: str, access_log: bool,
+          no_build: bool, **kw: Any) -> None:
+    """Reference detect service: /health, /health/live, /health/ready, /detect, /detect/batch, /metrics.
+
+    \b
+    The port answers at once; the model loads in the background (/health/ready: 503 until the
+    session exists and a warm-up inference succeeded). One line on stderr says when it is ready:
+      bench serve: ready on http://127.0.0.1:8007 · ...
+    A model that fails to load keeps the server up: /detect answers 503 with the reason.
+    """
+    from bench.service import ServiceConfig
+    from bench.service.server import serve as run_server
+
+    config = ServiceConfig(model_dir=model_dir, allow_build=not no_build, **kw)
+    run_server(config, host=host, port=port, log_level=log_level, access_log=access_log,
+               graceful_timeout_s=graceful_timeout)
+
+
+# --- matrix / report (release reports) --------------------------------------------------------------
+
+@main.command()
+@model_dir_option
+@click.option("--variants", "variants_text", default="all", show_default=True,
+              help="Variants: a comma list or all (fp32 + every recipe + any file on disk); missing ones are built.")
+@click.option("--providers", "providers_text", default=None,
+              help="Comma list of cpu, cuda, tensorrt. Default: cpu,cuda,tensorrt (those that cannot run here "
+                   "become 'unavailable' rows, with the reason).")
+@click.option("--batch-sizes", "batch_sizes_text", default="1,8", show_default=True, help="Comma list of batch sizes.")
+@measure_options
+@click.option("--dataset", type=click.Path(path_type=Path), default=None,
+              help="Labelled set for accuracy (evaluated once per variant × provider) and the timed input images. "
+                   "Default: $BENCH_DATASET, ./datasets/demo, then the bundled demo set.")
+@click.option("--no-accuracy", is_flag=True, help="Skip accuracy evaluation (latency on a seeded random tensor).")
+@click.option("--threshold", type=float, default=None, help="Predict fake when p(fake) ≥ T (default: argmax).")
+@click.option("--positive-label", default=None, help="The fake class by id2label name or index (default: by name).")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), default=None,
+              help="Release policy TOML (default: the built-in one with the seed report's targets).")
+@click.option("--cell-timeout", type=float, default=900.0, show_default=True,
+              help="Seconds a cell's process may take (session, timed loop, accuracy) before it is killed → failed.")
+@click.option("--resume", is_flag=True, help="Keep the finished cells of an earlier run in --out (same model sha256).")
+@click.option("--with-service", is_flag=True,
+              help="Also serve each variant (first provider where it ran) and load it: service figures in the report.")
+@click.option("--strict", is_flag=True, help="Exit 3 when any cell did not run (unavailable or failed).")
+@click.option("--fail-on-policy", is_flag=True, help="Exit 1 when no release candidate passes every policy check.")
+@click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON on stdout, nothing else.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (results.json/csv, report.md, report.th.md, plots/). Default: reports/<run_id>.")
+@click.pass_context
+def matrix(ctx: click.Context, model_dir: Path | None, variants_text: str, providers_text: str | None,
+           batch_sizes_text: str, dataset: Path | None, no_accuracy: bool, threshold: float | None,
+           positive_label: str | None, policy_path: Path | None, cell_timeout: float, resume: bool,
+           with_service: bool, strict: bool, fail_on_policy: bool, as_json: bool, out: Path | None,
+           no_build: bool, **kw: Any) -> None:
+    """Variants × providers × batch sizes, each cell in its own process; results, report and plots.
+
+    \b
+    A crash, OOM or hang of one cell marks it failed and the matrix goes on; Ctrl-C keeps the finished
+    cells (exit 130; --resume --out DIR continues). Writes results.json/csv after every cell, then
+    report.md (English), report.th.md (Thai) and plots/*.png; `bench report DIR` re-renders them.
+    Exit: 0 (unavailable cells included) · 1 --fail-on-policy and no candidate passes · 3 --strict and a
+    cell did not run.
+    """
+    from bench.bundle import Bundle, resolve_model_dir
+    from bench.console import cells_table, log, print_table
+    from bench.datasets import resolve_dataset
+    from bench.errors import VerdictFailed
+    from bench.matrix import DEFAULT_PROVIDERS, EvalSpec, parse_batch_sizes, run_matrix
+    from bench.providers import parse_providers
+    from bench.report import load_policy, write_report
+    from bench.variants import parse_variants
+
+    options = run_options_from({**kw, "batch_size": 1})
+    providers = parse_providers(providers_text or DEFAULT_PROVIDERS)
+    batch_sizes = parse_batch_sizes(batch_sizes_text)
+    policy = load_policy(policy_path)
+    if threshold is not None:
+        from bench.evaluate import check_threshold
+
+        check_threshold(threshold)
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    variants = parse_variants(variants_text, bundle)
+    evaluation = EvalSpec(dataset=None if no_accuracy else resolve_dataset(dataset), threshold=threshold,
+                          positive_label=positive_label)
+    outcome = run_matrix(bundle, variants, providers, batch_sizes, options, out=out, evaluation=evaluation,
+                         policy=policy.to_dict(), policy_file=str(policy_path) if policy_path else None,
+                         cell_timeout_s=cell_timeout, resume=resume, allow_build=not no_build,
+                         with_service=with_service, log=log)
+    result, out_dir = outcome.result, outcome.out
+    if outcome.interrupted:
+        log(f"stopped by Ctrl-C: continue with `bench matrix ... --resume --out {out_dir}`, "
+            f"or render what finished with `bench report {out_dir}`")
+        ctx.exit(130)
+    report = write_report(result, out_dir, langs=("en", "th"), policy=policy)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        print_table(cells_table(result.cells, title=f"bench matrix · {bundle.root}"))
+    log(f"wrote {out_dir / 'results.json'}, results.csv, report.md, report.th.md and plots/ "
+        f"({outcome.ran} cells measured, {outcome.reused} kept from the earlier run)")
+    verdict = "pass" if report.verdict.passed else "fail"
+    log(f"release checks: {verdict} ({len(report.verdict.passing)} of {len(report.verdict.candidates)} candidate "
+        f"cells pass every check) · recommendation: {report.recommendation or 'none'}")
+    not_run = [c for c in result.cells if c.status != "ok"]
+    if strict and not_run:
+        raise CellNotRun(f"{len(not_run)} of {len(result.cells)} cells did not run (--strict): "
+                         + "; ".join(f"{c.variant}/{c.provider}/b{c.batch_size}: {c.status}" for c in not_run))
+    if fail_on_policy and not report.verdict.passed:
+        raise VerdictFailed(f"release checks failed: none of the {len(report.verdict.candidates)} candidate cells "
+                            f"passes every check of the policy (see section 5 of {out_dir / 'report.md'})")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--lang", type=click.Choice(["en", "th"]), default="en", show_default=True,
+              help="en writes report.md, th writes report.th.md (plots are shared, text in English).")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), default=None,
+              help="Judge with this policy TOML instead of the one recorded in results.json.")
+@click.option("--no-plots", is_flag=True, help="Render the Markdown only; keep the existing plots/.")
+@click.option("--fail-on-policy", is_flag=True, help="Exit 1 when no release candidate passes every policy check.")
+def report(directory: Path, lang: str, policy_path: Path | None, no_plots: bool, fail_on_policy: bool) -> None:
+    """(Re)render report.md / report.th.md and plots/*.png from DIR/results.json, without measuring."""
+    from bench.console import log
+    from bench.errors import VerdictFailed
+    from bench.report import REPORT_FILES, policy_for, write_report
+    from bench.results import RunResult
+
+    result = RunResult.load(directory)
+    out_dir = directory if directory.is_dir() else directory.parent
+    policy = policy_for(result, policy_path)
+    written = write_report(result, out_dir, langs=(lang,), policy=policy, draw=not no_plots)
+    click.echo(str(out_dir / REPORT_FILES[lang]))
+    log(f"recommendation: {written.recommendation or 'none'} · release checks: "
+        f"{'pass' if written.verdict.passed else 'fail'}")
+    if fail_on_policy and not written.verdict.passed:
+        raise VerdictFailed("release checks failed: no release candidate passes every check of the policy")
 
 
 if __name__ == "__main__":  # pragma: no cover
