@@ -55,12 +55,16 @@ class RunOptions:
         }
 
 
-def model_info(path: Path) -> ModelInfo:
-    """File name, size and sha256 of a model file, plus its build recipe when a sidecar records one."""
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_info(path: Path) -> ModelInfo:
+    """File name, size and sha256 of a model file, plus its build recipe when a sidecar records one."""
     recipe = None
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -69,7 +73,7 @@ def model_info(path: Path) -> ModelInfo:
         except (OSError, json.JSONDecodeError):
             recipe = None
     size_mb = round(path.stat().st_size / 1e6, 3)
-    return ModelInfo(file=path.name, size_mb=size_mb, sha256=digest.hexdigest(), recipe=recipe)
+    return ModelInfo(file=path.name, size_mb=size_mb, sha256=file_sha256(path), recipe=recipe)
 
 
 def measure_cell(

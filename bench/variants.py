@@ -650,7 +650,7 @@ def _run_method(recipe: Recipe, model: Any, out: Path) -> Any:
                                   "min_positive_val": p["min_positive_val"], "max_finite_val": p["max_finite_val"]}
         if p["op_block_list"] is not None:
             kwargs["op_block_list"] = p["op_block_list"]
-        produced = convert_float_to_float16(model, **kwargs)
+        produced = convert_float_to_float16(drop_noop_casts(model), **kwargs)
         onnx.save_model(produced, str(out))
         return produced
     if recipe.method == "dynamic":
@@ -795,8 +795,17 @@ def parse_variants(text: str, bundle: Bundle) -> list[str]:
 
 
 def ensure_variant(bundle: Bundle, variant: str, allow_build: bool = True, log: LogFn | None = None) -> Path:
-    """Path of ``variant``'s file; build it first (cached next to the model) when a recipe can and ``allow_build``."""
-    if variant in bundle.variants:
+    """Path of ``variant``'s file; build it first (cached next to the model) when a recipe can and ``allow_build``.
+
+    A variant that bench built from a base file which has changed since (its sidecar records the base's
+    sha256) is stale: it is rebuilt, or, with ``allow_build=False``, used with a warning.
+    """
+    stale = stale_reason(bundle, variant) if variant in bundle.variants else None
+    if variant in bundle.variants and stale is None:
+        return bundle.variants[variant]
+    if stale is not None and not allow_build:
+        if log:
+            log(f"warning: {stale}; using it anyway (--no-build)")
         return bundle.variants[variant]
     book = load_recipes(bundle)
     if variant not in book.recipes:
@@ -806,12 +815,59 @@ def ensure_variant(bundle: Bundle, variant: str, allow_build: bool = True, log: 
         raise InputError(f"variant {variant!r} is not built in {bundle.onnx_dir} and --no-build forbids building it; "
                          f"run `bench variants build --model-dir {bundle.root} --only {variant}` or drop --no-build")
     if log:
-        log(f"{variant} is not on disk: building it from its recipe (cached in {bundle.onnx_dir})")
-    result = build_variant(bundle, variant, recipes=book, log=log)
+        log(f"{stale}; rebuilding it" if stale else
+            f"{variant} is not on disk: building it from its recipe (cached in {bundle.onnx_dir})")
+    result = build_variant(bundle, variant, force=stale is not None, recipes=book, log=log)
     if result.status == "skipped":
         raise InputError(f"variant {variant!r} cannot be built for {bundle.root}: {result.reason}; "
                          "choose another variant")
     return Path(result.path)
+
+
+def drop_noop_casts(model: Any) -> Any:
+    """Remove Casts to float32 of tensors that already are float32 (exact in the fp32 graph).
+
+    PyTorch's attention export writes ``Softmax → Cast(to=float)``; onnxconverter-common turns the tensor
+    into float16 but leaves the Cast's ``to`` at float, and ORT then refuses the fp16 model ("Type Error:
+    Type (tensor(float16)) of output arg … does not match expected type").
+    """
+    import onnx
+
+    graph = model.graph
+    typed = onnx.shape_inference.infer_shapes(model)
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.value_info, *typed.graph.input]}
+    elem.update({t.name: t.data_type for t in graph.initializer})
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        node.input[:] = [rename.get(name, name) for name in node.input]
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if (node.op_type == "Cast" and to == onnx.TensorProto.FLOAT and node.output[0] not in outputs
+                and elem.get(node.input[0]) == onnx.TensorProto.FLOAT):
+            rename[node.output[0]] = node.input[0]
+            continue
+        keep.append(node)
+    if rename:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return model
+
+
+def stale_reason(bundle: Bundle, variant: str) -> str | None:
+    """Why ``variant`` is out of date with the file it was built from, or None (also when bench did not build it)."""
+    from bench.runner import file_sha256
+
+    sidecar = bundle.variants[variant].with_suffix(".json")
+    try:
+        base = json.loads(sidecar.read_text(encoding="utf-8"))["base"]
+        base_path = bundle.variant_path(base["variant"])
+        recorded = base["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not base_path.is_file() or file_sha256(base_path) == recorded:
+        return None
+    return f"{variant} is stale: {base_path.name} changed since {bundle.variants[variant].name} was built from it"
 
 
 # --- checking --------------------------------------------------------------------------------------

@@ -411,3 +411,53 @@ def test_check_can_probe_with_real_images(tiny_bundle: Path, tmp_path: Path) -> 
     assert report["variants"][0]["status"] == "ok"
     empty = invoke("variants", "check", "--model-dir", tiny_bundle, "--images", folder / "none")
     assert empty.exit_code == 2
+
+
+def test_a_variant_built_from_an_older_base_is_rebuilt(tmp_path: Path) -> None:
+    from bench.bundle import Bundle
+    from bench.variants import ensure_variant, stale_reason
+
+    from models import make_bundle
+
+    root = make_bundle(tmp_path / "m")
+    bundle = Bundle.discover(root)
+    first = ensure_variant(bundle, "int8").read_bytes()
+    bundle.refresh()
+    assert stale_reason(bundle, "int8") is None
+    make_bundle(root, seed=1)  # a new fp32 file replaces the old one
+    assert "int8 is stale: model.onnx changed" in stale_reason(bundle, "int8")
+    lines: list[str] = []
+    assert ensure_variant(bundle, "int8", allow_build=False, log=lines.append).read_bytes() == first
+    assert lines and lines[0].startswith("warning: int8 is stale")
+    rebuilt = ensure_variant(bundle, "int8", log=lines.append)
+    assert rebuilt.read_bytes() != first and any("rebuilding" in line for line in lines)
+    bundle.refresh()
+    assert stale_reason(bundle, "int8") is None
+
+
+def test_fp16_of_a_graph_with_a_noop_float_cast_loads(tmp_path: Path) -> None:
+    """PyTorch's attention export has Softmax → Cast(to=float); the fp16 build must still load in ORT."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bench.bundle import Bundle
+    from bench.engine import Engine
+    from bench.variants import ensure_variant
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((48, 2)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["pixel_values", "shape"], ["flat"]),
+             helper.make_node("Softmax", ["flat"], ["sm"], axis=-1),
+             helper.make_node("Cast", ["sm"], ["cast"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["cast", "w"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT,
+                                                                          ["b", 3, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], [w, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "m" / "onnx").mkdir(parents=True)
+    onnx.save_model(model, tmp_path / "m" / "onnx" / "model.onnx")
+    fp16 = ensure_variant(Bundle.discover(tmp_path / "m"), "fp16")
+    engine = Engine(fp16)
+    assert engine.run(np.ones((1, 3, 4, 4), np.float32)).shape == (1, 2)
