@@ -53,6 +53,7 @@ def test_not_a_results_file(tmp_path: Path) -> None:
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     atomic_write_text(tmp_path / "a.txt", "hello")
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert (tmp_path / "a.txt").stat().st_mode & 0o044 == 0o044  # readable by others, unlike mkstemp's 0600
 
 
 def test_csv_flattens_nested_fields(tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""Shared by the perf suite and its scripts: which model to measure, a real image, statistics helpers."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "variants" / "demo"
+DEMO_DATASET = REPO / "datasets" / "demo"
+
+
+def demo_is_trained() -> bool:
+    """The trained demo bundle has landed (its helper writes TRAINING.md next to config.json)."""
+    return (DEMO / "TRAINING.md").is_file() and (DEMO / "onnx" / "model.onnx").is_file()
+
+
+def demo_or_standin(tmp: Path) -> tuple[Path, str]:
+    """``variants/demo`` when trained, else a 224 px stand-in built with tests/models.py."""
+    if demo_is_trained():
+        return DEMO, "the trained demo bundle"
+    sys.path.insert(0, str(REPO / "tests"))
+    from models import make_bundle
+
+    return make_bundle(tmp / "standin", size=224, hidden=64), "stand-in: variants/demo/TRAINING.md not found"
+
+
+def sample_image(tmp: Path) -> Path:
+    """The first demo image when the demo set exists, else a generated 256×256 JPEG."""
+    if DEMO_DATASET.is_dir():
+        from bench.datasets import image_files
+
+        found = image_files(DEMO_DATASET)
+        if found:
+            return found[0]
+    import numpy as np
+    from PIL import Image
+
+    path = tmp / "sample.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(path, quality=90)
+    return path
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    """A copy of a model folder (fp32 only: built variants are not needed for the A/B checks)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model_*.onnx", "model_*.json"))
+    return dst
+
+
+def alternate(funcs: Sequence[Callable[[], Any]], blocks: int) -> list[list[Any]]:
+    """Call each function once per block, order ABBA… so drift falls on both; results per function."""
+    out: list[list[Any]] = [[] for _ in funcs]
+    for b in range(blocks):
+        order = range(len(funcs)) if b % 2 == 0 else reversed(range(len(funcs)))
+        for i in order:
+            out[i].append(funcs[i]())
+    return out
+
+
+def ratio_with_interval(current: Sequence[float], baseline: Sequence[float]) -> tuple[float, float, float]:
+    """(point, low, high) of median(current) / median(baseline): bench.timing.bootstrap_ratio, 95 %."""
+    from bench.timing import bootstrap_ratio
+
+    return bootstrap_ratio(current, baseline)
+
+
+def cv(values: Sequence[float]) -> float:
+    """Coefficient of variation (sample std / mean)."""
+    return statistics.stdev(values) / statistics.fmean(values)
+
+
+def bench_exe() -> str:
+    """The ``bench`` console script of this interpreter's environment."""
+    exe = Path(sys.executable).parent / "bench"
+    return str(exe) if exe.exists() else shutil.which("bench") or "bench"

@@ -1,0 +1,459 @@
+"""bench compare / bench ab: tolerance parsing, the noise-aware verdicts, bad input, CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from bench.cli import main
+from bench.compare import (
+    CompareResult,
+    CompareRow,
+    Tolerances,
+    compare_runs,
+    latency_verdict,
+    load_pair,
+    mcnemar,
+    parse_tolerance,
+)
+from bench.errors import InputError, VerdictFailed
+from bench.results import CellResult, ModelInfo, RunResult
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def samples(median: float = 10.0, n: int = 200, sigma: float = 0.05, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(median * rng.lognormal(0.0, sigma, n))
+
+
+def cell(xs: list[float] | None = None, variant: str = "fp32", provider: str = "cpu", batch: int = 1,
+         sha: str = SHA_A, status: str = "ok", reason: str | None = None, rss: float | None = 100.0,
+         size: float = 1.0, accuracy: dict | None = None, gpu: float | None = None) -> CellResult:
+    xs = samples() if xs is None and status == "ok" else (xs or [])
+    c = CellResult(variant=variant, provider=provider, batch_size=batch, status=status, reason=reason,
+                   model=ModelInfo(file="model.onnx", size_mb=size, sha256=sha), samples_ms=xs, accuracy=accuracy)
+    if status == "ok":
+        c.latency_ms = {"p50": float(np.median(xs)), "p95": float(np.percentile(xs, 95))}
+        c.memory = {"rss_peak_mb": rss, "gpu_process_peak_mb": gpu, "gpu_device_peak_mb": None,
+                    "gpu_reason": "GPU not sampled for a CPU cell" if gpu is None else None}
+    return c
+
+
+def run(*cells: CellResult, machine: str = "m1", dataset: dict | None = None, **config: object) -> RunResult:
+    return RunResult(environment={"machine_id": machine, "onnxruntime": "1.31.1"},
+                     config={"threads": None, **config}, cells=list(cells), dataset=dataset)
+
+
+def rows(result: CompareResult, metric: str) -> list[CompareRow]:
+    return [r for r in result.rows if r.metric == metric]
+
+
+# --- tolerances -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "kind", "expected"), [
+    ("10%", "ratio", 0.10), ("0.1", "ratio", 0.10), (" 5 % ", "ratio", 0.05), ("0", "ratio", 0.0),
+    ("0.5pt", "points", 0.5), ("1pt", "points", 1.0), ("0.5%", "points", 0.5), ("0.005", "points", 0.5),
+])
+def test_parse_tolerance(text: str, kind: str, expected: float) -> None:
+    assert parse_tolerance(text, kind) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("text", "kind", "needle"), [
+    ("10", "ratio", "ambiguous"), ("0.5pt", "ratio", "accuracy only"), ("fast", "ratio", "not understood"),
+    ("-5%", "ratio", "not understood"), ("2", "points", "ambiguous"),
+])
+def test_parse_tolerance_refuses(text: str, kind: str, needle: str) -> None:
+    with pytest.raises(InputError, match=needle):
+        parse_tolerance(text, kind)
+
+
+# --- the latency rule -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("point", "low", "high", "verdict"), [
+    (1.20, 1.15, 1.25, "regression"),   # beyond tolerance and significant
+    (1.20, 0.95, 1.45, "same"),         # beyond tolerance, interval includes 1: noise
+    (1.05, 1.03, 1.07, "same"),         # significant but within tolerance
+    (0.80, 0.75, 0.85, "improvement"),
+    (0.80, 0.60, 1.02, "same"),
+])
+def test_latency_verdict_needs_factor_and_significance(point: float, low: float, high: float, verdict: str) -> None:
+    assert latency_verdict(point, low, high, 0.10)[0] == verdict
+
+
+def test_identical_runs_pass() -> None:
+    result = compare_runs(run(cell()), run(cell()))
+    assert result.verdict == "pass" and result.exit_code == 0
+    p50 = rows(result, "latency_p50_ms")[0]
+    assert p50.ratio == 1.0 and p50.ci_low < 1 < p50.ci_high and p50.verdict == "same"
+    assert {r.metric for r in result.rows} == {"latency_p50_ms", "latency_p95_ms", "rss_peak_mb", "model_size_mb"}
+
+
+def test_slower_current_is_a_regression_with_its_interval() -> None:
+    result = compare_runs(run(cell(samples(10.0))), run(cell(samples(13.0, seed=1))))
+    p50 = rows(result, "latency_p50_ms")[0]
+    assert p50.verdict == "regression"
+    assert 1.2 < p50.ratio < 1.4 and 1.0 < p50.ci_low <= p50.ratio <= p50.ci_high
+    assert result.verdict == "regression" and result.exit_code == 1
+    with pytest.raises(VerdictFailed, match="latency_p50_ms"):
+        result.raise_for_verdict()
+
+
+def test_noisy_slowdown_is_not_a_verdict() -> None:
+    # 25 % slower on paper, but so few, so noisy samples that the interval straddles 1.
+    base = samples(10.0, n=8, sigma=0.6, seed=2)
+    cur = [x * 1.25 for x in samples(10.0, n=8, sigma=0.6, seed=2)]
+    p50 = rows(compare_runs(run(cell(base)), run(cell(cur))), "latency_p50_ms")[0]
+    assert p50.ratio == pytest.approx(1.25) and p50.ci_low < 1 < p50.ci_high
+    assert p50.verdict == "same" and "noise" in p50.why
+
+
+def test_faster_current_is_an_improvement_and_passes() -> None:
+    result = compare_runs(run(cell(samples(10.0))), run(cell(samples(7.0, seed=1))))
+    assert rows(result, "latency_p50_ms")[0].verdict == "improvement"
+    assert result.verdict == "pass"
+
+
+def test_tail_only_regression_is_caught_by_p95() -> None:
+    base = samples(10.0, n=400, sigma=0.02)
+    cur = list(base)
+    rng = np.random.default_rng(5)
+    for i in rng.choice(len(cur), 40, replace=False):  # 10 % of calls twice as slow: median unchanged, p95 not
+        cur[i] *= 2.0
+    result = compare_runs(run(cell(base)), run(cell(cur)))
+    assert rows(result, "latency_p50_ms")[0].verdict == "same"
+    assert rows(result, "latency_p95_ms")[0].verdict == "regression"
+
+
+def test_one_burst_of_slow_calls_is_not_a_tail_regression() -> None:
+    base = samples(10.0, n=300, sigma=0.03)
+    cur = samples(10.0, n=300, sigma=0.03, seed=1)
+    cur[100:130] = [x * 20 for x in cur[100:130]]  # a neighbour's 30-call burst: 10 % of calls, contiguous
+    p95 = rows(compare_runs(run(cell(base)), run(cell(cur))), "latency_p95_ms")[0]
+    assert p95.verdict == "same", p95.why
+    assert float(np.percentile(cur, 95)) / float(np.percentile(base, 95)) > 10  # what resampling calls would see
+
+
+def test_p95_needs_enough_calls() -> None:
+    row = rows(compare_runs(run(cell(samples(n=60))), run(cell(samples(n=60, seed=1)))), "latency_p95_ms")[0]
+    assert row.verdict == "incomparable" and "too few" in row.why
+
+
+def test_latency_tolerance_is_honoured() -> None:
+    base, cur = run(cell(samples(10.0))), run(cell(samples(10.8, seed=1)))
+    assert rows(compare_runs(base, cur), "latency_p50_ms")[0].verdict == "same"
+    assert rows(compare_runs(base, cur, Tolerances(latency=0.05)), "latency_p50_ms")[0].verdict == "regression"
+
+
+def test_missing_raw_samples_give_no_verdict() -> None:
+    bare = cell()
+    bare.samples_ms = []
+    row = rows(compare_runs(run(bare), run(cell())), "latency_p50_ms")[0]
+    assert row.verdict == "incomparable" and "samples_ms" in row.why
+
+
+# --- matching -------------------------------------------------------------------------------------
+
+def test_unmatched_cells_are_listed() -> None:
+    base = run(cell(), cell(variant="int8"))
+    cur = run(cell(), cell(batch=8))
+    result = compare_runs(base, cur)
+    sides = {(u["key"]["variant"], u["key"]["batch_size"], u["side"]) for u in result.unmatched}
+    assert sides == {("int8", 1, "baseline"), ("fp32", 8, "current")}
+    assert result.verdict == "pass"
+    assert "only in baseline" in result.to_markdown()
+
+
+def test_changed_model_hash_is_called_out_not_compared() -> None:
+    result = compare_runs(run(cell(sha=SHA_A)), run(cell(samples(30.0), sha=SHA_B)))
+    (row,) = result.rows
+    assert row.metric == "model_sha256" and row.verdict == "incomparable"
+    assert "aaaaaaaaaaaa → bbbbbbbbbbbb" in row.why
+    assert {u["side"] for u in result.unmatched} == {"baseline", "current"}
+    assert result.verdict == "incomparable" and result.exit_code == 2
+    warned = compare_runs(run(cell(sha=SHA_A), threads=1), run(cell(sha=SHA_B), threads=2))
+    with pytest.raises(InputError, match="no cell could be compared"):
+        warned.raise_for_verdict()
+
+
+def test_different_machines_are_incomparable_unless_asked() -> None:
+    base, cur = run(cell(), machine="m1"), run(cell(samples(13.0, seed=1)), machine="m2")
+    result = compare_runs(base, cur)
+    assert not result.same_machine and result.verdict == "incomparable" and result.exit_code == 2
+    assert all(r.verdict == "incomparable" for r in result.rows)
+    assert "would be regression" in rows(result, "latency_p50_ms")[0].why
+    with pytest.raises(InputError, match="different machines"):
+        result.raise_for_verdict()
+    forced = compare_runs(base, cur, cross_machine=True)
+    assert forced.verdict == "regression"
+    assert "different machines" in forced.to_markdown() and "--cross-machine" in forced.to_markdown()
+
+
+def test_config_differences_are_warned() -> None:
+    result = compare_runs(run(cell(), threads=1), run(cell(), threads=2))
+    assert any("threads" in w for w in result.warnings)
+
+
+# --- cells that did not run -----------------------------------------------------------------------
+
+def test_failed_current_cell_is_a_regression_not_a_latency_comparison() -> None:
+    result = compare_runs(run(cell()), run(cell(status="failed", reason="cpu: inference failed — boom")))
+    (row,) = result.rows
+    assert row.metric == "status" and row.verdict == "regression" and "boom" in row.why
+
+
+@pytest.mark.parametrize(("base_status", "cur_status"), [
+    ("ok", "unavailable"), ("failed", "ok"), ("unavailable", "unavailable"),
+])
+def test_cells_that_did_not_run_are_reported_not_compared(base_status: str, cur_status: str) -> None:
+    base = run(cell(status=base_status, reason=None if base_status == "ok" else "no GPU"), cell(variant="int8"))
+    cur = run(cell(status=cur_status, reason=None if cur_status == "ok" else "no GPU"), cell(variant="int8"))
+    result = compare_runs(base, cur)
+    fp32 = [r for r in result.rows if r.key["variant"] == "fp32"]
+    assert [(r.metric, r.verdict) for r in fp32] == [("status", "incomparable")]
+    assert result.verdict == "pass"  # the int8 cell was compared
+
+
+# --- memory, size ---------------------------------------------------------------------------------
+
+def test_memory_and_size_use_plain_tolerance() -> None:
+    result = compare_runs(run(cell(rss=100.0, size=10.0)), run(cell(rss=125.0, size=10.5)))
+    assert rows(result, "rss_peak_mb")[0].verdict == "regression"
+    assert rows(result, "model_size_mb")[0].verdict == "same"
+    loose = compare_runs(run(cell(rss=100.0)), run(cell(rss=125.0)), Tolerances(memory=0.3))
+    assert rows(loose, "rss_peak_mb")[0].verdict == "same"
+    smaller = compare_runs(run(cell(size=10.0)), run(cell(size=5.0)))
+    assert rows(smaller, "model_size_mb")[0].verdict == "improvement"
+
+
+def test_memory_measured_on_one_side_only_is_incomparable() -> None:
+    result = compare_runs(run(cell(gpu=None)), run(cell(gpu=500.0)))
+    row = rows(result, "gpu_process_peak_mb")[0]
+    assert row.verdict == "incomparable" and "baseline" in row.why
+
+
+# --- accuracy -------------------------------------------------------------------------------------
+
+DATASET = {"path": "datasets/demo", "n": 200, "fingerprint": "f" * 64}
+
+
+def accuracy(correct: list[bool]) -> dict:
+    preds = [{"path": f"img{i}.png", "p_fake": 0.9, "label": "Deepfake", "pred": "Deepfake" if ok else "Real"}
+             for i, ok in enumerate(correct)]
+    return {"n": len(correct), "accuracy": sum(correct) / len(correct), "positive_label": "Deepfake",
+            "threshold": 0.5, "predictions": preds}
+
+
+def test_accuracy_drop_with_mcnemar() -> None:
+    base = [True] * 180 + [False] * 20
+    worse = [True] * 150 + [False] * 50  # 30 images right before, wrong now
+    result = compare_runs(run(cell(accuracy=accuracy(base)), dataset=DATASET),
+                          run(cell(accuracy=accuracy(worse)), dataset=DATASET))
+    row = rows(result, "accuracy")[0]
+    assert row.verdict == "regression" and row.delta == pytest.approx(-15.0)
+    assert row.p_value is not None and row.p_value < 1e-6 and "McNemar" in row.why
+
+
+def test_accuracy_drop_that_is_not_significant_is_same() -> None:
+    base = [True] * 180 + [False] * 20
+    worse = [True] * 178 + [False] * 22  # -1 pt, 2 discordant images: p = 0.5
+    row = rows(compare_runs(run(cell(accuracy=accuracy(base)), dataset=DATASET),
+                            run(cell(accuracy=accuracy(worse)), dataset=DATASET)), "accuracy")[0]
+    assert row.verdict == "same" and "not significant" in row.why
+
+
+def test_accuracy_without_predictions_uses_plain_tolerance() -> None:
+    base = {"accuracy": 0.90, "positive_label": "Deepfake", "threshold": 0.5}
+    cur = {"accuracy": 0.89, "positive_label": "Deepfake", "threshold": 0.5}
+    row = rows(compare_runs(run(cell(accuracy=base), dataset=DATASET), run(cell(accuracy=cur), dataset=DATASET)),
+               "accuracy")[0]
+    assert row.verdict == "regression" and row.p_value is None and "no paired test" in row.why
+
+
+def test_accuracy_on_different_datasets_is_incomparable() -> None:
+    other = {**DATASET, "fingerprint": "e" * 64, "n": 120}
+    acc = accuracy([True] * 10)
+    result = compare_runs(run(cell(accuracy=acc), dataset=DATASET), run(cell(accuracy=acc), dataset=other))
+    row = rows(result, "accuracy")[0]
+    assert row.verdict == "incomparable" and "datasets differ" in row.why
+    no_dataset = compare_runs(run(cell(accuracy=acc)), run(cell(accuracy=acc), dataset=DATASET))
+    assert rows(no_dataset, "accuracy")[0].verdict == "incomparable"
+
+
+def test_mcnemar_counts_discordant_pairs() -> None:
+    test = mcnemar(accuracy([True, True, False, False]), accuracy([True, False, True, True]))
+    assert test is not None and (test["b"], test["c"], test["n"]) == (1, 2, 4)
+    assert test["p_value"] == pytest.approx(1.0)
+    assert mcnemar({"accuracy": 0.5}, accuracy([True])) is None
+
+
+# --- bad input files ------------------------------------------------------------------------------
+
+def write(path: Path, result: RunResult, **override: object) -> Path:
+    data = result.to_dict() | override
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_different_schema_versions_are_refused(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.json", run(cell()))
+    b = write(tmp_path / "b.json", run(cell()), schema_version=2)
+    with pytest.raises(InputError, match="schema versions differ"):
+        load_pair(a, b)
+
+
+def test_results_without_cells_are_refused(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.json", run(cell()))
+    empty = write(tmp_path / "empty.json", run())
+    with pytest.raises(InputError, match="no cells"):
+        load_pair(a, empty)
+    not_results = tmp_path / "other.json"
+    not_results.write_text('{"benchmarks": []}')
+    with pytest.raises(InputError, match="not a bench results file"):
+        load_pair(a, not_results)
+
+
+def test_compare_result_json_shape() -> None:
+    data = json.loads(compare_runs(run(cell()), run(cell())).to_json())
+    assert {"baseline", "current", "same_machine", "rows", "unmatched", "verdict"} <= set(data)
+    row = data["rows"][0]
+    assert set(row) >= {"key", "metric", "baseline", "current", "ratio", "ci_low", "ci_high", "verdict", "why"}
+    assert row["key"] == {"variant": "fp32", "provider": "cpu", "batch_size": 1}
+
+
+# --- CLI (real runs of a real ONNX model) ---------------------------------------------------------
+
+def invoke(*args: object, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results.json of a real `bench run` on the tiny model."""
+    from models import make_bundle
+
+    root = tmp_path_factory.mktemp("measured")
+    bundle = make_bundle(root / "tiny")
+    res = invoke("run", "--model-dir", bundle, "--iterations", "60", "--warmup", "5", "--out", root / "r1")
+    assert res.exit_code == 0, res.output
+    return root / "r1" / "results.json"
+
+
+def test_cli_compare_exit_codes(measured: Path, tmp_path: Path) -> None:
+    same = invoke("compare", measured, measured)
+    assert same.exit_code == 0, same.output
+    assert "| fp32 · cpu · b1 | p50 latency (ms)" in same.output and "✅ pass" in same.output
+
+    data = json.loads(measured.read_text())
+    data["cells"][0]["samples_ms"] = [x * 1.5 for x in data["cells"][0]["samples_ms"]]
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(data))
+    summary = tmp_path / "summary.md"
+    res = invoke("compare", measured, slower, "--json", "--summary", summary)
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert doc["verdict"] == "regression"
+    assert "❌ regression" in summary.read_text()
+    assert invoke("compare", measured, slower, "--latency-tolerance", "60%").exit_code == 0
+
+    data["environment"]["machine_id"] = "elsewhere"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    res = invoke("compare", measured, other)
+    assert res.exit_code == 2 and "different machines" in res.output
+    assert invoke("compare", measured, other, "--cross-machine").exit_code == 1
+
+
+def test_cli_compare_bad_input(measured: Path, tmp_path: Path) -> None:
+    data = json.loads(measured.read_text())
+    v2 = tmp_path / "v2.json"
+    v2.write_text(json.dumps({**data, "schema_version": 2}))
+    res = invoke("compare", measured, v2)
+    assert res.exit_code == 2 and "schema versions differ" in res.output
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**data, "cells": []}))
+    assert invoke("compare", measured, empty).exit_code == 2
+    assert invoke("compare", measured, tmp_path / "missing.json").exit_code == 2
+    res = invoke("compare", measured, measured, "--latency-tolerance", "10")
+    assert res.exit_code == 2 and "ambiguous" in res.output
+
+
+@pytest.fixture
+def two_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A 96 px model (~0.3 ms a call: long enough that timer and scheduler jitter do not dominate) and an
+    identical copy under a path a BENCH_FAULTS slowdown can match."""
+    from models import make_bundle
+
+    old = make_bundle(tmp_path / "old", size=96, hidden=96)
+    candidate = tmp_path / "candidate-model"
+    shutil.copytree(old, candidate)
+    return old, candidate
+
+
+def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    old, new = two_dirs
+    faults = json.dumps({"slowdown": {"factor": 1.0, "match": "candidate-model"}})
+    res = invoke("ab", "--model-dir", new, "--against", old, "--iterations", "100", "--warmup", "5", "--no-memory",
+                 "--threads", "1", "--json", "--out", tmp_path / "ab", env={"BENCH_FAULTS": faults})
+    doc = json.loads(res.stdout)
+    p50 = next(r for r in doc["rows"] if r["metric"] == "latency_p50_ms")
+    assert res.exit_code == 1, p50
+    assert p50["verdict"] == "regression" and p50["ratio"] > 1.3 and p50["ci_low"] > 1, p50
+    assert (tmp_path / "ab" / "compare.md").is_file()
+    cur = RunResult.load(tmp_path / "ab" / "current")
+    assert cur.config["command"] == "ab" and cur.config["order"] == "ABBA" and len(cur.cells[0].samples_ms) == 100
+
+
+def test_cli_ab_same_model_passes_with_memory(two_dirs: tuple[Path, Path]) -> None:
+    old, new = two_dirs
+    # One intra-op thread: two 2-thread pools on a shared 2-core runner make every op wait on a neighbour.
+    res = invoke("ab", "--model-dir", new, "--against", old, "--iterations", "200", "--warmup", "10",
+                 "--threads", "1", "--json")
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 0, [(r["metric"], r["why"]) for r in doc["rows"] if r["verdict"] != "same"]
+    assert doc["verdict"] == "pass" and doc["same_machine"]
+    rss = next(r for r in doc["rows"] if r["metric"] == "rss_peak_mb")
+    assert rss["baseline"] > 10 and rss["current"] > 10  # measured in each side's own process
+
+
+def test_cli_ab_against_variant_with_accuracy(tiny_bundle: Path, tmp_path: Path) -> None:
+    shutil.copy(tiny_bundle / "onnx" / "model.onnx", tiny_bundle / "onnx" / "model_quantized.onnx")
+    dataset = tmp_path / "set"
+    rng = np.random.default_rng(0)
+    for label in ("fake", "real"):
+        (dataset / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(dataset / label / f"{i}.png")
+    res = invoke("ab", "--model-dir", tiny_bundle, "--variant", "quantized", "--against-variant", "fp32",
+                 "--iterations", "40", "--no-memory", "--dataset", dataset, "--json")
+    assert res.exit_code in (0, 1), res.output
+    doc = json.loads(res.stdout)
+    acc = next(r for r in doc["rows"] if r["metric"] == "accuracy")
+    assert acc["verdict"] == "same" and acc["delta"] == 0 and acc["p_value"] == 1.0  # same weights, same answers
+    assert acc["key"]["variant"] == "quantized" and acc["baseline_key"]["variant"] == "fp32"
+
+
+def test_cli_ab_needs_a_baseline(tiny_bundle: Path) -> None:
+    res = invoke("ab", "--model-dir", tiny_bundle)
+    assert res.exit_code == 2 and "--against" in res.output
+    res = invoke("ab", "--model-dir", tiny_bundle, "--against-variant", "int4x")
+    assert res.exit_code == 2
+
+
+def test_cli_ab_on_an_unavailable_provider_is_incomparable(tiny_bundle: Path) -> None:
+    from bench.engine import probe_provider
+
+    if probe_provider("cuda")["usable"]:
+        pytest.skip("CUDA works here")
+    res = invoke("ab", "--model-dir", tiny_bundle, "--against", tiny_bundle, "--provider", "cuda", "--no-memory",
+                 "--iterations", "10", "--json")
+    assert res.exit_code == 2
+    doc = json.loads(res.stdout)
+    (row,) = doc["rows"]
+    assert row["metric"] == "status" and row["verdict"] == "incomparable" and "cuda: unavailable" in row["why"]
