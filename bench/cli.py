@@ -67,6 +67,8 @@ def main() -> None:
       bench info                         environment and usable providers
       bench run                          fp32 on cpu, latency + memory
       bench run --variant fp16 --provider cuda --json
+      bench eval --variant all           accuracy of every variant
+      bench matrix --out reports/rc1     variants × providers × batch sizes + report
 
     Exit codes: 0 ok · 1 a verdict failed · 2 usage/input error · 3 the requested cell could not run ·
     4 internal error.
