@@ -134,6 +134,24 @@ def emit_json(document: str) -> None:
     click.echo(document)
 
 
+def finish_cells(result: Any, out: Path | None, as_json: bool, show: Callable[[], None],
+                 prefix_cells: bool = True) -> None:
+    """Write results (--out), print JSON or the table, and exit 3 when a requested cell did not run."""
+    from bench.console import log
+
+    if out is not None:
+        json_path, _ = result.write(out)
+        log(f"wrote {json_path} and results.csv")
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        show()
+    not_run = [c for c in result.cells if c.status != "ok"]
+    if not_run:
+        raise CellNotRun("; ".join((f"{c.variant}/{c.provider}: " if prefix_cells else "") + (c.reason or c.status)
+                                   for c in not_run))
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 @main.command()
@@ -203,16 +221,9 @@ def run(model_dir: Path | None, variant: str, provider: str, as_json: bool, out:
     with cell_progress(enabled=not as_json) as progress:
         result = run_cells(bundle, variants, providers, options, dataset=dataset, allow_build=not no_build,
                            log=log, progress=progress)
-    if out is not None:
-        json_path, _ = result.write(out)
-        log(f"wrote {json_path} and results.csv")
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        print_table(cells_table(result.cells, title=f"bench run · {bundle.root}"))
-    not_run = [c for c in result.cells if c.status != "ok"]
-    if not_run:
-        raise CellNotRun("; ".join(c.reason or c.status for c in not_run))
+    title = f"bench run · {bundle.root}"
+    # a run's reasons already start with the provider ("cuda: unavailable — …")
+    finish_cells(result, out, as_json, lambda: print_table(cells_table(result.cells, title=title)), prefix_cells=False)
 
 
 @main.command("eval")
@@ -272,18 +283,12 @@ def eval_(model_dir: Path | None, variant: str, provider: str, dataset: Path | N
         result = run_eval(bundle, variants, providers, lset, reference=reference, positive_label=positive_label,
                           threshold=threshold, batch_size=batch_size, strict=strict, allow_build=not no_build,
                           session=session, log=log, progress=progress)
-    if out is not None:
-        json_path, _ = result.write(out)
-        log(f"wrote {json_path} and results.csv")
-    if as_json:
-        emit_json(result.to_json())
-    else:
+    def show() -> None:
         print_table(accuracy_table(result.cells, title=f"bench eval · {bundle.root} · {lset.root} ({lset.kind})"))
         for line in footnotes(result.cells):
             click.echo(line)
-    not_run = [c for c in result.cells if c.status != "ok"]
-    if not_run:
-        raise CellNotRun("; ".join(f"{c.variant}/{c.provider}: {c.reason or c.status}" for c in not_run))
+
+    finish_cells(result, out, as_json, show)
 
 
 # --- compare / ab (regression gate) --------------------------------------------------------------
