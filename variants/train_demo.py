@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ MODEL_CFG = dict(
     num_attention_heads=4,
     intermediate_size=512,
     hidden_act="gelu",
-    hidden_dropout_prob=0.0,
+    hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.0,
     layer_norm_eps=1e-12,
     qkv_bias=True,
@@ -86,6 +86,7 @@ PHOTOS = {
 MIN_CROP = 80  # photo crops are MIN_CROP..200 px, down-sampled to SIZE
 
 FAKE_KINDS = ("upsample", "spectral", "blend", "jpeg")
+FAKE_WEIGHTS = (0.15, 0.2, 0.3, 0.35)  # the harder kinds are drawn more often
 
 
 # --------------------------------------------------------------------------- #
@@ -154,7 +155,9 @@ def to_u8(x: np.ndarray) -> np.ndarray:
 
 def resize_f(x: np.ndarray, size: tuple[int, int], resample=Image.LANCZOS) -> np.ndarray:
     """Resize a float HWC [0,255] array through PIL (per-channel float mode, no rounding)."""
-    chans = [np.asarray(Image.fromarray(x[..., c].astype(np.float32), mode="F").resize(size, resample)) for c in range(3)]
+    chans = [
+        np.asarray(Image.fromarray(x[..., c].astype(np.float32), mode="F").resize(size, resample)) for c in range(3)
+    ]
     return np.stack(chans, axis=-1).astype(np.float32)
 
 
@@ -203,7 +206,7 @@ def procedural(rng: np.random.Generator, n: int) -> np.ndarray:
             cy, cx = rng.uniform(0, n, size=2)
             m = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
             img[m] = rng.uniform(10, 245, size=3)
-        img = gaussian_blur_f(img, rng.uniform(0.6, 1.5))
+        img = gaussian_blur_f(img, rng.uniform(0.4, 1.0))
         img = img + pink_noise(rng, n, 2.0)[..., None] * rng.uniform(2, 8)
     return np.clip(img, 0, 255).astype(np.float32)
 
@@ -303,7 +306,7 @@ def fake_spectral(x: np.ndarray, rng) -> np.ndarray:
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     out = x.copy()
     for _ in range(int(rng.integers(1, 4))):
-        u, v = rng.choice([0, 8, 16, 32], size=2, p=[0.3, 0.1, 0.3, 0.3])
+        u, v = rng.choice([0, 16, 32], size=2, p=[0.3, 0.35, 0.35])  # 2x / 4x up-sampling peaks
         if u == 0 and v == 0:
             u = 32
         phase = rng.uniform(0, 2 * np.pi)
@@ -328,14 +331,18 @@ def fake_blend(x: np.ndarray, donor: np.ndarray, rng) -> np.ndarray:
     gain = 1.0 + sign * rng.uniform(0.06, 0.18, size=3)  # colour mismatch, never negligible
     offset = rng.choice([-1.0, 1.0], size=3) * rng.uniform(5, 16, size=3)
     patch = patch * gain + offset
-    m = soft_mask(rng, SIZE, ty, tx, h, w, rng.uniform(1.0, 3.0))
+    m = soft_mask(rng, SIZE, ty, tx, h, w, rng.uniform(2.0, 4.0))  # wider feather than any real edge
     return x * (1 - m) + patch * m
 
 
 def fake_jpeg(x: np.ndarray, rng) -> np.ndarray:
     """Heavy JPEG re-compression of the whole image or of a region."""
     q = int(rng.integers(5, 16))
-    j = jpeg_roundtrip(x, q)
+    # the 8x8 JPEG grid is usually not aligned with the final image (cropped / resized later):
+    # compress with a random grid offset (0..7 px; 0 = aligned)
+    oy, ox = int(rng.integers(8)), int(rng.integers(8))
+    padded = np.pad(x, ((oy, 0), (ox, 0), (0, 0)), mode="reflect")
+    j = jpeg_roundtrip(padded, q)[oy:, ox:]
     if rng.random() < 0.6:
         return j
     h, w = int(rng.integers(40, 57)), int(rng.integers(40, 57))
@@ -367,9 +374,9 @@ def make_split(photos, blocks, n_per_class: int, rng: np.random.Generator):
         items.append((finish(base, rng, real=True), REAL, "real", src))
     for _ in range(n_per_class):
         base, src = s.base()  # a different crop from the real ones
-        kinds = [FAKE_KINDS[int(rng.integers(len(FAKE_KINDS)))]]
+        kinds = [str(rng.choice(FAKE_KINDS, p=FAKE_WEIGHTS))]
         if rng.random() < 0.15:
-            kinds.append(FAKE_KINDS[int(rng.integers(len(FAKE_KINDS)))])
+            kinds.append(str(rng.choice(FAKE_KINDS, p=FAKE_WEIGHTS)))
         x = base
         for k in kinds:
             if k == "upsample":
@@ -427,7 +434,9 @@ def init_patch_embedding_dct(model) -> None:
 
     p = MODEL_CFG["patch_size"]
     n = np.arange(p)
-    d = np.array([np.cos(np.pi * (2 * n + 1) * k / (2 * p)) * (np.sqrt(1 / p) if k == 0 else np.sqrt(2 / p)) for k in range(p)])
+    d = np.array(
+        [np.cos(np.pi * (2 * n + 1) * k / (2 * p)) * (np.sqrt(1 / p) if k == 0 else np.sqrt(2 / p)) for k in range(p)]
+    )
     bases = np.einsum("ui,vj->uvij", d, d).reshape(p * p, p, p)
     # "whitening" gains: natural images have a ~1/f spectrum, so scale each basis by its frequency;
     # this lifts the weak high-frequency artefacts to the same scale as image content.
@@ -493,6 +502,7 @@ def train(model, xtr, ytr, xva, yva, epochs: int, seed: int, log):
         perm = torch.randperm(len(xtr), generator=g)
         flips = torch.rand(len(xtr), generator=g) < 0.5
         vflips = torch.rand(len(xtr), generator=g) < 0.5
+        transp = torch.rand(len(xtr), generator=g) < 0.5
         t0, run_loss = time.time(), 0.0
         for i in range(0, len(xtr), bs):
             idx = perm[i : i + bs]
@@ -501,6 +511,8 @@ def train(model, xtr, ytr, xva, yva, epochs: int, seed: int, log):
             xb[fb] = xb[fb].flip(-1)  # flips keep the 2x2 / 8x8 artefact grids aligned (64 = 8 * 8)
             vb = vflips[idx]
             xb[vb] = xb[vb].flip(-2)
+            tb = transp[idx]
+            xb[tb] = xb[tb].transpose(-1, -2)  # with the flips: all 8 dihedral symmetries
             logits = model(pixel_values=xb).logits
             loss = torch.nn.functional.cross_entropy(logits, ytr[idx])
             opt.zero_grad(set_to_none=True)
@@ -511,7 +523,10 @@ def train(model, xtr, ytr, xva, yva, epochs: int, seed: int, log):
             run_loss += loss.item() * len(idx)
         va_acc, va_loss = evaluate_torch(model, xva, yva)
         history.append((ep + 1, run_loss / len(xtr), va_loss, va_acc, time.time() - t0))
-        log(f"epoch {ep + 1:2d}/{epochs}  train_loss {run_loss / len(xtr):.4f}  val_loss {va_loss:.4f}  val_acc {va_acc:.4f}  ({time.time() - t0:.1f}s)")
+        log(
+            f"epoch {ep + 1:2d}/{epochs}  train_loss {run_loss / len(xtr):.4f}  val_loss {va_loss:.4f}"
+            f"  val_acc {va_acc:.4f}  ({time.time() - t0:.1f}s)"
+        )
         if (va_acc, -va_loss) > (best[0], -best[1]):
             best = (va_acc, va_loss, {k: v.detach().clone() for k, v in model.state_dict().items()}, ep + 1)
     model.load_state_dict(best[2])
@@ -530,14 +545,14 @@ def export_onnx(model, path: Path) -> None:
             return self.m(pixel_values=pixel_values).logits
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.eval()
+    wrap = Wrap(model).eval()
     dummy = torch.zeros(2, 3, SIZE, SIZE)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Wrap(model),
+            wrap,
             (dummy,),
             str(path),
             input_names=["pixel_values"],
@@ -547,9 +562,11 @@ def export_onnx(model, path: Path) -> None:
             do_constant_folding=True,
             dynamo=False,
         )
+    model.eval()  # export restores the wrapper's mode; keep the model in inference mode
     import onnx
 
     m = onnx.load(str(path))
+    assert not any(n.op_type == "Dropout" for n in m.graph.node), "dropout in the exported graph"
     onnx.checker.check_model(m)
     # make sure it is ONE self-contained file
     onnx.save_model(m, str(path), save_as_external_data=False)
@@ -626,27 +643,25 @@ def main(argv=None) -> int:
     ap.add_argument("--out-model", type=Path, default=REPO / "variants" / "demo")
     ap.add_argument("--out-data", type=Path, default=REPO / "datasets" / "demo")
     ap.add_argument("--seed", type=int, default=20240611)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--n-train", type=int, default=8000, help="training images per class")
     ap.add_argument("--n-val", type=int, default=200, help="validation images per class")
     ap.add_argument("--n-test", type=int, default=150, help="held-out test images per class (written to --out-data)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
-    import torch
     import onnx
     import onnxruntime
     import skimage
+    import torch
     import transformers
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     t_start = time.time()
-    lines: list[str] = []
 
     def log(msg: str) -> None:
         print(msg, flush=True)
-        lines.append(msg)
 
     # ---- data ---------------------------------------------------------------
     t0 = time.time()
@@ -664,7 +679,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model = build_model()
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: ViTForImageClassification {MODEL_CFG['num_hidden_layers']}x{MODEL_CFG['hidden_size']}, {n_params:,} parameters")
+    layers, hidden = MODEL_CFG["num_hidden_layers"], MODEL_CFG["hidden_size"]
+    log(f"model: ViTForImageClassification {layers}x{hidden}, {n_params:,} parameters")
     xtr, ytr = to_tensor(train_items)
     xva, yva = to_tensor(val_items)
     t0 = time.time()
@@ -681,21 +697,25 @@ def main(argv=None) -> int:
 
     # ---- held-out test: write PNGs, read back, run with ONNX Runtime --------------
     files = write_test_split(test_items, args.out_data)
-    x, y, pred, prob, logits = evaluate_onnx(onnx_path, files)
+    x, y, pred, _prob, logits = evaluate_onnx(onnx_path, files)
+    model.eval()
     with torch.no_grad():
         ref = model(pixel_values=torch.from_numpy(x)).logits.numpy()
     max_diff = float(np.abs(ref - logits).max())
     acc = float((pred == y).mean())
     # confusion, rows = true, cols = predicted, in id2label order
     cm = np.zeros((2, 2), dtype=int)
-    for t, p in zip(y, pred):
+    for t, p in zip(y, pred, strict=True):
         cm[t, p] += 1
     per_kind: dict[str, list[int]] = {}
-    for (_p, lab, kind), pr in zip(files, pred):
+    for (_p, lab, kind), pr in zip(files, pred, strict=True):
         per_kind.setdefault(kind, []).append(int(pr == lab))
     tp, fn = cm[FAKE, FAKE], cm[FAKE, REAL]
     fp, tn = cm[REAL, FAKE], cm[REAL, REAL]
-    log(f"ONNX Runtime held-out accuracy: {acc:.4f} ({int((pred == y).sum())}/{len(y)}); torch-vs-ORT max |dlogit| {max_diff:.2e}")
+    log(
+        f"ONNX Runtime held-out accuracy: {acc:.4f} ({int((pred == y).sum())}/{len(y)});"
+        f" torch-vs-ORT max |dlogit| {max_diff:.2e}"
+    )
     log(f"confusion (fake positive) [[tn, fp], [fn, tp]] = [[{tn}, {fp}], [{fn}, {tp}]]")
     onnx_mb = onnx_path.stat().st_size / 1e6
     data_bytes = sum(p.stat().st_size for p, _, _ in files)
@@ -703,9 +723,22 @@ def main(argv=None) -> int:
 
     # ---- report --------------------------------------------------------------
     write_training_md(
-        out_model / "TRAINING.md", args=args, n_params=n_params, history=history, best_epoch=best_epoch,
-        best_val=best_val, t_data=t_data, t_train=t_train, t_total=t_total, acc=acc, cm=cm, per_kind=per_kind,
-        max_diff=max_diff, onnx_mb=onnx_mb, data_bytes=data_bytes, n_test=len(files),
+        out_model / "TRAINING.md",
+        args=args,
+        n_params=n_params,
+        history=history,
+        best_epoch=best_epoch,
+        best_val=best_val,
+        t_data=t_data,
+        t_train=t_train,
+        t_total=t_total,
+        acc=acc,
+        cm=cm,
+        per_kind=per_kind,
+        max_diff=max_diff,
+        onnx_mb=onnx_mb,
+        data_bytes=data_bytes,
+        n_test=len(files),
         versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -719,22 +752,44 @@ def main(argv=None) -> int:
         n_items={"train": len(train_items), "val": len(val_items), "test": len(test_items)},
     )
     write_dataset_readme(args.out_data / "README.md", args=args, per_kind=per_kind, n_test=len(files))
-    log(f"wrote {onnx_path} ({onnx_mb:.2f} MB), {len(files)} PNGs in {args.out_data} ({data_bytes / 1e6:.2f} MB); total {t_total:.1f}s")
+    log(
+        f"wrote {onnx_path} ({onnx_mb:.2f} MB), {len(files)} PNGs in {args.out_data}"
+        f" ({data_bytes / 1e6:.2f} MB); total {t_total:.1f}s"
+    )
     return 0
 
 
-def write_training_md(path: Path, *, args, n_params, history, best_epoch, best_val, t_data, t_train, t_total, acc, cm,
-                      per_kind, max_diff, onnx_mb, data_bytes, n_test, versions, n_items) -> None:
+def write_training_md(
+    path: Path,
+    *,
+    args,
+    n_params,
+    history,
+    best_epoch,
+    best_val,
+    t_data,
+    t_train,
+    t_total,
+    acc,
+    cm,
+    per_kind,
+    max_diff,
+    onnx_mb,
+    data_bytes,
+    n_test,
+    versions,
+    n_items,
+) -> None:
     tp, fn = cm[FAKE, FAKE], cm[FAKE, REAL]
     fp, tn = cm[REAL, FAKE], cm[REAL, REAL]
-    rel_model = os.path.relpath(args.out_model, REPO) if str(args.out_model).startswith(str(REPO)) else str(args.out_model)
-    rel_data = os.path.relpath(args.out_data, REPO) if str(args.out_data).startswith(str(REPO)) else str(args.out_data)
-    hist = "\n".join(
-        f"| {ep} | {tl:.4f} | {vl:.4f} | {va:.4f} | {dt:.1f} |" for ep, tl, vl, va, dt in history
-    )
-    kinds = "\n".join(
-        f"| {k} | {len(v)} | {sum(v)} | {sum(v) / len(v):.4f} |" for k, v in sorted(per_kind.items())
-    )
+
+    def rel(p: Path) -> str:
+        p = Path(p).resolve()
+        return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+    rel_model, rel_data = rel(args.out_model), rel(args.out_data)
+    hist = "\n".join(f"| {ep} | {tl:.4f} | {vl:.4f} | {va:.4f} | {dt:.1f} |" for ep, tl, vl, va, dt in history)
+    kinds = "\n".join(f"| {k} | {len(v)} | {sum(v)} | {sum(v) / len(v):.4f} |" for k, v in sorted(per_kind.items()))
     cfg = "\n".join(f"| {k} | {v} |" for k, v in MODEL_CFG.items())
     md = f"""# Demo detector: training report
 
@@ -763,15 +818,22 @@ independent random streams per split.
   of scikit-image sample photographs ({", ".join(PHOTOS)}) or procedural natural-statistics images
   (coloured 1/f noise, gradients with texture, dead-leaves); horizontal flip, brightness/contrast/
   saturation jitter, slight blur; sensor-like noise; 20% mild JPEG (quality 92-98).
-- **Deepfake** (label 0): different crops of the same kind with one artefact (15%: two):
+- **Deepfake** (label 0): different crops of the same kind with one artefact (15%: two), drawn with
+  probabilities {", ".join(f"{k} {w:g}" for k, w in zip(FAKE_KINDS, FAKE_WEIGHTS, strict=True))}:
   `upsample` (2x nearest / transposed-conv checkerboard / bilinear + periodic residual grid),
-  `spectral` (1-3 periodic peaks at multiples of 1/8 cycles/px added in the image domain),
-  `blend` (face-swap-like: a patch of another crop, re-sampled at a lower resolution, colour-shifted,
-  pasted with a soft elliptical mask), `jpeg` (quality 5-30 JPEG of the whole image or of a region);
+  `spectral` (1-3 periodic peaks at multiples of 1/4 cycles/px, i.e. 2x/4x up-sampling frequencies,
+  added in the image domain), `blend` (face-swap-like: a patch of another crop, re-sampled at a lower
+  resolution, colour-shifted, pasted with a soft elliptical mask, feather sigma 2-4 px), `jpeg`
+  (quality 5-15 JPEG, 8x8 grid at a random offset, of the whole image or of a region);
   same sensor-like noise as real.
 
 ## Model
-`transformers.ViTForImageClassification`, eager attention, `id2label = {{"0": "Deepfake", "1": "Real"}}`.
+`transformers.ViTForImageClassification`, eager attention, `id2label = {{"0": "Deepfake", "1": "Real"}}`,
+trained from scratch (no pretrained weights). The only departure from the default initialisation:
+the patch-embedding Conv starts as the 64 2D-DCT bases of an 8x8 patch on luma (channels 0-63) and
+on an R-B opponent channel (64-127), each scaled by its spatial frequency (DC {DCT_DC_GAIN:g}, else
+{DCT_GAIN:g} x |f|), a forensic prior that makes weak high-frequency artefacts visible from the start.
+It is trained like every other weight; the exported graph is the standard ViT graph.
 
 | config | value |
 |---|---|
@@ -783,7 +845,8 @@ input `pixel_values` float32 `[batch_size, 3, {SIZE}, {SIZE}]`, output `logits` 
 
 ## Training
 AdamW (lr {LR:g}, betas 0.9/0.98, weight decay 0.05), batch 64, one warm-up epoch then cosine decay,
-gradient clipping 1.0, random horizontal flips, cross-entropy. The checkpoint with the best
+gradient clipping 1.0, random flips and transposes (the 8 symmetries of the square, which keep
+every artefact grid intact), dropout 0.1 (training only), cross-entropy. The checkpoint with the best
 validation accuracy (epoch {best_epoch}, val accuracy {best_val:.4f}) was exported.
 
 | epoch | train loss | val loss | val acc | seconds |
@@ -841,13 +904,16 @@ held-out test split of the data the demo detector in `variants/demo` was trained
   anti-aliased down-sampling to {SIZE} px, random horizontal flip, brightness / contrast /
   saturation jitter, occasional slight Gaussian blur, occasional sensor-like Gaussian noise,
   20% mild JPEG (quality 92-98).
-- **Fake**: a different crop made the same way, then one artefact (15% of images get two):
+- **Fake**: a different crop made the same way, then one artefact (15% of images get two), drawn
+  with probabilities {", ".join(f"{k} {w:g}" for k, w in zip(FAKE_KINDS, FAKE_WEIGHTS, strict=True))}:
   - `upsample`: 2x down then up: nearest-neighbour, transposed-convolution checkerboard
     (zero insertion + uneven 3x3 kernel), or bilinear with a periodic 2x2 residual;
-  - `spectral`: 1-3 periodic patterns whose Fourier peaks sit at multiples of 1/8 cycles/pixel;
+  - `spectral`: 1-3 periodic patterns whose Fourier peaks sit at multiples of 1/4 cycles/pixel
+    (the frequencies left by 2x / 4x up-sampling layers);
   - `blend`: face-swap-like paste of a patch from another crop, re-sampled from a lower
-    resolution, colour-mismatched and blended with a soft elliptical mask;
-  - `jpeg`: heavy JPEG re-compression (quality 5-30) of the whole image or of a region;
+    resolution, colour-mismatched and blended with a soft elliptical mask (feather sigma 2-4 px);
+  - `jpeg`: heavy JPEG re-compression (quality 5-15, block grid at a random 0-7 px offset) of the
+    whole image or of a region;
   followed by the same occasional sensor-like noise as the real images.
 
 | fake kind | n |
@@ -862,9 +928,9 @@ offline). Each is used only under the statement in its `skimage.data` docstring:
 |---|---|
 {lic}
 
-Procedural images and all manipulations are generated by `variants/train_demo.py`; they, and
-the derived images in this folder, are dedicated to the public domain (CC0 1.0) where the sources
-allow it, otherwise they follow the project licence. scikit-image itself is BSD-3-Clause.
+Procedural images and all manipulations are generated by `variants/train_demo.py` (project
+licence). Every photographic source is public domain or CC0, so the images in this folder are
+released under CC0 1.0. scikit-image itself (which ships the photographs) is BSD-3-Clause.
 """
     path.write_text(md)
 
