@@ -815,9 +815,10 @@ cell belongs to one split only (6 train, 1 val, 2 test); procedural images are d
 independent random streams per split.
 
 - **Real** (label 1): random crops (side {MIN_CROP}..200 px, anti-aliased down-sampling to {SIZE} px)
-  of scikit-image sample photographs ({", ".join(PHOTOS)}) or procedural natural-statistics images
-  (coloured 1/f noise, gradients with texture, dead-leaves); horizontal flip, brightness/contrast/
-  saturation jitter, slight blur; sensor-like noise; 20% mild JPEG (quality 92-98).
+  of scikit-image sample photographs or procedural natural-statistics images (coloured 1/f noise,
+  gradients with texture, dead-leaves); horizontal flip, brightness/contrast/saturation jitter,
+  slight blur; sensor-like noise; 20% mild JPEG (quality 92-98). Photographs:
+  {", ".join(PHOTOS)}.
 - **Deepfake** (label 0): different crops of the same kind with one artefact (15%: two), drawn with
   probabilities {", ".join(f"{k} {w:g}" for k, w in zip(FAKE_KINDS, FAKE_WEIGHTS, strict=True))}:
   `upsample` (2x nearest / transposed-conv checkerboard / bilinear + periodic residual grid),
@@ -880,7 +881,7 @@ Per test-image kind:
 
 
 def write_dataset_readme(path: Path, *, args, per_kind, n_test) -> None:
-    counts = "\n".join(f"| {k} | {len(v)} |" for k, v in sorted(per_kind.items()))
+    counts = "\n".join(f"| {k} | {len(v)} |" for k, v in sorted(per_kind.items()) if k != "real")
     lic = "\n".join(f"| `skimage.data.{k}()` | {v} |" for k, v in PHOTOS.items())
     md = f"""# Demo labelled set
 
