@@ -378,30 +378,28 @@ def inspect_variant(path: Path, name: str | None = None) -> VariantInfo:
     )
 
 
-def _all_nodes(graph: Any) -> Iterator[Any]:
+def _all_graphs(graph: Any) -> Iterator[Any]:
+    """The graph and every subgraph (If/Loop/Scan bodies), depth first."""
     import onnx
 
+    yield graph
     for node in graph.node:
-        yield node
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
+                yield from _all_graphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _all_nodes(g)
+                    yield from _all_graphs(g)
+
+
+def _all_nodes(graph: Any) -> Iterator[Any]:
+    for g in _all_graphs(graph):
+        yield from g.node
 
 
 def _all_initializers(graph: Any) -> Iterator[Any]:
-    import onnx
-
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_initializers(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_initializers(g)
+    for g in _all_graphs(graph):
+        yield from g.initializer
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
