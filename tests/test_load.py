@@ -244,10 +244,10 @@ def test_latency_counts_from_the_scheduled_time(service: str, image_paths: tuple
 
     async def late_request() -> load._Recorder:
         rec = load._Recorder(record_lag=True)
-        request = load._request(service, "POST", "/detect", 10.0, payload.body, payload.content_type)
-        async with load._transport(1) as transport:
-            await load._send(transport, request, 0, time.perf_counter(), rec)       # on time
-            await load._send(transport, request, 1, time.perf_counter() - 0.3, rec)  # 300 ms late
+        request = load._request(service, "POST", "/detect", payload.body, payload.content_type)
+        async with load._session(1, 10.0) as session:
+            await load._send(session, request, 0, time.perf_counter(), rec)       # on time
+            await load._send(session, request, 1, time.perf_counter() - 0.3, rec)  # 300 ms late
         return rec
 
     rec = asyncio.run(late_request())
@@ -276,7 +276,7 @@ def test_errors_are_counted_not_raised(service: str, tmp_path: Path) -> None:
 
     refused = load.run_load(LoadSpec(url=f"http://127.0.0.1:{closed_port()}", endpoint="health", rate=20,
                                      duration_s=0.5, timeout_s=2))
-    assert refused.requests == 10 and refused.ok == 0 and refused.errors == {"ConnectError": 10}
+    assert refused.requests == 10 and refused.ok == 0 and refused.errors == {"connect": 10}
     assert refused.generator_ceiling_rps is None and refused.warnings
     assert refused.server["rss_start_mb"] is None and refused.server["leak_suspected"] is None
 

@@ -254,14 +254,14 @@ def test_service_section_renders_service_entries(seedlike: RunResult) -> None:
          "overhead_p50_ms": 21.2,
          "load": {"target_rate": 50.0, "achieved_rate": 49.9, "requests": 500, "ok": 500, "errors": {},
                   "latency_ms": {"p50": 26.0, "p90": 30.0, "p99": 41.5, "max": 60.0},
-                  "server": {"leak_suspected": False}},
+                  "send_lag_ms": {"p50": 0.6}, "server": {"leak_suspected": False}},
          "batch_endpoint": {"ms_per_image_p50": 4.3}, "max_rate": {"slo_p99_ms": 50.0, "rate_rps": 180.0}},
         {"variant": "int8", "provider": "cpu", "status": "failed", "reason": "bench serve exited with 1",
          "load": None, "inprocess_p50_ms": 39.8, "overhead_p50_ms": None, "batch_endpoint": None, "max_rate": None},
     ]
     text = render_markdown(seedlike, "en")
     assert ("| fp16 | cuda | ok | 49.9 / 50.0 | 500 | 0 | 26.000 | 30.000 | 41.500 | 60.000 | 4.800 | 21.200 | "
-            "4.300 | 180.0 (p99 ≤ 50 ms) | ✅ none seen |") in text
+            "0.600 | 4.300 | 180.0 (p99 ≤ 50 ms) | ✅ none seen |") in text
     assert "- int8 · cpu — **failed**: bench serve exited with 1" in text
 
 

@@ -736,6 +736,7 @@ class _Writer:
             "max",
             "inprocess",
             "overhead",
+            "lag",
             "batch",
             "max_rate",
             "leak",
@@ -780,6 +781,7 @@ class _Writer:
                     fmt(lat.get("max"), MS),
                     fmt(e.get("inprocess_p50_ms"), MS),
                     fmt(e.get("overhead_p50_ms"), MS),
+                    fmt((load.get("send_lag_ms") or {}).get("p50"), MS),
                     fmt(batch.get("ms_per_image_p50"), MS),
                     rate_text,
                     d if leak is None else self.t("s8.leak_yes" if leak else "s8.leak_no"),
@@ -788,7 +790,7 @@ class _Writer:
         parts = [
             self.t("s8.heading"),
             self.t("s8.intro"),
-            _table([self.t(f"s8.col_{k}") for k in keys], rows, [False] * 3 + [True] * 11 + [False]),
+            _table([self.t(f"s8.col_{k}") for k in keys], rows, [False] * 3 + [True] * 12 + [False]),
         ]
         if notes:
             parts.append("\n".join(f"- {n}" for n in notes))

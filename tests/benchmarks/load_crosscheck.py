@@ -120,6 +120,7 @@ def main() -> int:
                          "diff_p50_pct": round(d_p50, 1),
                          "errors": {"wrk": sum(x["errors"] for x in wrk_runs),
                                     "bench": sum(x["errors"] for x in bench_runs)},
+                         "runs": {"wrk": wrk_runs, "bench": bench_runs},
                          "agree": abs(d_rps) <= args.tolerance * 100 and abs(d_p50) <= args.tolerance * 100})
     print(f"model {args.model_dir} {args.variant}/{args.provider} · image {image.name} ({image.stat().st_size} B) · "
           f"{args.duration:g} s × {args.repeats} per tool · server CPUs {args.server_cpus or 'any'} · "
