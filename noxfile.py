@@ -1,6 +1,8 @@
-"""Task sessions: tests (= README test command), lint, perf (regression gate), demo, vitbase."""
+"""Task sessions: tests (= README test command), lint, perf (regression gate), loadcheck, demo, vitbase."""
 
 from __future__ import annotations
+
+import shutil
 
 import nox
 
@@ -62,6 +64,21 @@ def perf(session: nox.Session) -> None:
                 *(["--cross-machine"] if "--cross-machine" in args else []))
     session.run("pytest", "tests/benchmarks", f"--benchmark-json={current / 'benchmark.json'}",
                 *[a for a in args if a not in PERF_FLAGS])
+
+
+@nox.session
+def loadcheck(session: nox.Session) -> None:
+    """bench load's closed loop against wrk on /detect, same image and N (exit 1 beyond 20%); needs wrk.
+
+    Default: the demo service on CPU 0 with one ORT thread, both clients on CPU 1, N = 1, 4, 8, 10 s × 3.
+    Arguments after -- replace these (see tests/benchmarks/load_crosscheck.py --help).
+    """
+    if shutil.which("wrk") is None:
+        session.skip("wrk is not installed (apt-get install -y wrk)")
+    session.install("-e", ".[test]")
+    args = session.posargs or ["--concurrency", "1,4,8", "--duration", "10", "--repeats", "3", "--server-cpus", "0",
+                               "--client-cpus", "1", "--serve-arg=--threads", "--serve-arg=1"]
+    session.run("python", "tests/benchmarks/load_crosscheck.py", *args)
 
 
 @nox.session

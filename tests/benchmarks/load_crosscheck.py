@@ -1,4 +1,4 @@
-"""Cross-check `bench load --concurrency N` (closed loop, httpx) against wrk at the same concurrency on /detect.
+"""Cross-check `bench load --concurrency N` (closed loop, aiohttp) against wrk at the same concurrency on /detect.
 
 Not part of the default test run (it needs wrk and takes a minute). Starts `bench serve`, then for each N
 runs wrk (tests/benchmarks/wrk_detect.lua, the same multipart image) and bench's closed loop alternately,
