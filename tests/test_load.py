@@ -5,6 +5,7 @@ Every run here is short and bounded; figures are asserted with margins wide enou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
@@ -307,6 +308,39 @@ def test_generator_stops_when_the_server_never_answers(image_paths: tuple[Path, 
         elapsed = time.monotonic() - t0
     assert result.requests == 10 and result.ok == 0 and result.errors == {"timeout": 10}
     assert elapsed < 1.0 + 1.0 + 1.0 + 3.0   # duration + timeout + drain grace + /health probes
+
+
+def test_a_server_that_hangs_up_counts_as_disconnected(image_paths: tuple[Path, ...]) -> None:
+    # A server that reads each request and closes the connection without answering.
+    import threading
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as rude:
+        rude.bind(("127.0.0.1", 0))
+        rude.listen(64)
+        rude.settimeout(0.2)
+        stop = threading.Event()
+
+        def hang_up() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = rude.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.settimeout(1.0)
+                    with contextlib.suppress(OSError):
+                        conn.recv(65536)
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        try:
+            result = load.run_load(LoadSpec(url=f"http://127.0.0.1:{rude.getsockname()[1]}", rate=10, duration_s=0.5,
+                                            timeout_s=2.0, images=image_paths, measure_ceiling=False))
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+    assert result.requests == 5 and result.ok == 0 and result.errors == {"disconnected": 5}
+    assert "disconnected" in result.error_examples
 
 
 def test_cli_json_batch_closed_and_out(service: str, images: Path, tmp_path: Path,
