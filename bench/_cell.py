@@ -64,17 +64,9 @@ def _watch_parent() -> None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    from bench.results import atomic_write_text
+    from bench.results import atomic_write_text, json_default
 
-    atomic_write_text(path, json.dumps(data, allow_nan=False, default=_default) + "\n")
-
-
-def _default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+    atomic_write_text(path, json.dumps(data, allow_nan=False, default=json_default) + "\n")
 
 
 def run_cell(spec: dict[str, Any]) -> Any:

@@ -86,7 +86,7 @@ class RunResult:
         return {k: data[k] for k in order}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_json_default)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=json_default)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -172,7 +172,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and paths."""
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, Path):

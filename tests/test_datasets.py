@@ -113,24 +113,18 @@ def test_jsonl_manifest_and_folder_holding_a_manifest(tmp_path: Path) -> None:
         assert [i for _, i in lset.indexed(LABELS, positive=0)] == [0, 1]
 
 
-def test_bad_manifests(tmp_path: Path) -> None:
-    bad = tmp_path / "noheader.csv"
-    bad.write_text("a.png,fake\n")
-    with pytest.raises(InputError, match="header row with 'path' and 'label'"):
-        load_labelled_set(bad)
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"path": "a.png", "label": "fake"}\n{oops\n')
-    with pytest.raises(InputError, match="line 2 is not JSON"):
-        load_labelled_set(broken)
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("noheader.csv", "a.png,fake\n", "header row with 'path' and 'label'"),
+    ("broken.jsonl", '{"path": "a.png", "label": "fake"}\n{oops\n', "line 2 is not JSON"),
+    ("nolabel.csv", "path,label\na.png,\n", "line 2: empty label"),
+    ("set.txt", "x", r"not a \.csv or \.jsonl manifest"),
+])
+def test_bad_manifests(tmp_path: Path, name: str, text: str, message: str) -> None:
     png(tmp_path / "a.png")
-    nolabel = tmp_path / "nolabel.csv"
-    nolabel.write_text("path,label\na.png,\n")
-    with pytest.raises(InputError, match="line 2: empty label"):
-        load_labelled_set(nolabel)
-    other = tmp_path / "set.txt"
-    other.write_text("x")
-    with pytest.raises(InputError, match=r"not a \.csv or \.jsonl manifest"):
-        load_labelled_set(other)
+    manifest = tmp_path / name
+    manifest.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_labelled_set(manifest)
 
 
 def test_missing_dataset_and_folder_without_classes(tmp_path: Path) -> None:

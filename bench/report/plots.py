@@ -66,6 +66,20 @@ def _size_cells(result: RunResult) -> list[Any]:
     return [c for c in ok_cells(result) if c.model is not None and (c.latency_ms or {}).get("p50") is not None]
 
 
+def _log_x_if_wide(ax: Any, values: list[float]) -> None:
+    """A log x axis when the values span more than 30×."""
+    if min(values) > 0 and max(values) / min(values) > 30:
+        ax.set_xscale("log")
+
+
+def _labelled_scatter(ax: Any, i: int, label: str, points: list[tuple[float, float, str]]) -> None:
+    """One group of (x, y, name) points with the i-th marker, each point annotated with its name."""
+    ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], marker=_MARKERS[i % len(_MARKERS)],
+               label=label, zorder=3)
+    for x, y, name in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+
+
 def latency_distribution(result: RunResult, out_dir: Path) -> PlotOutcome:
     """Box plot of the raw per-call latencies of every measured cell."""
     cells = _latency_cells(result)
@@ -76,10 +90,7 @@ def latency_distribution(result: RunResult, out_dir: Path) -> PlotOutcome:
     ax.boxplot([c.samples_ms for c in cells], showfliers=True, flierprops={"markersize": 2}, **_horizontal())
     ax.set_yticks(range(1, len(cells) + 1), [_label(c) for c in cells])
     ax.invert_yaxis()
-    lo = min(min(c.samples_ms) for c in cells)
-    hi = max(max(c.samples_ms) for c in cells)
-    if lo > 0 and hi / lo > 30:
-        ax.set_xscale("log")
+    _log_x_if_wide(ax, [min(c.samples_ms) for c in cells] + [max(c.samples_ms) for c in cells])
     ax.set_xlabel("latency per call (ms)")
     ax.set_title("Latency distribution per cell (raw samples)")
     ax.grid(axis="x", alpha=0.3)
@@ -95,20 +106,14 @@ def accuracy_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
     ax = fig.add_subplot()
     providers = sorted({c.provider for c, _, _ in points})
     for i, provider in enumerate(providers):
-        mine = [(p, a) for c, p, a in points if c.provider == provider]
-        ax.scatter(
-            [p for p, _ in mine], [a for _, a in mine], marker=_MARKERS[i % len(_MARKERS)], label=provider, zorder=3
-        )
-    for cell, p, a in points:
-        ax.annotate(f"{cell.variant} b{cell.batch_size}", (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        mine = [(p, a, f"{c.variant} b{c.batch_size}") for c, p, a in points if c.provider == provider]
+        _labelled_scatter(ax, i, provider, mine)
     front = pareto_front(result)
     if front:
         xs = [(c.latency_ms or {})["p95"] for c in front]
         ys = [(accuracy_of(result, c.variant, c.provider) or {})["accuracy"] * 100.0 for c in front]
         ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front", zorder=2)
-    xs_all = [p for _, p, _ in points]
-    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 30:
-        ax.set_xscale("log")
+    _log_x_if_wide(ax, [p for _, p, _ in points])
     ax.set_xlabel("p95 latency per call (ms)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs p95 latency")
@@ -126,22 +131,9 @@ def size_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
     ax = fig.add_subplot()
     groups = sorted({(c.provider, c.batch_size) for c in cells})
     for i, (provider, batch) in enumerate(groups):
-        mine = [c for c in cells if (c.provider, c.batch_size) == (provider, batch)]
-        ax.scatter(
-            [c.model.size_mb for c in mine],
-            [(c.latency_ms or {})["p50"] for c in mine],  # type: ignore[union-attr]
-            marker=_MARKERS[i % len(_MARKERS)],
-            label=f"{provider} b{batch}",
-            zorder=3,
-        )
-        for c in mine:
-            ax.annotate(
-                c.variant,
-                (c.model.size_mb, (c.latency_ms or {})["p50"]),  # type: ignore[union-attr]
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-            )
+        mine = [(c.model.size_mb, (c.latency_ms or {})["p50"], c.variant)
+                for c in cells if (c.provider, c.batch_size) == (provider, batch)]
+        _labelled_scatter(ax, i, f"{provider} b{batch}", mine)
     ax.set_xlabel("model file size (MB)")
     ax.set_ylabel("p50 latency per call (ms)")
     ax.set_title("Model size vs latency")
