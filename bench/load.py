@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.errors import BenchError, InputError
+from bench.results import LoadResult
 
 # endpoint name → (method, path, multipart field)
 ENDPOINTS: dict[str, tuple[str, str, str | None]] = {
@@ -122,44 +123,6 @@ class LoadSpec:
     @property
     def cap(self) -> int:
         return self.max_requests if self.max_requests is not None else DEFAULT_MAX_REQUESTS
-
-
-@dataclass
-class LoadResult:
-    """One load run (ARCHITECTURE.md, LoadResult); extras after ``server``. Latencies are of 2xx answers."""
-
-    url: str
-    endpoint: str
-    mode: str
-    arrival: str | None
-    target_rate: float | None
-    achieved_rate: float | None
-    duration_s: float
-    requests: int
-    ok: int
-    errors: dict[str, int]
-    latency_ms: dict[str, Any]
-    send_lag_ms: dict[str, Any]
-    generator_ceiling_rps: float | None
-    server: dict[str, Any]
-    concurrency: int | None = None
-    throughput_rps: float | None = None     # 2xx answers per second of wall time (drain included)
-    wall_s: float | None = None             # first send to last answer (or drain deadline)
-    max_in_flight: int = 0
-    files_per_request: int | None = None
-    error_examples: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    max_rate: dict[str, Any] | None = None  # --find-max: {slo_p99_ms, rate_rps, limited_by, steps}
-    samples_ms: list[float] = field(default_factory=list)  # raw latencies of 2xx answers, in send order
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        import json
-
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
 
 # --- targets and payloads -------------------------------------------------------------------------

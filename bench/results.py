@@ -179,3 +179,39 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+@dataclass
+class LoadResult:
+    """One load run (ARCHITECTURE.md, LoadResult); extras after ``server``. Latencies are of 2xx answers."""
+
+    url: str
+    endpoint: str
+    mode: str
+    arrival: str | None
+    target_rate: float | None
+    achieved_rate: float | None
+    duration_s: float
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    latency_ms: dict[str, Any]
+    send_lag_ms: dict[str, Any]
+    generator_ceiling_rps: float | None
+    server: dict[str, Any]
+    concurrency: int | None = None
+    throughput_rps: float | None = None     # 2xx answers per second of wall time (drain included)
+    wall_s: float | None = None             # first send to last answer (or drain deadline)
+    max_in_flight: int = 0
+    files_per_request: int | None = None
+    error_examples: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    max_rate: dict[str, Any] | None = None  # --find-max: {slo_p99_ms, rate_rps, limited_by, steps}
+    samples_ms: list[float] = field(default_factory=list)  # raw latencies of 2xx answers, in send order
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)

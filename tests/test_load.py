@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from bench import load
 from bench.cli import main
 from bench.errors import InputError
-from bench.load import LoadResult, LoadSpec
+from bench.load import LoadSpec
+from bench.results import LoadResult
 
 from models import make_bundle
 
