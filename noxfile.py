@@ -21,15 +21,32 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests and scripts."""
-    session.install("ruff>=0.6")
+    """ruff (lint + format check), the import layers contract, and mypy on the typed core."""
+    session.install("-e", ".[dev]")
     session.run("ruff", "check", "bench", "tests", "noxfile.py", "variants")
+    session.run("ruff", "format", "--check", "bench", "tests", "noxfile.py", "variants")
+    session.run("lint-imports")
+    session.run("mypy", "bench/results.py", "bench/compare.py", "bench/timing.py")
 
 
 # The gate's measurement: the demo bundle's fp32 on one CPU thread (less exposed to neighbours' load
 # than ORT's all-cores default, so run-to-run noise stays under the 10 % tolerance).
-PERF_RUN = ["--model-dir", "variants/demo", "--variant", "fp32", "--provider", "cpu", "--batch-size", "1",
-            "--iterations", "300", "--warmup", "30", "--threads", "1"]
+PERF_RUN = [
+    "--model-dir",
+    "variants/demo",
+    "--variant",
+    "fp32",
+    "--provider",
+    "cpu",
+    "--batch-size",
+    "1",
+    "--iterations",
+    "300",
+    "--warmup",
+    "30",
+    "--threads",
+    "1",
+]
 PERF_FLAGS = ("--update-baseline", "--cross-machine")
 
 
@@ -60,10 +77,21 @@ def perf(session: nox.Session) -> None:
     summary.unlink(missing_ok=True)
     # The gate first, so its Markdown table exists for the job summary whatever the suite says.
     session.run("bench", "run", *PERF_RUN, "--out", str(current))
-    session.run("bench", "compare", baseline, str(current / "results.json"), "--summary", str(summary),
-                *(["--cross-machine"] if "--cross-machine" in args else []))
-    session.run("pytest", "tests/benchmarks", f"--benchmark-json={current / 'benchmark.json'}",
-                *[a for a in args if a not in PERF_FLAGS])
+    session.run(
+        "bench",
+        "compare",
+        baseline,
+        str(current / "results.json"),
+        "--summary",
+        str(summary),
+        *(["--cross-machine"] if "--cross-machine" in args else []),
+    )
+    session.run(
+        "pytest",
+        "tests/benchmarks",
+        f"--benchmark-json={current / 'benchmark.json'}",
+        *[a for a in args if a not in PERF_FLAGS],
+    )
 
 
 @nox.session
@@ -76,8 +104,20 @@ def loadcheck(session: nox.Session) -> None:
     if shutil.which("wrk") is None:
         session.skip("wrk is not installed (apt-get install -y wrk)")
     session.install("-e", ".[test]")
-    args = session.posargs or ["--concurrency", "1,4,8", "--duration", "10", "--repeats", "3", "--server-cpus", "0",
-                               "--client-cpus", "1", "--serve-arg=--threads", "--serve-arg=1"]
+    args = session.posargs or [
+        "--concurrency",
+        "1,4,8",
+        "--duration",
+        "10",
+        "--repeats",
+        "3",
+        "--server-cpus",
+        "0",
+        "--client-cpus",
+        "1",
+        "--serve-arg=--threads",
+        "--serve-arg=1",
+    ]
     session.run("python", "tests/benchmarks/load_crosscheck.py", *args)
 
 

@@ -1,17 +1,21 @@
-"""Hidden worker of ``bench matrix``: measures ONE cell in a fresh process and writes its CellResult.
+"""One cell in its own process: the launcher (parent side) and the worker (``python -m bench._cell``).
 
     python -m bench._cell run SPEC.json OUT.json     # measure the cell SPEC describes
     python -m bench._cell probe PROVIDER OUT.json    # can PROVIDER run at all here? (bench.engine.probe_provider)
 
 A fresh process per cell gives a fresh ONNX Runtime, clean memory peaks, and isolation: if the
 provider segfaults, aborts or hangs, only this process dies and the parent records the cell as
-``failed``. The result goes to a file (never stdout, where native libraries may print).
+``failed`` with the reason (signal, OOM kill, timeout). The result goes to a file (never stdout, where
+native libraries may print). ``bench matrix`` and ``bench ab`` launch cells only through
+:func:`run_cell_process` / :func:`probe_process`, so both get the same timeout and crash handling.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -19,39 +23,123 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench import faults
+from bench.bundle import Bundle
+from bench.engine import Engine, probe_provider
 from bench.errors import BenchError
+from bench.evaluate import labelled_set_evaluator
+from bench.results import CellResult, atomic_write_text, json_default
+from bench.runner import RunOptions, images_batch, measure_cell
+
+_SIGNALS = {
+    signal.SIGABRT: "crashed (SIGABRT: the process aborted)",
+    signal.SIGSEGV: "crashed (SIGSEGV: segmentation fault)",
+    signal.SIGBUS: "crashed (SIGBUS: bus error)",
+    signal.SIGFPE: "crashed (SIGFPE: arithmetic fault)",
+    signal.SIGILL: "crashed (SIGILL: illegal instruction)",
+    signal.SIGKILL: "was killed (SIGKILL: most likely out of memory, by the kernel's OOM killer)",
+}
 
 
-def options_to_dict(options: Any) -> dict[str, Any]:
-    """RunOptions → plain JSON (the child rebuilds it with :func:`options_from_dict`)."""
-    data = asdict(options)
-    cache = data["session"]["provider_options"].get("trt_cache_dir")
-    data["session"]["provider_options"]["trt_cache_dir"] = str(cache) if cache is not None else None
-    return data
+# --- parent side ------------------------------------------------------------------------------------
 
 
-def options_from_dict(data: dict[str, Any]) -> Any:
-    from bench.engine import SessionSpec
-    from bench.providers import ProviderOptions
-    from bench.runner import RunOptions
-    from bench.timing import LoopSpec
+def cell_spec(
+    variant: str,
+    provider: str,
+    model_dir: Path,
+    model_path: Path,
+    options: RunOptions,
+    input_images: list[str] | None = None,
+    evaluate: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON a worker needs to measure one cell (``evaluate``: the labelled set to score, or None)."""
+    return {
+        "variant": variant,
+        "provider": provider,
+        "model_dir": str(model_dir),
+        "model_path": str(model_path),
+        "options": options.to_dict(),
+        "input_images": list(input_images or []),
+        "evaluate": evaluate,
+    }
 
-    session = dict(data["session"])
-    po = dict(session.pop("provider_options"))
-    if po.get("trt_cache_dir") is not None:
-        po["trt_cache_dir"] = Path(po["trt_cache_dir"])
-    return RunOptions(
-        batch_size=data["batch_size"],
-        loop=LoopSpec(**data["loop"]),
-        session=SessionSpec(**session, provider_options=ProviderOptions(**po)),
-        io_binding=data["io_binding"],
-        sample_hz=data["sample_hz"],
-        seed=data["seed"],
-    )
+
+def run_cell_process(spec: dict[str, Any], timeout_s: float, workdir: Path, tag: str) -> CellResult:
+    """Measure ``spec`` in a fresh process; a crash, kill or timeout is a ``failed`` cell with the reason."""
+    spec_path = workdir / f"{tag}.spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    data, why = _child(["run", str(spec_path)], workdir / f"{tag}.result.json", timeout_s, workdir / f"{tag}.log")
+    if data is None:
+        batch_size = spec["options"]["batch_size"]
+        return CellResult.not_run(
+            spec["variant"], spec["provider"], batch_size, "failed", f"{spec['provider']}: the cell's process {why}"
+        )
+    return CellResult.from_dict(data)
+
+
+def probe_process(provider: str, timeout_s: float, workdir: Path) -> tuple[dict[str, Any] | None, str]:
+    """``probe_provider`` in a fresh process: (its answer, "") or (None, why the probe itself died)."""
+    return _child(["probe", provider], workdir / f"{provider}.json", timeout_s, workdir / f"{provider}.log")
+
+
+def _child(args: list[str], out: Path, timeout_s: float, log_path: Path) -> tuple[dict[str, Any] | None, str]:
+    """Run ``python -m bench._cell ARGS OUT``; (its JSON, "") or (None, why it produced none)."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with log_path.open("wb") as sink:
+        # A new session: the terminal's Ctrl-C reaches only the parent, which then stops the child itself.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._cell", *args, str(out)],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return None, f"timed out after {timeout_s:g} s (a hang?) and was killed"
+        except BaseException:
+            _kill(proc)
+            raise
+    if rc == 0 and out.is_file():
+        return json.loads(out.read_text(encoding="utf-8")), ""
+    if rc < 0:
+        try:
+            sig = signal.Signals(-rc)
+        except ValueError:
+            return None, f"was killed by signal {-rc}"
+        return None, _SIGNALS.get(sig, f"was killed by {sig.name}")
+    last = _last_line(log_path)
+    return None, f"exited with code {rc}" + (f": {last}" if last else " without writing a result")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _last_line(path: Path, limit: int = 240) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    text = lines[-1] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- worker side ------------------------------------------------------------------------------------
 
 
 def _watch_parent() -> None:
-    """Exit when the parent matrix process is gone (killed hard), so no orphan keeps a GPU busy."""
+    """Exit when the parent process is gone (killed hard), so no orphan keeps a GPU busy."""
     parent = os.getppid()
 
     def watch() -> None:
@@ -64,33 +152,23 @@ def _watch_parent() -> None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    from bench.results import atomic_write_text, json_default
-
     atomic_write_text(path, json.dumps(data, allow_nan=False, default=json_default) + "\n")
 
 
-def run_cell(spec: dict[str, Any]) -> Any:
-    """Measure the cell ``spec`` describes (called in the child; returns a CellResult)."""
-    from bench import faults
-    from bench.bundle import Bundle
-    from bench.runner import images_batch, measure_cell
-
+def run_cell(spec: dict[str, Any]) -> CellResult:
+    """Measure the cell ``spec`` describes (called in the worker)."""
     variant, provider = spec["variant"], spec["provider"]
     faults.maybe_crash(variant, provider)
-    options = options_from_dict(spec["options"])
+    options = RunOptions.from_dict(spec["options"])
     bundle = Bundle.discover(spec["model_dir"])
     feed = None
     images = [Path(p) for p in spec.get("input_images") or []]
     if images:
 
-        def feed(engine: Any) -> Any:
+        def feed(engine: Engine) -> Any:
             return images_batch(images, options.batch_size, engine, bundle.preprocess_config(engine.input.image_hw()))
 
-    evaluate = None
-    if spec.get("evaluate"):
-        from bench.matrix import make_evaluator
-
-        evaluate = make_evaluator(bundle, spec["evaluate"], options.batch_size)
+    evaluate = labelled_set_evaluator(bundle, spec["evaluate"], options.batch_size) if spec.get("evaluate") else None
     return measure_cell(Path(spec["model_path"]), variant, provider, options, input_batch=feed, evaluate=evaluate)
 
 
@@ -101,16 +179,12 @@ def main(argv: list[str]) -> int:
     _watch_parent()
     command, arg, out = argv[0], argv[1], Path(argv[2])
     if command == "probe":
-        from bench.engine import probe_provider
-
         _write(out, probe_provider(arg))
         return 0
     spec = json.loads(Path(arg).read_text(encoding="utf-8"))
     try:
         cell = run_cell(spec)
     except BenchError as exc:  # an input problem of this cell only (fixed batch axis, broken file): a result
-        from bench.results import CellResult
-
         cell = CellResult.not_run(spec["variant"], spec["provider"], spec["options"]["batch_size"], "failed", str(exc))
     _write(out, asdict(cell))
     return 0

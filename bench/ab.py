@@ -11,6 +11,7 @@ one); the verdicts are :func:`bench.compare.compare_runs`'.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,13 +19,23 @@ from typing import Any
 
 import numpy as np
 
+from bench import datasets, environment
+from bench._cell import cell_spec, run_cell_process
+from bench.bundle import Bundle, positive_index, resolve_model_dir
 from bench.compare import CompareResult, Tolerances, compare_runs
+from bench.engine import Engine, ModelLoadError, ProviderUnavailable, cell_failure
 from bench.errors import InputError
+from bench.evaluate import evaluate_engine
+from bench.modelfile import model_info
+from bench.providers import parse_providers
 from bench.results import CellResult, RunResult
-from bench.runner import RunOptions, model_info
+from bench.runner import RunOptions, images_batch
+from bench.sampling import ResourceSampler
 from bench.timing import LatencyStats, LoopSpec, timed_loop
+from bench.variants import ensure_variant
 
 LogFn = Callable[[str], None]
+MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed, not waited on forever
 SETTLE_CALLS = 2  # untimed calls after each switch of session, so a block does not time the other side's cache
 
 
@@ -63,9 +74,6 @@ def measure_ab(
     ``options.loop.iterations`` is the number of timed calls per side, spread over ``blocks`` blocks
     (rounded up to whole blocks); ``min_time_s``, when set, is per side too.
     """
-    from bench import environment
-    from bench.engine import Engine, ModelLoadError, ProviderUnavailable, first_line
-
     if blocks < 1:
         raise InputError(f"--blocks must be ≥ 1, got {blocks}")
     sides = (current, baseline)
@@ -86,7 +94,7 @@ def measure_ab(
         try:
             engine = Engine(side.model_path, provider, options.session)
         except (ProviderUnavailable, ModelLoadError) as exc:
-            cells[i].status, cells[i].reason = "unavailable", str(exc)
+            cells[i].status, cells[i].reason = cell_failure(exc, provider)
             continue
         engines[i] = engine
         cells[i].session_create_ms = round(engine.session_create_ms, 3)
@@ -100,14 +108,15 @@ def measure_ab(
     samples: list[list[float]] = [[], []]
     live = [i for i in (0, 1) if calls[i] is not None]
     if log and live:
-        log(f"ab: {blocks} blocks × {per_block} calls per side, order ABBA… "
-            f"(A = {current.label}, B = {baseline.label})")
+        log(
+            f"ab: {blocks} blocks × {per_block} calls per side, order ABBA… (A = {current.label}, B = {baseline.label})"
+        )
 
     def step(i: int, spec: LoopSpec) -> list[float]:
         try:
             return timed_loop(calls[i], spec)  # type: ignore[arg-type]
         except Exception as exc:  # an inference that throws: that cell failed; the other side goes on
-            cells[i].status, cells[i].reason = "failed", f"{provider}: inference failed — {first_line(exc)}"
+            cells[i].status, cells[i].reason = cell_failure(exc, provider)
             live.remove(i)
             return []
 
@@ -134,51 +143,55 @@ def measure_ab(
         if cells[i].status == "ok":
             cells[i].memory = _memory(side, provider, options, isolated_memory, log)
 
-    config = {"command": "ab", "provider": provider, "blocks": blocks, "iterations_per_block": per_block,
-              "order": "ABBA", "memory": "isolated process per side" if isolated_memory and options.sample_hz > 0
-              else "off", **options.as_config()}
+    config = {
+        "command": "ab",
+        "provider": provider,
+        "blocks": blocks,
+        "iterations_per_block": per_block,
+        "order": "ABBA",
+        "memory": "isolated process per side" if isolated_memory and options.sample_hz > 0 else "off",
+        **options.as_config(),
+    }
     runs = []
     for role, side, cell in (("current", current, cells[0]), ("baseline", baseline, cells[1])):
-        runs.append(RunResult(environment=env, dataset=dataset, cells=[cell],
-                              config={**config, "side": role, "model_dir": str(side.model_dir),
-                                      "variants": [side.variant], "providers": [provider]}))
+        runs.append(
+            RunResult(
+                environment=env,
+                dataset=dataset,
+                cells=[cell],
+                config={
+                    **config,
+                    "side": role,
+                    "model_dir": str(side.model_dir),
+                    "variants": [side.variant],
+                    "providers": [provider],
+                },
+            )
+        )
     return runs[1], runs[0]
 
 
 def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, log: LogFn | None) -> dict[str, Any]:
     """The side's memory figures from a short run in a fresh process (the same sampler as ``bench run``)."""
-    from bench.sampling import ResourceSampler
-
     if not isolated or options.sample_hz <= 0:
         stats = ResourceSampler(hz=0, gpu_index=None).stats().as_dict()
         if not isolated and options.sample_hz > 0:
             stats["gpu_reason"] = "memory not measured (isolated memory runs turned off)"
         return stats
-    import concurrent.futures
-    import multiprocessing
-
-    short = replace(options, loop=LoopSpec(iterations=min(options.loop.iterations, 30),
-                                           warmup=min(options.loop.warmup, 5)))
-    try:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1,
-                                                    mp_context=multiprocessing.get_context("spawn")) as pool:
-            memory = pool.submit(_memory_child, str(side.model_path), side.variant, provider, short).result()
-    except Exception as exc:  # a crashed probe must not sink the latency verdict
-        if log:
-            log(f"ab: memory run for {side.label} failed: {exc}")
-        stats = ResourceSampler(hz=0, gpu_index=None).stats().as_dict()
-        stats["gpu_reason"] = f"memory run failed: {type(exc).__name__}: {exc}"
-        return stats
-    return memory
-
-
-def _memory_child(model_path: str, variant: str, provider: str, options: RunOptions) -> dict[str, Any]:
-    from bench.runner import measure_cell
-
-    cell = measure_cell(Path(model_path), variant, provider, options)
-    if cell.status != "ok" or cell.memory is None:
-        raise RuntimeError(cell.reason or "no memory figures")
-    return cell.memory
+    short = replace(
+        options, loop=LoopSpec(iterations=min(options.loop.iterations, 30), warmup=min(options.loop.warmup, 5))
+    )
+    spec = cell_spec(side.variant, provider, side.model_dir, side.model_path, short)
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        cell = run_cell_process(spec, MEMORY_TIMEOUT_S, Path(tmp), tag="memory")
+    if cell.status == "ok" and cell.memory is not None:
+        return cell.memory
+    # a crashed or hung memory run must not sink the latency verdict
+    if log:
+        log(f"ab: memory run for {side.label} failed: {cell.reason}")
+    stats = ResourceSampler(hz=0, gpu_index=None).stats().as_dict()
+    stats["gpu_reason"] = f"memory run failed: {cell.reason or 'no memory figures'}"
+    return stats
 
 
 def run_ab(
@@ -198,10 +211,6 @@ def run_ab(
     log: LogFn | None = None,
 ) -> tuple[CompareResult, RunResult, RunResult]:
     """``bench ab``: resolve both sides, measure them interleaved, compare (baseline = ``against``)."""
-    from bench.bundle import Bundle, resolve_model_dir
-    from bench.providers import parse_providers
-    from bench.variants import ensure_variant
-
     if against is None and against_variant is None:
         raise InputError("bench ab needs --against DIR (the old model folder) or --against-variant NAME")
     providers = parse_providers(provider)
@@ -221,11 +230,6 @@ def run_ab(
     input_batch = evaluate = None
     dataset_fp = None
     if dataset is not None:
-        from bench import datasets
-        from bench.bundle import positive_index
-        from bench.evaluate import evaluate_engine
-        from bench.runner import images_batch
-
         lset = datasets.load_labelled_set(datasets.resolve_dataset(dataset))
         if log:
             for warning in lset.warnings:
@@ -245,14 +249,32 @@ def run_ab(
                 if log:
                     log(f"ab: accuracy unavailable for {side.label}: {why}")
                 return None
-            return evaluate_engine(engine, lset.indexed(labels, pos), labels, pos, threshold,
-                                  preprocess=bundle.preprocess_config(engine.input.image_hw()),
-                                  root=lset.root, skipped=lset.skipped)
+            return evaluate_engine(
+                engine,
+                lset.indexed(labels, pos),
+                labels,
+                pos,
+                threshold,
+                preprocess=bundle.preprocess_config(engine.input.image_hw()),
+                root=lset.root,
+                skipped=lset.skipped,
+            )
 
-    base_run, cur_run = measure_ab(cur, base, providers[0], options, blocks=blocks, input_batch=input_batch,
-                                   evaluate=evaluate, isolated_memory=isolated_memory, dataset=dataset_fp, log=log)
-    result = compare_runs(base_run, cur_run, tolerances, pairs=[(base_run.cells[0], cur_run.cells[0])],
-                          labels=(base.label, cur.label))
+    base_run, cur_run = measure_ab(
+        cur,
+        base,
+        providers[0],
+        options,
+        blocks=blocks,
+        input_batch=input_batch,
+        evaluate=evaluate,
+        isolated_memory=isolated_memory,
+        dataset=dataset_fp,
+        log=log,
+    )
+    result = compare_runs(
+        base_run, cur_run, tolerances, pairs=[(base_run.cells[0], cur_run.cells[0])], labels=(base.label, cur.label)
+    )
     return result, base_run, cur_run
 
 

@@ -12,18 +12,24 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from typing_extensions import TypedDict
 
+from bench.environment import machine_id
 from bench.errors import InputError, VerdictFailed
-from bench.results import SCHEMA_VERSION, CellResult, RunResult
+from bench.results import SCHEMA_VERSION, CellKey, CellResult, RunResult, schema_of
+from bench.timing import bootstrap_ratio
 
 VERDICTS = ("regression", "improvement", "same", "incomparable")
-MEMORY_METRICS = ("rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb")
+Verdict = Literal["regression", "improvement", "same", "incomparable"]
+Side = Literal["baseline", "current"]
+MemoryMetric = Literal["rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb"]
+MEMORY_METRICS: tuple[MemoryMetric, ...] = ("rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb")
 # Config fields whose difference makes latency figures measure different things: warned about.
 _CONFIG_WATCH = ("threads", "inter_op_threads", "graph_opt", "io_binding", "sample_hz", "device_id", "trt_fp16")
 
@@ -95,48 +101,89 @@ class Tolerances:
         return self.memory if self.size is None else self.size
 
     @classmethod
-    def parse(cls, latency: str = "10%", accuracy: str = "0.5pt", memory: str = "10%",
-              size: str | None = None) -> Tolerances:
-        return cls(latency=parse_tolerance(latency), accuracy_pt=parse_tolerance(accuracy, "points"),
-                   memory=parse_tolerance(memory), size=parse_tolerance(size) if size is not None else None)
+    def parse(
+        cls, latency: str = "10%", accuracy: str = "0.5pt", memory: str = "10%", size: str | None = None
+    ) -> Tolerances:
+        return cls(
+            latency=parse_tolerance(latency),
+            accuracy_pt=parse_tolerance(accuracy, "points"),
+            memory=parse_tolerance(memory),
+            size=parse_tolerance(size) if size is not None else None,
+        )
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"latency": self.latency, "accuracy_pt": self.accuracy_pt, "memory": self.memory,
-                "size": self.size_tol, "confidence": self.confidence}
+    def as_dict(self) -> AppliedTolerances:
+        return {
+            "latency": self.latency,
+            "accuracy_pt": self.accuracy_pt,
+            "memory": self.memory,
+            "size": self.size_tol,
+            "confidence": self.confidence,
+        }
 
 
 # --- result shape ---------------------------------------------------------------------------------
+
+
+class AppliedTolerances(TypedDict, total=False):
+    """The tolerances a comparison used (latency/memory/size: fractions; accuracy: points)."""
+
+    latency: float
+    accuracy_pt: float
+    memory: float
+    size: float
+    confidence: float
+
+
+class RunLabel(TypedDict):
+    """Which results file a side of the comparison is."""
+
+    path: str | None
+    run_id: str
+    created: str
+    machine_id: str | None
+    onnxruntime: str | None
+    bench: str | None
+
+
+class UnmatchedCell(TypedDict):
+    """A cell not compared: in one run only, or its model file changed."""
+
+    key: CellKey
+    side: Side
+    sha256: str | None
+    why: str
+
 
 @dataclass
 class CompareRow:
     """One metric of one cell: both values, their ratio with its interval, the verdict and why."""
 
-    key: dict[str, Any]
+    key: CellKey
     metric: str
-    baseline: Any
-    current: Any
+    baseline: float | str | None  # a figure; a status or a short sha256 for those rows
+    current: float | str | None
     ratio: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    verdict: str = "same"
+    verdict: Verdict = "same"
     why: str = ""
     delta: float | None = None  # accuracy: current - baseline, in points
     p_value: float | None = None  # accuracy: exact McNemar on per-image correctness
-    baseline_key: dict[str, Any] | None = None  # bench ab with --against-variant: the other side's cell
+    baseline_key: CellKey | None = None  # bench ab with --against-variant: the other side's cell (omitted if None)
 
 
 @dataclass
 class CompareResult:
     """The verdicts between two RunResults (ARCHITECTURE.md, CompareResult)."""
 
-    baseline: dict[str, Any]
-    current: dict[str, Any]
+    baseline: RunLabel
+    current: RunLabel
     same_machine: bool
     rows: list[CompareRow] = field(default_factory=list)
-    unmatched: list[dict[str, Any]] = field(default_factory=list)
-    verdict: str = "pass"  # pass | regression | incomparable (nothing could be compared)
+    unmatched: list[UnmatchedCell] = field(default_factory=list)
+    verdict: Literal["pass", "regression", "incomparable"] = "pass"  # incomparable: nothing could be compared
     cross_machine: bool = False
-    tolerances: dict[str, Any] = field(default_factory=dict)
+    tolerances: AppliedTolerances = field(default_factory=AppliedTolerances)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -173,6 +220,7 @@ class CompareResult:
 
 # --- comparing ------------------------------------------------------------------------------------
 
+
 def load_pair(baseline: str | Path, current: str | Path) -> tuple[RunResult, RunResult]:
     """Read two results files, refusing different schema versions and files without cells, with a clear line."""
     raw = {}
@@ -190,9 +238,11 @@ def load_pair(baseline: str | Path, current: str | Path) -> tuple[RunResult, Run
         raw[side] = (p, data)
     vb, vc = raw["baseline"][1].get("schema_version"), raw["current"][1].get("schema_version")
     if vb != vc:
-        raise InputError(f"schema versions differ: baseline {raw['baseline'][0]} is {vb!r}, current "
-                         f"{raw['current'][0]} is {vc!r}; re-run the older one with this bench "
-                         f"(reads {SCHEMA_VERSION})")
+        raise InputError(
+            f"schema versions differ: baseline {raw['baseline'][0]} is {vb!r}, current "
+            f"{raw['current'][0]} is {vc!r}; re-run the older one with this bench "
+            f"(reads {SCHEMA_VERSION})"
+        )
     runs = []
     for side in ("baseline", "current"):
         p, data = raw[side]
@@ -202,10 +252,16 @@ def load_pair(baseline: str | Path, current: str | Path) -> tuple[RunResult, Run
     return runs[0], runs[1]
 
 
-def run_label(run: RunResult, path: str | Path | None = None) -> dict[str, Any]:
+def run_label(run: RunResult, path: str | Path | None = None) -> RunLabel:
     env = run.environment or {}
-    return {"path": str(path) if path is not None else None, "run_id": run.run_id, "created": run.created,
-            "machine_id": _machine_id(run), "onnxruntime": env.get("onnxruntime"), "bench": env.get("bench")}
+    return {
+        "path": str(path) if path is not None else None,
+        "run_id": run.run_id,
+        "created": run.created,
+        "machine_id": _machine_id(run),
+        "onnxruntime": env.get("onnxruntime"),
+        "bench": env.get("bench"),
+    }
 
 
 def _machine_id(run: RunResult) -> str | None:
@@ -214,12 +270,10 @@ def _machine_id(run: RunResult) -> str | None:
         return str(env["machine_id"])
     if not env:
         return None
-    from bench.environment import machine_id
-
     return machine_id(env)
 
 
-def cell_key(cell: CellResult) -> dict[str, Any]:
+def cell_key(cell: CellResult) -> CellKey:
     return {"variant": cell.variant, "provider": cell.provider, "batch_size": cell.batch_size}
 
 
@@ -248,8 +302,13 @@ def compare_runs(
         raise InputError("the current run has no cells: nothing to compare")
     mb, mc = _machine_id(baseline), _machine_id(current)
     same_machine = mb is not None and mb == mc
-    result = CompareResult(baseline=run_label(baseline, labels[0]), current=run_label(current, labels[1]),
-                           same_machine=same_machine, cross_machine=cross_machine, tolerances=tol.as_dict())
+    result = CompareResult(
+        baseline=run_label(baseline, labels[0]),
+        current=run_label(current, labels[1]),
+        same_machine=same_machine,
+        cross_machine=cross_machine,
+        tolerances=tol.as_dict(),
+    )
     result.warnings.extend(_config_warnings(baseline, current))
     if pairs is None:
         pairs = _match(baseline, current, result)
@@ -260,11 +319,15 @@ def compare_runs(
     if not same_machine:
         where = f"baseline machine {mb or 'unknown'} vs current {mc or 'unknown'}"
         if cross_machine:
-            result.warnings.insert(0, f"different machines ({where}); compared anyway (--cross-machine): "
-                                      "latency and memory figures may differ for reasons other than the change")
+            result.warnings.insert(
+                0,
+                f"different machines ({where}); compared anyway (--cross-machine): "
+                "latency and memory figures may differ for reasons other than the change",
+            )
         else:
-            result.warnings.insert(0, f"runs come from different machines ({where}); "
-                                      "pass --cross-machine to compare anyway")
+            result.warnings.insert(
+                0, f"runs come from different machines ({where}); pass --cross-machine to compare anyway"
+            )
             for row in result.rows:
                 if row.verdict != "incomparable":
                     row.why = f"different machines; would be {row.verdict}: {row.why}"
@@ -276,9 +339,15 @@ def compare_runs(
     else:
         result.verdict = "incomparable"
         if same_machine or cross_machine:  # (else warnings[0] already says why: the machines)
-            result.warnings.insert(0, "no cell could be compared: " + (
-                "no cell is in both runs with the same model" if not result.rows else
-                "every matched cell is incomparable (see the rows)"))
+            result.warnings.insert(
+                0,
+                "no cell could be compared: "
+                + (
+                    "no cell is in both runs with the same model"
+                    if not result.rows
+                    else "every matched cell is incomparable (see the rows)"
+                ),
+            )
     return result
 
 
@@ -293,24 +362,48 @@ def _match(baseline: RunResult, current: RunResult, result: CompareResult) -> li
         current_keys.add(c.key)
         b = by_key.get(c.key)
         if b is None:
-            result.unmatched.append({"key": cell_key(c), "side": "current", "sha256": _sha(c),
-                                     "why": "only in current (no baseline cell with this variant, provider, batch)"})
+            result.unmatched.append(
+                {
+                    "key": cell_key(c),
+                    "side": "current",
+                    "sha256": _sha(c),
+                    "why": "only in current (no baseline cell with this variant, provider, batch)",
+                }
+            )
             continue
         sb, sc = _sha(b), _sha(c)
         if sb and sc and sb != sc:
-            why = (f"model file changed (sha256 {sb[:12]} → {sc[:12]}): not the same model, metrics not compared; "
-                   "refresh the baseline, or measure both with bench ab")
-            result.rows.append(CompareRow(key=cell_key(c), metric="model_sha256", baseline=sb[:12], current=sc[:12],
-                                          verdict="incomparable", why=why))
+            why = (
+                f"model file changed (sha256 {sb[:12]} → {sc[:12]}): not the same model, metrics not compared; "
+                "refresh the baseline, or measure both with bench ab"
+            )
+            result.rows.append(
+                CompareRow(
+                    key=cell_key(c),
+                    metric="model_sha256",
+                    baseline=sb[:12],
+                    current=sc[:12],
+                    verdict="incomparable",
+                    why=why,
+                )
+            )
+            side: Side
             for side, cell, sha in (("baseline", b, sb), ("current", c, sc)):
-                result.unmatched.append({"key": cell_key(cell), "side": side, "sha256": sha,
-                                         "why": "model sha256 differs"})
+                result.unmatched.append(
+                    {"key": cell_key(cell), "side": side, "sha256": sha, "why": "model sha256 differs"}
+                )
             continue
         pairs.append((b, c))
     for b in baseline.cells:
         if b.key not in current_keys:
-            result.unmatched.append({"key": cell_key(b), "side": "baseline", "sha256": _sha(b),
-                                     "why": "only in baseline (missing from the current run)"})
+            result.unmatched.append(
+                {
+                    "key": cell_key(b),
+                    "side": "baseline",
+                    "sha256": _sha(b),
+                    "why": "only in baseline (missing from the current run)",
+                }
+            )
     return pairs
 
 
@@ -334,12 +427,15 @@ def _same_dataset(baseline: RunResult, current: RunResult) -> tuple[bool, str]:
     if not fb or not fc:
         side = "baseline" if not fb else "current"
         return False, f"the {side} run records no dataset fingerprint: accuracy on unknown images is not compared"
-    return False, (f"datasets differ (fingerprint {fb[:12]} n={db.get('n')} vs {fc[:12]} n={dc.get('n')}): "
-                   "accuracy on different images is not compared")
+    return False, (
+        f"datasets differ (fingerprint {fb[:12]} n={db.get('n')} vs {fc[:12]} n={dc.get('n')}): "
+        "accuracy on different images is not compared"
+    )
 
 
-def _compare_cells(b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool,
-                   dataset_why: str) -> list[CompareRow]:
+def _compare_cells(
+    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str
+) -> list[CompareRow]:
     key = cell_key(c)
     other = cell_key(b) if cell_key(b) != key else None
 
@@ -364,8 +460,13 @@ def _compare_cells(b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bo
 def _status_row(b: CellResult, c: CellResult, row: Callable[..., CompareRow]) -> CompareRow:
     bs, cs = b.status, c.status
     if bs == "ok" and cs == "failed":
-        return row(metric="status", baseline=bs, current=cs, verdict="regression",
-                   why=f"the cell ran in the baseline but fails now: {c.reason or 'no reason given'}")
+        return row(
+            metric="status",
+            baseline=bs,
+            current=cs,
+            verdict="regression",
+            why=f"the cell ran in the baseline but fails now: {c.reason or 'no reason given'}",
+        )
     if bs == "ok":
         why = f"current cell {cs}: {c.reason or 'no reason given'}; not compared"
     elif cs == "ok":
@@ -375,17 +476,26 @@ def _status_row(b: CellResult, c: CellResult, row: Callable[..., CompareRow]) ->
     return row(metric="status", baseline=bs, current=cs, verdict="incomparable", why=why)
 
 
-def _latency_row(metric: str, stat: Callable[[np.ndarray], float], b: CellResult, c: CellResult,
-                 tol: Tolerances, row: Callable[..., CompareRow]) -> CompareRow:
+def _latency_row(
+    metric: str,
+    stat: Callable[[np.ndarray], float],
+    b: CellResult,
+    c: CellResult,
+    tol: Tolerances,
+    row: Callable[..., CompareRow],
+) -> CompareRow:
     name = "median" if metric.endswith("p50_ms") else "p95"
     if not b.samples_ms or not c.samples_ms:
         side = "baseline" if not b.samples_ms else "current"
         lat_b, lat_c = (b.latency_ms or {}), (c.latency_ms or {})
         field_name = "p50" if name == "median" else "p95"
-        return row(metric=metric, baseline=lat_b.get(field_name), current=lat_c.get(field_name),
-                   verdict="incomparable", why=f"the {side} cell has no raw samples_ms: no interval, no verdict")
-    from bench.timing import bootstrap_ratio
-
+        return row(
+            metric=metric,
+            baseline=lat_b.get(field_name),
+            current=lat_c.get(field_name),
+            verdict="incomparable",
+            why=f"the {side} cell has no raw samples_ms: no interval, no verdict",
+        )
     xb = np.asarray(b.samples_ms, dtype=np.float64)
     xc = np.asarray(c.samples_ms, dtype=np.float64)
     if name == "p95":
@@ -394,14 +504,21 @@ def _latency_row(metric: str, stat: Callable[[np.ndarray], float], b: CellResult
     # bootstrap_ratio holds n_boot × n indices per side: long --min-time runs are thinned (a seeded random
     # subset, which only widens the interval) and given fewer resamples, so memory stays ~100 MB.
     rng = np.random.default_rng(0)
-    sb, sc = (x if x.size <= _MAX_BOOT_SAMPLES else rng.choice(x, _MAX_BOOT_SAMPLES, replace=False)
-              for x in (xb, xc))
+    sb, sc = (x if x.size <= _MAX_BOOT_SAMPLES else rng.choice(x, _MAX_BOOT_SAMPLES, replace=False) for x in (xb, xc))
     n_boot = max(500, min(tol.n_boot, _MAX_BOOT_ELEMENTS // max(sb.size, sc.size)))
     _, low, high = bootstrap_ratio(sc, sb, statistic=stat, n_boot=n_boot, confidence=tol.confidence)
     low, high = round(low, 4), round(high, 4)  # the why text shows the interval as the table does
     verdict, why = latency_verdict(point, low, high, tol.latency, name)
-    return row(metric=metric, baseline=_r(stat(xb), 5), current=_r(stat(xc), 5), ratio=_r(point, 4),
-               ci_low=_r(low, 4), ci_high=_r(high, 4), verdict=verdict, why=why)
+    return row(
+        metric=metric,
+        baseline=_r(stat(xb), 5),
+        current=_r(stat(xc), 5),
+        ratio=_r(point, 4),
+        ci_low=_r(low, 4),
+        ci_high=_r(high, 4),
+        verdict=verdict,
+        why=why,
+    )
 
 
 def chunk_p95s(x: np.ndarray) -> np.ndarray:
@@ -410,28 +527,40 @@ def chunk_p95s(x: np.ndarray) -> np.ndarray:
     return np.array([_p95(part) for part in np.array_split(x, k)])
 
 
-def _tail_row(metric: str, xb: np.ndarray, xc: np.ndarray, tol: Tolerances,
-              row: Callable[..., CompareRow]) -> CompareRow:
+def _tail_row(
+    metric: str, xb: np.ndarray, xc: np.ndarray, tol: Tolerances, row: Callable[..., CompareRow]
+) -> CompareRow:
     """p95 as the median over contiguous chunks of each chunk's p95, with a bootstrap over chunks.
 
     A tail is a handful of calls, and on a shared machine slow calls come in bursts (a neighbour's
     load), not one by one: resampling single calls calls one burst "significant" (a quarter of A/A
     pairs here). A burst moves one chunk's p95; a real tail regression moves every chunk's.
     """
-    from bench.timing import bootstrap_ratio
-
     n = min(xb.size, xc.size)
     if n < MIN_TAIL_CHUNKS * TAIL_CHUNK:
-        return row(metric=metric, baseline=_r(_p95(xb), 5), current=_r(_p95(xc), 5), ratio=_r(_p95(xc) / _p95(xb), 4),
-                   verdict="incomparable",
-                   why=f"{n} calls: too few for a p95 verdict (needs ≥ {MIN_TAIL_CHUNKS * TAIL_CHUNK} per side)")
+        return row(
+            metric=metric,
+            baseline=_r(_p95(xb), 5),
+            current=_r(_p95(xc), 5),
+            ratio=_r(_p95(xc) / _p95(xb), 4),
+            verdict="incomparable",
+            why=f"{n} calls: too few for a p95 verdict (needs ≥ {MIN_TAIL_CHUNKS * TAIL_CHUNK} per side)",
+        )
     pb, pc = chunk_p95s(xb), chunk_p95s(xc)
     point, low, high = bootstrap_ratio(pc, pb, n_boot=tol.n_boot, confidence=tol.confidence)
     low, high = round(low, 4), round(high, 4)
     verdict, why = latency_verdict(point, low, high, tol.latency, "p95")
     why += f" (p95 = median of {min(pb.size, pc.size)} per-{TAIL_CHUNK}-call p95s, robust to bursts)"
-    return row(metric=metric, baseline=_r(float(np.median(pb)), 5), current=_r(float(np.median(pc)), 5),
-               ratio=_r(point, 4), ci_low=low, ci_high=high, verdict=verdict, why=why)
+    return row(
+        metric=metric,
+        baseline=_r(float(np.median(pb)), 5),
+        current=_r(float(np.median(pc)), 5),
+        ratio=_r(point, 4),
+        ci_low=low,
+        ci_high=high,
+        verdict=verdict,
+        why=why,
+    )
 
 
 def latency_verdict(point: float, low: float, high: float, tolerance: float, name: str = "median") -> tuple[str, str]:
@@ -468,8 +597,15 @@ def _memory_rows(b: CellResult, c: CellResult, tol: Tolerances, row: Callable[..
         if vb is None or vc is None:
             side, mem = ("baseline", mb) if vb is None else ("current", mc)
             reason = mem.get("gpu_reason") if metric.startswith("gpu") else "sampling off or no samples"
-            rows.append(row(metric=metric, baseline=vb, current=vc, verdict="incomparable",
-                            why=f"not measured in the {side} run ({reason or 'no reason recorded'})"))
+            rows.append(
+                row(
+                    metric=metric,
+                    baseline=vb,
+                    current=vc,
+                    verdict="incomparable",
+                    why=f"not measured in the {side} run ({reason or 'no reason recorded'})",
+                )
+            )
             continue
         rows.append(_ratio_row(metric, float(vb), float(vc), tol.memory, row))
     return rows
@@ -490,22 +626,33 @@ def _ratio_row(metric: str, vb: float, vc: float, tolerance: float, row: Callabl
     return row(metric=metric, baseline=vb, current=vc, ratio=_r(ratio, 4), verdict=verdict, why=why)
 
 
-def _accuracy_row(b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str,
-                  row: Callable[..., CompareRow]) -> CompareRow | None:
+def _accuracy_row(
+    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str, row: Callable[..., CompareRow]
+) -> CompareRow | None:
     ab, ac = b.accuracy or {}, c.accuracy or {}
     vb, vc = ab.get("accuracy"), ac.get("accuracy")
     if vb is None and vc is None:
         return None
     if vb is None or vc is None:
         side = "baseline" if vb is None else "current"
-        return row(metric="accuracy", baseline=vb, current=vc, verdict="incomparable",
-                   why=f"accuracy not measured in the {side} run")
+        return row(
+            metric="accuracy",
+            baseline=vb,
+            current=vc,
+            verdict="incomparable",
+            why=f"accuracy not measured in the {side} run",
+        )
     if not dataset_ok:
         return row(metric="accuracy", baseline=vb, current=vc, verdict="incomparable", why=dataset_why)
     for name in ("positive_label", "threshold"):
         if ab.get(name) != ac.get(name):
-            return row(metric="accuracy", baseline=vb, current=vc, verdict="incomparable",
-                       why=f"{name} differs ({ab.get(name)!r} vs {ac.get(name)!r}): decisions are not comparable")
+            return row(
+                metric="accuracy",
+                baseline=vb,
+                current=vc,
+                verdict="incomparable",
+                why=f"{name} differs ({ab.get(name)!r} vs {ac.get(name)!r}): decisions are not comparable",
+            )
     delta = (float(vc) - float(vb)) * 100.0
     test = mcnemar(ab, ac)
     alpha = 1 - tol.confidence
@@ -522,11 +669,19 @@ def _accuracy_row(b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: boo
         verdict, why = "same", f"{delta:+.2f} pt within ±{tol.accuracy_pt:g} pt{tested}"
     if test is None:
         why += "; no per-image predictions on both sides, no paired test"
-    return row(metric="accuracy", baseline=_r(float(vb), 5), current=_r(float(vc), 5), ratio=None, delta=_r(delta, 3),
-               p_value=None if p is None else _r(p, 5), verdict=verdict, why=why)
+    return row(
+        metric="accuracy",
+        baseline=_r(float(vb), 5),
+        current=_r(float(vc), 5),
+        ratio=None,
+        delta=_r(delta, 3),
+        p_value=None if p is None else _r(p, 5),
+        verdict=verdict,
+        why=why,
+    )
 
 
-def mcnemar(base_acc: dict[str, Any], cur_acc: dict[str, Any]) -> dict[str, Any] | None:
+def mcnemar(base_acc: Mapping[str, Any], cur_acc: Mapping[str, Any]) -> dict[str, Any] | None:
     """Exact McNemar (binomial on discordant pairs) on per-image correctness; None without predictions on both."""
     pb, pc = _correctness(base_acc), _correctness(cur_acc)
     if pb is None or pc is None:
@@ -546,7 +701,7 @@ def mcnemar(base_acc: dict[str, Any], cur_acc: dict[str, Any]) -> dict[str, Any]
     return {"b": worse, "c": better, "n": len(common), "p_value": min(1.0, p)}
 
 
-def _correctness(acc: dict[str, Any]) -> dict[str, bool] | None:
+def _correctness(acc: Mapping[str, Any]) -> dict[str, bool] | None:
     preds = acc.get("predictions")
     if not preds:
         return None
@@ -583,16 +738,27 @@ def _r(value: float | None, digits: int) -> float | None:
 
 # --- output ---------------------------------------------------------------------------------------
 
-_ICON = {"regression": "❌ regression", "improvement": "✅ improvement", "same": "same",
-         "incomparable": "⚠️ incomparable"}
+_ICON = {
+    "regression": "❌ regression",
+    "improvement": "✅ improvement",
+    "same": "same",
+    "incomparable": "⚠️ incomparable",
+}
 _HEAD = {"pass": "✅ pass", "regression": "❌ regression", "incomparable": "⚠️ incomparable"}
-_METRIC_TEXT = {"latency_p50_ms": "p50 latency (ms)", "latency_p95_ms": "p95 latency (ms)",
-                "rss_peak_mb": "RSS peak (MB)", "gpu_process_peak_mb": "GPU process peak (MB)",
-                "gpu_device_peak_mb": "GPU device peak (MB)", "model_size_mb": "model size (MB)",
-                "accuracy": "accuracy (%)", "status": "status", "model_sha256": "model sha256"}
+_METRIC_TEXT = {
+    "latency_p50_ms": "p50 latency (ms)",
+    "latency_p95_ms": "p95 latency (ms)",
+    "rss_peak_mb": "RSS peak (MB)",
+    "gpu_process_peak_mb": "GPU process peak (MB)",
+    "gpu_device_peak_mb": "GPU device peak (MB)",
+    "model_size_mb": "model size (MB)",
+    "accuracy": "accuracy (%)",
+    "status": "status",
+    "model_sha256": "model sha256",
+}
 
 
-def _key_text(key: dict[str, Any]) -> str:
+def _key_text(key: CellKey) -> str:
     return f"{key['variant']} · {key['provider']} · b{key['batch_size']}"
 
 
@@ -612,23 +778,33 @@ def _cell(text: str) -> str:
 
 def render_markdown(result: CompareResult, title: str = "bench compare") -> str:
     """A Markdown report for a PR comment or a GitHub job summary."""
-    def side(label: dict[str, Any]) -> str:
+
+    def side(label: RunLabel) -> str:
         where = f"`{label['path']}` " if label.get("path") else ""
         return f"{where}({label.get('run_id') or '?'}, {label.get('created') or '?'})"
 
     t = result.tolerances
-    lines = [f"### {title}: {_HEAD.get(result.verdict, result.verdict)}", "",
-             f"baseline {side(result.baseline)} · current {side(result.current)}  ",
-             ("machine: same (`" + str(result.current.get("machine_id")) + "`)  ") if result.same_machine else
-             (f"⚠️ **different machines** (`{result.baseline.get('machine_id')}` vs "
-              f"`{result.current.get('machine_id')}`)"
-              + (" — compared anyway (--cross-machine)  " if result.cross_machine else " — not compared  ")),
-             f"tolerances: latency {t.get('latency', 0):.0%} · accuracy {t.get('accuracy_pt', 0):g} pt · "
-             f"memory {t.get('memory', 0):.0%} · size {t.get('size', 0):.0%} · "
-             f"{t.get('confidence', 0.95):.0%} bootstrap intervals of the ratio current/baseline", ""]
+    lines = [
+        f"### {title}: {_HEAD.get(result.verdict, result.verdict)}",
+        "",
+        f"baseline {side(result.baseline)} · current {side(result.current)}  ",
+        ("machine: same (`" + str(result.current.get("machine_id")) + "`)  ")
+        if result.same_machine
+        else (
+            f"⚠️ **different machines** (`{result.baseline.get('machine_id')}` vs "
+            f"`{result.current.get('machine_id')}`)"
+            + (" — compared anyway (--cross-machine)  " if result.cross_machine else " — not compared  ")
+        ),
+        f"tolerances: latency {t.get('latency', 0):.0%} · accuracy {t.get('accuracy_pt', 0):g} pt · "
+        f"memory {t.get('memory', 0):.0%} · size {t.get('size', 0):.0%} · "
+        f"{t.get('confidence', 0.95):.0%} bootstrap intervals of the ratio current/baseline",
+        "",
+    ]
     if result.rows:
-        lines += ["| cell | metric | baseline | current | change | interval | verdict | why |",
-                  "|---|---|---:|---:|---:|---:|---|---|"]
+        lines += [
+            "| cell | metric | baseline | current | change | interval | verdict | why |",
+            "|---|---|---:|---:|---:|---:|---|---|",
+        ]
         for r in result.rows:
             cell = _key_text(r.key) + (f" vs {_key_text(r.baseline_key)}" if r.baseline_key else "")
             if r.delta is not None:
@@ -637,21 +813,44 @@ def render_markdown(result: CompareResult, title: str = "bench compare") -> str:
                 change = f"×{r.ratio:.3f}"
             else:
                 change = "—"
-            interval = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low is not None and r.ci_high is not None else (
-                f"p={r.p_value:.3g}" if r.p_value is not None else "—")
-            lines.append("| " + " | ".join(_cell(x) for x in (
-                cell, _METRIC_TEXT.get(r.metric, r.metric), _value(r.metric, r.baseline), _value(r.metric, r.current),
-                change, interval, _ICON.get(r.verdict, r.verdict), r.why)) + " |")
+            interval = (
+                f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                if r.ci_low is not None and r.ci_high is not None
+                else (f"p={r.p_value:.3g}" if r.p_value is not None else "—")
+            )
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(x)
+                    for x in (
+                        cell,
+                        _METRIC_TEXT.get(r.metric, r.metric),
+                        _value(r.metric, r.baseline),
+                        _value(r.metric, r.current),
+                        change,
+                        interval,
+                        _ICON.get(r.verdict, r.verdict),
+                        r.why,
+                    )
+                )
+                + " |"
+            )
     else:
         lines.append("_no cell in both runs_")
     if result.unmatched:
         lines += ["", "**Unmatched cells** (not compared):", ""]
         for u in result.unmatched:
-            sha = f" sha256 `{u['sha256'][:12]}`" if u.get("sha256") else ""
+            sha256 = u.get("sha256")
+            sha = f" sha256 `{sha256[:12]}`" if sha256 else ""
             lines.append(f"- `{_key_text(u['key'])}` — {u['side']}{sha}: {u['why']}")
     if result.warnings:
         lines += ["", "**Warnings:**", ""] + [f"- ⚠️ {w}" for w in result.warnings]
     return "\n".join(lines) + "\n"
+
+
+def compare_schema() -> dict[str, Any]:
+    """JSON Schema of what ``bench compare --json`` / ``bench ab --json`` print (CompareResult)."""
+    return schema_of(CompareResult, "bench compare/ab result (CompareResult)")
 
 
 __all__ = [
@@ -659,6 +858,7 @@ __all__ = [
     "CompareRow",
     "Tolerances",
     "compare_runs",
+    "compare_schema",
     "latency_verdict",
     "load_pair",
     "mcnemar",

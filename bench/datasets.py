@@ -32,8 +32,22 @@ from bench.preprocess import IMAGE_SUFFIXES
 
 # Dataset label spellings that mean "the fake class" / "the one other class of a two-class model".
 FAKE_SYNONYMS = frozenset(POSITIVE_LABEL_NAMES) | {"fakes", "deepfakes", "spoofed", "synthetic"}
-REAL_SYNONYMS = frozenset({"real", "reals", "genuine", "authentic", "bonafide", "bona_fide", "bona-fide",
-                           "live", "original", "pristine", "human", "natural"})
+REAL_SYNONYMS = frozenset(
+    {
+        "real",
+        "reals",
+        "genuine",
+        "authentic",
+        "bonafide",
+        "bona_fide",
+        "bona-fide",
+        "live",
+        "original",
+        "pristine",
+        "human",
+        "natural",
+    }
+)
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 
 
@@ -48,8 +62,10 @@ def image_files(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist or is not a folder")
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
@@ -111,8 +127,9 @@ def _key(label: str) -> str:
     return label.strip().lower()
 
 
-def label_mapping(dataset_labels: Iterable[str] | Mapping[str, int], labels: Mapping[int, str],
-                  positive: int | None) -> dict[str, int]:
+def label_mapping(
+    dataset_labels: Iterable[str] | Mapping[str, int], labels: Mapping[int, str], positive: int | None
+) -> dict[str, int]:
     """Dataset label (lower-cased) → model label index; explicit and checked.
 
     A dataset label equal (case-insensitively) to an ``id2label`` name maps to that index. Otherwise a
@@ -170,11 +187,16 @@ def load_labelled_set(path: str | Path, strict: bool = False) -> LabelledSet:
         if not files:
             warnings.append(f"class folder {folder} holds no images; the class {folder.name!r} is not evaluated")
         items.extend(LabelledItem(p, folder.name) for p in files)
-    skipped = [{"path": p.name, "reason": "not in a class folder"}
-               for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [
+        {"path": p.name, "reason": "not in a class folder"}
+        for p in sorted(path.iterdir())
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not items:
-        raise InputError(f"dataset {path}: every class folder ({', '.join(c.name for c in classes)}) is empty; "
-                         "add images or pass another --dataset")
+        raise InputError(
+            f"dataset {path}: every class folder ({', '.join(c.name for c in classes)}) is empty; "
+            "add images or pass another --dataset"
+        )
     return LabelledSet(root=path, kind="folders", items=items, skipped=skipped, warnings=warnings)
 
 
@@ -213,8 +235,11 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str]]:
             if "path" not in header or "label" not in header:
                 raise InputError(f"manifest {path} needs a header row with 'path' and 'label' columns, got {header}")
             ip, il = header.index("path"), header.index("label")
-            return [(f"line {n}", row[ip].strip() if ip < len(row) else "", row[il].strip() if il < len(row) else "")
-                    for n, row in enumerate(reader, start=2) if any(c.strip() for c in row)]
+            return [
+                (f"line {n}", row[ip].strip() if ip < len(row) else "", row[il].strip() if il < len(row) else "")
+                for n, row in enumerate(reader, start=2)
+                if any(c.strip() for c in row)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read manifest {path}: {exc}") from exc
 
@@ -232,10 +257,10 @@ def _jsonl_rows(path: Path) -> list[tuple[str, str, str]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(
-                f"{path}:line {n} is not JSON ({exc.msg}); one {{\"path\", \"label\"}} object per line"
+                f'{path}:line {n} is not JSON ({exc.msg}); one {{"path", "label"}} object per line'
             ) from exc
         if not isinstance(obj, dict):
-            raise InputError(f"{path}:line {n} is not a JSON object; one {{\"path\", \"label\"}} object per line")
+            raise InputError(f'{path}:line {n} is not a JSON object; one {{"path", "label"}} object per line')
         rows.append((f"line {n}", str(obj.get("path") or "").strip(), str(obj.get("label") or "").strip()))
     return rows
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import InputError
+from bench.faults import slow_down
 from bench.providers import EP_NAMES, ProviderOptions, compiled_in, is_gpu, provider_chain
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -37,8 +38,12 @@ _ORT_DTYPES = {
 }
 
 
-_INVALID_MODEL_MARKERS = ("INVALID_PROTOBUF", "Protobuf parsing failed", "ModelProto does not have a graph",
-                          "No graph was found")
+_INVALID_MODEL_MARKERS = (
+    "INVALID_PROTOBUF",
+    "Protobuf parsing failed",
+    "ModelProto does not have a graph",
+    "No graph was found",
+)
 
 
 class ProviderUnavailable(RuntimeError):
@@ -86,8 +91,11 @@ def capture_native_output() -> Iterator[list[str]]:
     """
     lines: list[str] = []
     py_sink = io.StringIO()  # Python-level prints, wherever sys.stdout points (e.g. under pytest)
-    with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.redirect_stdout(py_sink), \
-            contextlib.redirect_stderr(py_sink):
+    with (
+        tempfile.TemporaryFile(mode="w+b") as sink,
+        contextlib.redirect_stdout(py_sink),
+        contextlib.redirect_stderr(py_sink),
+    ):
         try:
             saved = [os.dup(1), os.dup(2)]
         except OSError:  # no fds (embedded interpreters): only Python-level output is captured
@@ -144,6 +152,17 @@ def first_line(exc: BaseException) -> str:
     """The first meaningful line of an ORT exception, without its ``[ONNXRuntimeError] : 1 : FAIL :`` prefix."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return _trim(re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text))
+
+
+def cell_failure(exc: Exception, provider: str) -> tuple[str, str]:
+    """(status, reason) of a cell whose session or inference raised ``exc``: the one mapping of provider trouble.
+
+    A provider or model this ORT cannot run is ``unavailable``; anything raised while running is ``failed``.
+    Input errors (bad flags, a broken model file) are not provider trouble: callers let them propagate.
+    """
+    if isinstance(exc, (ProviderUnavailable, ModelLoadError)):
+        return "unavailable", str(exc)
+    return "failed", f"{provider}: inference failed — {first_line(exc)}"
 
 
 def _preload_cuda_dlls() -> None:
@@ -274,8 +293,6 @@ class Engine:
         the call measures the model, and host↔device copies are not mixed into the figure. Without it,
         each call is a plain ``session.run`` on host arrays, copies included.
         """
-        from bench.faults import slow_down
-
         use_binding = self.io_binding_default if io_binding is None else io_binding
         feed = {self.input.name: batch.astype(self.input.dtype, copy=False)}
         if not use_binding:
@@ -312,7 +329,8 @@ def probe_provider(provider: str) -> dict[str, Any]:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
     )

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
+from collections.abc import Mapping
 from typing import Any
-
-import psutil
 
 from bench.gpu import probe
 
@@ -23,6 +20,8 @@ _CUDA_LIBS = {
 
 
 def _version(dist: str) -> str | None:
+    import importlib.metadata  # ~12 ms: only when a fingerprint is taken, not for `bench --help`
+
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -48,6 +47,8 @@ def cpu_model() -> str:
 
 def cuda_libraries() -> dict[str, str | None]:
     """Which CUDA/cuDNN/TensorRT shared libraries the dynamic loader (or pip's nvidia-* wheels) can find."""
+    import ctypes.util  # ~5 ms (it imports subprocess machinery): only when a fingerprint is taken
+
     found: dict[str, str | None] = {}
     for key, names in _CUDA_LIBS.items():
         hit = None
@@ -56,8 +57,12 @@ def cuda_libraries() -> dict[str, str | None]:
             if hit:
                 break
         if not hit:
-            dist = {"cudart": "nvidia-cuda-runtime-cu12", "cublas": "nvidia-cublas-cu12", "cudnn": "nvidia-cudnn-cu12",
-                    "tensorrt": "tensorrt"}[key]
+            dist = {
+                "cudart": "nvidia-cuda-runtime-cu12",
+                "cublas": "nvidia-cublas-cu12",
+                "cudnn": "nvidia-cudnn-cu12",
+                "tensorrt": "tensorrt",
+            }[key]
             ver = _version(dist) or _version(dist.replace("cu12", "cu13"))
             hit = f"pip:{dist}=={ver}" if ver else None
         found[key] = hit
@@ -68,6 +73,7 @@ def fingerprint(gpu_index: int = 0) -> dict[str, Any]:
     """The environment object stored in every results file (results contract)."""
     import numpy
     import onnxruntime as ort
+    import psutil
 
     gpu, gpu_reason = probe(gpu_index)
     env: dict[str, Any] = {
@@ -94,8 +100,9 @@ def fingerprint(gpu_index: int = 0) -> dict[str, Any]:
     return env
 
 
-def machine_id(env: dict[str, Any]) -> str:
-    """Short hash of what makes two runs comparable: CPU model and cores, RAM, GPU and ORT build."""
+def machine_id(env: Mapping[str, Any]) -> str:
+    """Short hash of the hardware two runs must share to be comparable: CPU model, logical cores, RAM
+    (whole GiB), GPU name and machine architecture. Software versions are not in it: compare warns on those."""
     key = {
         "cpu": env.get("cpu", {}).get("model"),
         "cores": env.get("cpu", {}).get("cores_logical"),

@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.datasets import LabelledSet
+from bench.bundle import Bundle, positive_index
+from bench.datasets import LabelledSet, load_labelled_set
+from bench.engine import Engine, SessionSpec, cell_failure
 from bench.errors import InputError
 from bench.metrics import agreement, binary_metrics, decide, unlabelled_metrics
+from bench.modelfile import model_info
 from bench.preprocess import ImageError, PreprocessConfig, load_image, to_tensor
 from bench.results import CellResult
 
@@ -28,7 +31,7 @@ _ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")  # Pillow names t
 
 
 def evaluate_engine(
-    engine: Any,
+    engine: Engine,
     items: LabelledSet | Sequence[tuple[Path, int | None]],
     labels: dict[int, str],
     positive_index: int | None,
@@ -115,8 +118,10 @@ def evaluate_engine(
         raise InputError(f"no image could be evaluated: {len(skip)} skipped{first}; check the dataset")
     matrix = np.concatenate(probs)
     if matrix.ndim != 2 or (labels and matrix.shape[1] != len(labels)):
-        raise InputError(f"{engine.model_path.name} outputs shape {list(matrix.shape)} but config.json names "
-                         f"{len(labels)} labels; the model and its config.json do not match")
+        raise InputError(
+            f"{engine.model_path.name} outputs shape {list(matrix.shape)} but config.json names "
+            f"{len(labels)} labels; the model and its config.json do not match"
+        )
     if not 0 <= positive_index < matrix.shape[1]:
         raise InputError(f"positive label index {positive_index} is outside the model's {matrix.shape[1]} classes")
     p_fake = matrix[:, positive_index]
@@ -147,7 +152,7 @@ def evaluate_engine(
     return result
 
 
-def default_preprocess(engine: Any) -> PreprocessConfig:
+def default_preprocess(engine: Engine) -> PreprocessConfig:
     """Preprocessing from the bundle the model file sits in (``onnx/..`` or its folder), else HF defaults."""
     import json
 
@@ -182,7 +187,7 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
             continue
         acc.setdefault("reasons", {})
         same_provider = [r for r in refs if r.provider == cell.provider]
-        ranked = ([r for r in same_provider if r.batch_size == cell.batch_size] + same_provider + refs)
+        ranked = [r for r in same_provider if r.batch_size == cell.batch_size] + same_provider + refs
         if not ranked:
             acc["agreement"] = None
             acc["reasons"]["agreement"] = f"reference variant {reference_variant!r} has no evaluated cell in this run"
@@ -211,13 +216,13 @@ def evaluate_cell(
     labels: dict[int, str],
     positive_index: int,
     *,
-    preprocess: Callable[[Any], PreprocessConfig],
+    preprocess: Callable[[Engine], PreprocessConfig],
     threshold: float = 0.5,
     batch_size: int = 32,
     strict: bool = False,
     root: Path | None = None,
     skipped: Sequence[dict[str, str]] = (),
-    session: Any = None,
+    session: SessionSpec | None = None,
     progress: AdvanceFn | None = None,
 ) -> CellResult:
     """One variant × provider evaluated into a CellResult; provider trouble becomes the cell's status.
@@ -225,9 +230,6 @@ def evaluate_cell(
     ``preprocess`` maps the open Engine to its PreprocessConfig (e.g.
     ``lambda e: bundle.preprocess_config(e.input.image_hw())``).
     """
-    from bench.engine import Engine, ModelLoadError, ProviderUnavailable, first_line
-    from bench.runner import model_info
-
     cell = CellResult(variant=variant, provider=provider, batch_size=batch_size)
     cell.model = model_info(model_path)
     try:
@@ -235,154 +237,44 @@ def evaluate_cell(
         cell.session_create_ms = round(engine.session_create_ms, 3)
         cell.providers_effective = engine.providers_effective
         cell.batch_size = engine.input.fixed_batch or batch_size
-        cell.accuracy = evaluate_engine(engine, items, labels, positive_index, threshold, batch_size, progress,
-                                        strict, preprocess=preprocess(engine), root=root, skipped=skipped)
-    except (ProviderUnavailable, ModelLoadError) as exc:
-        cell.status, cell.reason = "unavailable", str(exc)
+        cell.accuracy = evaluate_engine(
+            engine,
+            items,
+            labels,
+            positive_index,
+            threshold,
+            batch_size,
+            progress,
+            strict,
+            preprocess=preprocess(engine),
+            root=root,
+            skipped=skipped,
+        )
     except InputError:
         raise
-    except Exception as exc:  # an inference that throws: the cell failed, the run goes on
-        cell.status, cell.reason = "failed", f"{provider}: inference failed — {first_line(exc)}"
+    except Exception as exc:  # provider trouble or an inference that throws: the cell says why, the run goes on
+        cell.status, cell.reason = cell_failure(exc, provider)
     return cell
 
 
-def run_eval(
-    bundle: Any,
-    variants: Sequence[str],
-    providers: Sequence[str],
-    dataset: Any,
-    *,
-    reference: str | None = None,
-    positive_label: str | None = None,
-    threshold: float = 0.5,
-    batch_size: int = 32,
-    strict: bool = False,
-    allow_build: bool = True,
-    session: Any = None,
-    log: LogFn | None = None,
-    progress: StartFn | None = None,
-) -> Any:
-    """``bench eval``: every variant × provider on ``dataset`` (a LabelledSet), plus agreement; a RunResult.
+def labelled_set_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int) -> Callable[[Engine], dict[str, Any]]:
+    """``evaluate(engine)`` for a matrix cell: accuracy of the engine on the labelled set ``spec`` names."""
+    labelled = load_labelled_set(spec["dataset"], strict=spec.get("strict", False))
 
-    The reference variant is evaluated too when it is not among ``variants``. When no label is the fake
-    class (and no ``positive_label`` says which), every cell is ``unavailable`` with that reason; a
-    ``positive_label`` that names no label is an InputError.
-    """
-    from bench import environment
-    from bench.bundle import positive_index
-    from bench.engine import SessionSpec
-    from bench.results import RunResult
-    from bench.variants import ensure_variant
-
-    check_threshold(threshold)
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
-    session = session or SessionSpec()
-    names = list(dict.fromkeys([*variants, *([reference] if reference else [])]))
-    for warning in dataset.warnings:
-        if log:
-            log(f"warning: {warning}")
-    targets: dict[str, Any] = {}
-
-    def resolve(labels: dict[int, str]) -> tuple[int | None, str | None]:
-        """Positive index (or why none) and the (path, index) items, once per label set."""
-        key = tuple(sorted(labels.items()))
-        if key not in targets:
-            pos, why = positive_index(labels, positive_label)
-            if pos is None and positive_label not in (None, ""):
-                raise InputError(why or f"--positive-label {positive_label!r} matches no label")
-            targets[key] = (pos, why, dataset.indexed(labels, pos) if pos is not None else None)
-        return targets[key]
-
-    if bundle.labels():  # check the label mapping before building or loading anything
-        resolve(bundle.labels())
-    paths = {v: ensure_variant(bundle, v, allow_build=allow_build, log=log) for v in names}
-    result = RunResult(
-        environment=environment.fingerprint(session.provider_options.device_id),
-        config={"command": "eval", "model_dir": str(bundle.root), "variants": names, "providers": list(providers),
-                "dataset": str(dataset.root), "dataset_kind": dataset.kind, "reference": reference,
-                "positive_label": positive_label, "threshold": threshold, "batch_size": batch_size,
-                "strict": strict, "threads": session.threads, "graph_opt": session.graph_opt,
-                "device_id": session.provider_options.device_id},
-        dataset=dataset.fingerprint(),
-    )
-    for variant in names:
-        for provider in providers:
-            labels = bundle.labels() or bundle.labels(_output_width(paths[variant]))
-            pos, why, items = resolve(labels)
-            if pos is None:
-                result.cells.append(CellResult.not_run(variant, provider, batch_size, "unavailable",
-                                                       f"accuracy unavailable: {why}"))
-                continue
-            advance = progress(f"{variant}/{provider}", len(items)) if progress else None
-            cell = evaluate_cell(paths[variant], variant, provider, items, labels, pos,
-                                 preprocess=lambda e: bundle.preprocess_config(e.input.image_hw()),
-                                 threshold=threshold, batch_size=batch_size, strict=strict, root=dataset.root,
-                                 skipped=dataset.skipped, session=session, progress=advance)
-            result.cells.append(cell)
-    if reference:
-        add_agreement(result.cells, reference)
-    return result
-
-
-def _output_width(model_path: Path) -> int | None:
-    """Number of classes from the graph's first output (for a bare folder of .onnx files without labels)."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    last = dims[-1].dim_value if dims else 0
-    return int(last) or None
-
-
-def accuracy_table(cells: Sequence[CellResult], title: str | None = None) -> Any:
-    """A rich Table: one row per cell with the headline accuracy figures, agreement and images/s."""
-    from rich.table import Table
-
-    from bench.console import fmt
-
-    table = Table(title=title)
-    for name in ("variant", "provider", "n", "skipped", "accuracy", "bal. acc", "F1", "AUC", "EER", "log loss",
-                 "ECE", "flip rate", "mean |Δp|", "img/s"):
-        table.add_column(name, justify="left" if name in ("variant", "provider") else "right")
-    for c in cells:
-        a = c.accuracy or {}
-        if c.status != "ok":
-            table.add_row(c.variant, c.provider, f"[red]{c.status}[/]: {c.reason}", *[""] * 11)
-            continue
-        agree = a.get("agreement") or {}
-
-        def pct(v: float | None) -> str:
-            return "—" if v is None else f"{v * 100:.2f}%"
-
-        table.add_row(
-            c.variant, c.provider, fmt(a.get("n")), fmt(len(a.get("skipped") or [])),
-            pct(a.get("accuracy")), pct(a.get("balanced_accuracy")), fmt(a.get("f1"), 4), fmt(a.get("roc_auc"), 4),
-            pct(a.get("eer")), fmt(a.get("log_loss"), 4), fmt(a.get("ece"), 4),
-            pct(agree.get("flip_rate")), fmt(agree.get("mean_abs_dp"), 4), fmt(a.get("images_per_s"), 1),
+    def run(engine: Engine) -> dict[str, Any]:
+        labels = bundle.labels(engine.num_classes)
+        positive, _why = positive_index(labels, spec.get("positive_label"))
+        threshold = 0.5 if spec.get("threshold") is None else float(spec["threshold"])
+        preprocess = bundle.preprocess_config(engine.input.image_hw())
+        return evaluate_engine(
+            engine,
+            labelled,
+            labels,
+            positive,
+            threshold,
+            batch_size,
+            strict=spec.get("strict", False),
+            preprocess=preprocess,
         )
-    return table
 
-
-def footnotes(cells: Sequence[CellResult]) -> list[str]:
-    """Lines under the table: the reference and decision rule, why figures are missing, what was skipped."""
-    lines: list[str] = []
-    why_cells: dict[str, tuple[dict[str, None], dict[str, None]]] = {}  # reason → (fields, cells), ordered
-    for c in cells:
-        a = c.accuracy or {}
-        agree = a.get("agreement")
-        if agree and not any(line.startswith("agreement vs") for line in lines):
-            lines.append(f"agreement vs {agree['reference']} (same provider when evaluated there); "
-                         f"positive class: {a.get('positive_label')}, threshold p(fake) ≥ {a.get('threshold')}")
-        for field_name, why in (a.get("reasons") or {}).items():
-            fields, where = why_cells.setdefault(why, ({}, {}))
-            fields[field_name] = None
-            where[f"{c.variant}/{c.provider}"] = None
-    for why, (fields, where) in why_cells.items():
-        lines.append(f"— {', '.join(fields)} null: {why} ({', '.join(where)})")
-    first = next((c.accuracy for c in cells if c.accuracy and c.accuracy.get("skipped")), None)
-    if first:
-        skipped = first["skipped"]
-        shown = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
-        lines.append(f"skipped {len(skipped)}: {shown}" + (" …" if len(skipped) > 5 else ""))
-    return lines
+    return run

@@ -12,11 +12,6 @@ size): the model's predictions do not depend on the timed batch size, and evalua
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +19,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.bundle import Bundle
+from bench import datasets, environment
+from bench._cell import cell_spec, probe_process, run_cell_process
+from bench.bundle import Bundle, positive_index
 from bench.errors import InputError
+from bench.evaluate import add_agreement
+from bench.formatting import fmt
+from bench.modelfile import model_info, output_width
+from bench.providers import is_gpu
 from bench.results import CellResult, ModelInfo, RunResult
+from bench.runner import RunOptions
+from bench.service import harness
+from bench.variants import ensure_variant, recipe_names
 
 LogFn = Callable[[str], None]
 
@@ -52,15 +56,6 @@ MEASURE_KEYS = (
     "threshold",
     "positive_label",
 )
-
-_SIGNALS = {
-    signal.SIGABRT: "crashed (SIGABRT: the process aborted)",
-    signal.SIGSEGV: "crashed (SIGSEGV: segmentation fault)",
-    signal.SIGBUS: "crashed (SIGBUS: bus error)",
-    signal.SIGFPE: "crashed (SIGFPE: arithmetic fault)",
-    signal.SIGILL: "crashed (SIGILL: illegal instruction)",
-    signal.SIGKILL: "was killed (SIGKILL: most likely out of memory, by the kernel's OOM killer)",
-}
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -125,7 +120,7 @@ def run_matrix(
     variants: Sequence[str],
     providers: Sequence[str],
     batch_sizes: Sequence[int],
-    options: Any,
+    options: RunOptions,
     out: Path | None = None,
     evaluation: EvalSpec = EvalSpec(),
     policy: dict[str, Any] | None = None,
@@ -137,13 +132,9 @@ def run_matrix(
     log: LogFn | None = None,
 ) -> MatrixOutcome:
     """Measure every cell in its own process; write results after each; never raise for a cell's trouble."""
-    from bench import environment
-    from bench.runner import model_info
-
     say = log or (lambda _m: None)
     if cell_timeout_s <= 0:
         raise InputError(f"--cell-timeout must be > 0 seconds, got {cell_timeout_s}")
-    service_fn = _service_function() if with_service else None
     paths, unbuildable = _variant_files(bundle, variants, allow_build, say)
     infos: dict[str, ModelInfo] = {v: model_info(p) for v, p in paths.items()}
     dataset_info, input_images, accuracy_reason = _prepare_dataset(bundle, evaluation, next(iter(paths.values())))
@@ -249,8 +240,8 @@ def run_matrix(
 
     if evaluation.dataset is not None:
         _add_agreement(result, say)
-    if service_fn is not None:
-        result.service = _service_figures(service_fn, bundle, result, input_images, say)
+    if with_service:
+        result.service = _service_figures(bundle, result, input_images, say)
     result.write(out)
     return outcome
 
@@ -262,8 +253,6 @@ def _variant_files(
 
     An unknown variant name, or a missing one under ``--no-build``, stays an input error (exit 2).
     """
-    from bench.variants import ensure_variant, recipe_names
-
     paths: dict[str, Path] = {}
     unbuildable: dict[str, str] = {}
     buildable = set(recipe_names(bundle)) if allow_build else set()
@@ -287,101 +276,32 @@ def _run_cell_process(
     plan: CellPlan,
     bundle: Bundle,
     model_path: Path,
-    options: Any,
+    options: RunOptions,
     input_images: list[str],
     evaluation: EvalSpec | None,
     timeout_s: float,
     workdir: Path,
 ) -> CellResult:
-    from bench._cell import options_to_dict
-
-    tag = f"{plan.variant}-{plan.provider}-{plan.batch_size}"
-    spec = {
-        "variant": plan.variant,
-        "provider": plan.provider,
-        "model_dir": str(bundle.root),
-        "model_path": str(model_path),
-        "options": options_to_dict(options),
-        "input_images": input_images,
-        "evaluate": None
+    evaluate = (
+        None
         if evaluation is None
         else {
             "dataset": str(evaluation.dataset),
             "threshold": evaluation.threshold,
             "positive_label": evaluation.positive_label,
             "strict": evaluation.strict,
-        },
-    }
-    spec_path = workdir / f"{tag}.spec.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    data, why = _child(["run", str(spec_path)], workdir / f"{tag}.result.json", timeout_s, workdir / f"{tag}.log")
-    if data is None:
-        return CellResult.not_run(*plan.key, "failed", f"{plan.provider}: the cell's process {why}")
-    return CellResult.from_dict(data)
-
-
-def _child(args: list[str], out: Path, timeout_s: float, log_path: Path) -> tuple[dict[str, Any] | None, str]:
-    """Run ``python -m bench._cell ARGS OUT``; (its JSON, "") or (None, why it produced none)."""
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    with log_path.open("wb") as sink:
-        # A new session: the terminal's Ctrl-C reaches only the parent, which then stops the child itself.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._cell", *args, str(out)],
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=sink,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            return None, f"timed out after {timeout_s:g} s (a hang?) and was killed"
-        except BaseException:
-            _kill(proc)
-            raise
-    if rc == 0 and out.is_file():
-        return json.loads(out.read_text(encoding="utf-8")), ""
-    if rc < 0:
-        try:
-            sig = signal.Signals(-rc)
-        except ValueError:
-            return None, f"was killed by signal {-rc}"
-        return None, _SIGNALS.get(sig, f"was killed by {sig.name}")
-    last = _last_line(log_path)
-    return None, f"exited with code {rc}" + (f": {last}" if last else " without writing a result")
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
-
-
-def _last_line(path: Path, limit: int = 240) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    text = lines[-1] if lines else ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        }
+    )
+    spec = cell_spec(plan.variant, plan.provider, bundle.root, model_path, options, input_images, evaluate)
+    return run_cell_process(spec, timeout_s, workdir, tag=f"{plan.variant}-{plan.provider}-{plan.batch_size}")
 
 
 def _probe_providers(providers: set[str], say: LogFn) -> dict[str, str | None]:
     """Reason per GPU provider that cannot run here at all (probed once, in a child), None when usable."""
-    from bench.providers import is_gpu
-
     reasons: dict[str, str | None] = {}
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
         for provider in sorted(p for p in providers if is_gpu(p)):
-            data, why = _child(
-                ["probe", provider], Path(tmp) / f"{provider}.json", PROBE_TIMEOUT_S, Path(tmp) / f"{provider}.log"
-            )
+            data, why = probe_process(provider, PROBE_TIMEOUT_S, Path(tmp))
             if data is None:  # the probe itself died: let each cell find out (and be recorded) on its own
                 say(f"probe of {provider} {why}; its cells run anyway")
                 reasons[provider] = None
@@ -390,40 +310,7 @@ def _probe_providers(providers: set[str], say: LogFn) -> dict[str, str | None]:
     return reasons
 
 
-def make_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int) -> Callable[[Any], dict[str, Any]]:
-    """The child's ``evaluate(engine)``: accuracy of the engine on the labelled set in ``spec``."""
-    from bench import datasets, evaluate
-    from bench.bundle import positive_index
-
-    labelled = datasets.load_labelled_set(spec["dataset"], strict=spec.get("strict", False))
-
-    def run(engine: Any) -> dict[str, Any]:
-        labels = bundle.labels(engine.num_classes)
-        positive, _why = positive_index(labels, spec.get("positive_label"))
-        threshold = 0.5 if spec.get("threshold") is None else float(spec["threshold"])
-        return evaluate.evaluate_engine(
-            engine,
-            labelled,
-            labels,
-            positive,
-            threshold,
-            batch_size,
-            strict=spec.get("strict", False),
-            preprocess=bundle.preprocess_config(engine.input.image_hw()),
-        )
-
-    return run
-
-
 # --- parent-side helpers ----------------------------------------------------------------------------
-
-
-def _output_width(model_path: Path) -> int | None:
-    """Number of classes from the graph's first output (labels of a bare folder of .onnx files)."""
-    import onnx
-
-    dims = onnx.load(str(model_path), load_external_data=False).graph.output[0].type.tensor_type.shape.dim
-    return int(dims[-1].dim_value) or None if dims else None
 
 
 def _prepare_dataset(
@@ -432,11 +319,8 @@ def _prepare_dataset(
     """(dataset object, input images for the timed loop, why accuracy is not evaluated or None)."""
     if evaluation.dataset is None:
         return None, [], "no labelled dataset given"
-    from bench import datasets
-    from bench.bundle import positive_index
-
     labelled = datasets.load_labelled_set(evaluation.dataset, strict=evaluation.strict)
-    labels = bundle.labels() or bundle.labels(_output_width(model_path))
+    labels = bundle.labels() or bundle.labels(output_width(model_path))
     positive, why = positive_index(labels, evaluation.positive_label)
     if positive is None and evaluation.positive_label not in (None, ""):
         raise InputError(why or f"--positive-label {evaluation.positive_label!r} matches no label")
@@ -472,8 +356,6 @@ def _reusable(cell: CellResult | None, info: ModelInfo) -> bool:
 
 
 def _cell_line(cell: CellResult) -> str:
-    from bench.console import fmt
-
     if cell.status != "ok":
         return f"{cell.status} — {cell.reason}"
     lat = cell.latency_ms or {}
@@ -501,25 +383,10 @@ def _add_agreement(result: RunResult, say: LogFn) -> None:
     if not any(c.variant == reference and c.accuracy for c in result.cells):
         say(f"agreement not computed: {reference} has no evaluated cell in this run")
         return
-    from bench.evaluate import add_agreement
-
     add_agreement(result.cells, reference)
 
 
-def _service_function() -> Callable[..., dict[str, Any]]:
-    try:
-        from bench import load
-    except ImportError as exc:
-        raise InputError("--with-service needs bench load (bench.load), which this installation lacks") from exc
-    fn = getattr(load, "service_figures", None)
-    if fn is None:
-        raise InputError("--with-service needs bench load (bench.load.service_figures), which this installation lacks")
-    return fn
-
-
-def _service_figures(
-    fn: Callable[..., dict[str, Any]], bundle: Bundle, result: RunResult, images: list[str], say: LogFn
-) -> list[dict[str, Any]]:
+def _service_figures(bundle: Bundle, result: RunResult, images: list[str], say: LogFn) -> list[dict[str, Any]]:
     """Service figures per variant, on the first provider (in the order asked) where that variant ran."""
     entries: list[dict[str, Any]] = []
     providers = result.config["providers"]
@@ -536,7 +403,7 @@ def _service_figures(
         inprocess = (batch1.latency_ms or {}).get("p50") if batch1 is not None else None
         say(f"service: {variant} on {provider} …")
         entries.append(
-            fn(
+            harness.service_figures(
                 bundle.root,
                 variant,
                 provider,
@@ -555,7 +422,6 @@ __all__ = [
     "CellPlan",
     "EvalSpec",
     "MatrixOutcome",
-    "make_evaluator",
     "parse_batch_sizes",
     "plan_cells",
     "run_matrix",

@@ -28,8 +28,19 @@ import numpy as np
 
 ECE_BINS = 15
 KL_EPS = 1e-12
-METRIC_FIELDS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
-                 "eer", "eer_threshold", "log_loss", "ece")
+METRIC_FIELDS = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "average_precision",
+    "eer",
+    "eer_threshold",
+    "log_loss",
+    "ece",
+)
 
 
 def _num(value: Any) -> float | None:
@@ -37,8 +48,9 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def binary_metrics(y_true: Sequence[int] | np.ndarray, p_fake: Sequence[float] | np.ndarray,
-                   threshold: float = 0.5) -> dict[str, Any]:
+def binary_metrics(
+    y_true: Sequence[int] | np.ndarray, p_fake: Sequence[float] | np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
     """Every accuracy figure of the results contract for labels ``y_true`` (1 = fake) and scores ``p_fake``."""
     from sklearn import metrics as skm
 
@@ -103,8 +115,9 @@ def equal_error_rate(y_true: np.ndarray, p_fake: np.ndarray) -> tuple[float, flo
     return float((fpr[i] + fnr[i]) / 2.0), (threshold if math.isfinite(threshold) else 1.0)
 
 
-def expected_calibration_error(y_true: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5,
-                               bins: int = ECE_BINS) -> float:
+def expected_calibration_error(
+    y_true: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5, bins: int = ECE_BINS
+) -> float:
     """ECE of the thresholded decision over ``bins`` equal-width confidence bins (module docstring)."""
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(p_fake, dtype=np.float64)
@@ -121,8 +134,12 @@ def expected_calibration_error(y_true: np.ndarray, p_fake: np.ndarray, threshold
     return float(ece)
 
 
-def agreement(reference_name: str, ref_probs: np.ndarray | Sequence[Any], probs: np.ndarray | Sequence[Any],
-              positive: int | None = None) -> dict[str, Any]:
+def agreement(
+    reference_name: str,
+    ref_probs: np.ndarray | Sequence[Any],
+    probs: np.ndarray | Sequence[Any],
+    positive: int | None = None,
+) -> dict[str, Any]:
     """How far ``probs`` strays from the reference's: argmax flips, |Δp(fake)|, KL(ref ‖ cur).
 
     Each of ``ref_probs``/``probs`` is either an [n, k] matrix of class probabilities (``positive`` = the

@@ -1,11 +1,21 @@
-"""The results contract (ARCHITECTURE.md): dataclasses with a stable, versioned JSON form, and CSV.
+"""The results contract (ARCHITECTURE.md): typed dataclasses with a stable, versioned JSON form, and CSV.
 
-Field names are an interface users' CI scripts read: add fields, never rename; bump
-``SCHEMA_VERSION`` on a break. Fields a run could not measure are None with a reason beside them.
+Field names are an interface users' CI scripts read: add fields, never rename; bump ``SCHEMA_VERSION``
+on a break. Fields a run could not measure are None with a reason beside them. The top-level records
+are stdlib dataclasses (code builds and mutates them); their nested JSON objects are TypedDicts, so
+one set of types is both the documentation and, through pydantic (imported only when validating),
+the JSON Schema (:func:`results_schema`, published as docs/results.schema.json) and the check that
+:meth:`RunResult.load` applies (:func:`validate_results`).
+
+Reading is lenient where it can be and strict where it must be: unknown keys are allowed everywhere
+(a newer bench may add fields), keys of nested objects are optional (older files lack keys added
+since; bench itself always writes them all), but a key that is present must have its type (no
+coercion: ``"8"`` is not a batch size).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -13,16 +23,327 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from typing_extensions import Required, TypedDict
 
 from bench.errors import InputError
 
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter, ValidationError
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unavailable", "failed")
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+Status = Literal["ok", "unavailable", "failed"]
+
+
+# --- nested objects of results.json ---------------------------------------------------------------
+# typing_extensions.TypedDict, not typing's: pydantic needs it on Python < 3.12.
+
+
+class PlatformInfo(TypedDict, total=False):
+    """``platform.system()``, ``release()`` and ``machine()``."""
+
+    system: str
+    release: str
+    machine: str
+
+
+class CpuInfo(TypedDict, total=False):
+    """CPU model and core counts (None where psutil cannot tell)."""
+
+    model: str
+    cores_physical: int | None
+    cores_logical: int | None
+    affinity: int | None
+
+
+class GpuInfo(TypedDict, total=False):
+    """The GPU as NVML describes it."""
+
+    index: int
+    name: str
+    driver: str
+    cuda: str
+    memory_total_mb: float
+
+
+class Environment(TypedDict, total=False):
+    """Where a run was measured (bench.environment.fingerprint); open-ended: other keys may appear."""
+
+    onnxruntime: str
+    onnxruntime_build: Literal["gpu", "cpu"]  # which ORT distribution is installed
+    onnxruntime_providers_compiled: list[str]
+    onnx: str | None
+    numpy: str
+    python: str
+    bench: str | None
+    platform: PlatformInfo
+    cpu: CpuInfo
+    memory_total_mb: int
+    gpu: GpuInfo | None
+    gpu_reason: str | None
+    cuda_libraries: dict[str, str | None]
+    machine_id: str  # short hash of what makes two runs comparable
+
+
+class RunConfig(TypedDict, total=False):
+    """Every flag as resolved; which keys appear depends on ``command`` (run, eval, matrix, ab)."""
+
+    command: str
+    model_dir: str
+    variants: list[str]
+    providers: list[str]
+    batch_size: int
+    batch_sizes: list[int]
+    iterations: int
+    warmup: int
+    min_time_s: float | None
+    threads: int | None
+    inter_op_threads: int | None
+    graph_opt: str
+    device_id: int
+    trt_fp16: bool
+    trt_cache: str | None
+    io_binding: bool | None
+    sample_hz: float
+    seed: int
+    # matrix
+    cell_timeout_s: float
+    with_service: bool
+    threshold: float | None
+    positive_label: str | None
+    accuracy_reason: str | None
+    reference_variant: str
+    policy_file: str | None
+    policy: dict[str, Any] | None  # the release policy as bench.report.policy.Policy.to_dict() writes it
+    resumed: bool
+    # eval
+    dataset: str
+    dataset_kind: str
+    reference: str | None
+    strict: bool
+    # ab
+    provider: str
+    blocks: int
+    iterations_per_block: int
+    order: str
+    memory: str
+    side: str
+
+
+class DatasetInfo(TypedDict, total=False):
+    """The evaluation set; ``fingerprint`` is the sha256 of its sorted (relpath, size, label) rows."""
+
+    path: str
+    n: int
+    fingerprint: str
+
+
+class CellLatency(TypedDict, total=False):
+    """Per-call (one batch) latency in ms from the raw samples (bench.timing.LatencyStats)."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+
+class CellMemory(TypedDict, total=False):
+    """Peaks and means over the timed loop (bench.sampling.MemoryStats); GPU figures None with ``gpu_reason``."""
+
+    rss_peak_mb: float | None
+    rss_mean_mb: float | None
+    cpu_mean_pct: float | None
+    system_ram_peak_pct: float | None
+    gpu_process_peak_mb: float | None
+    gpu_device_peak_mb: float | None
+    gpu_total_mb: float | None
+    gpu_util_mean_pct: float | None
+    gpu_util_max_pct: float | None
+    gpu_reason: str | None
+    samples: int
+
+
+class SkippedImage(TypedDict):
+    """An image left out of the evaluation, and why."""
+
+    path: str
+    reason: str
+
+
+class Prediction(TypedDict, total=False):
+    """One evaluated image: p(fake), its true label and the decision, as class names (label None: unlabelled)."""
+
+    path: Required[str]
+    p_fake: Required[float]
+    label: str | None
+    pred: str | None
+
+
+class Agreement(TypedDict, total=False):
+    """How far a variant's predictions stray from the reference variant's (bench.metrics.agreement)."""
+
+    reference: str
+    reference_provider: str
+    n: int
+    flip_rate: float
+    max_abs_dp: float
+    mean_abs_dp: float
+    kl: float
+
+
+class Accuracy(TypedDict, total=False):
+    """Accuracy figures of one (variant, provider) on the dataset; None with ``reasons[field]`` when undefined."""
+
+    n: int
+    skipped: list[SkippedImage]
+    positive_label: str | None
+    threshold: float
+    accuracy: float | None
+    balanced_accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    roc_auc: float | None
+    average_precision: float | None
+    eer: float | None
+    eer_threshold: float | None
+    log_loss: float | None
+    ece: float | None
+    confusion: list[list[int]] | None  # [[tn, fp], [fn, tp]]
+    reasons: dict[str, str]
+    agreement: Agreement | None
+    images_per_s: float | None
+    wall_s: float
+    batch_size: int
+    predictions: list[Prediction]
+
+
+class CellKey(TypedDict):
+    """A cell's identity."""
+
+    variant: str
+    provider: str
+    batch_size: int
+
+
+class LoadLatency(TypedDict, total=False):
+    """Latency of 2xx answers in ms, from exact samples; figures None with ``reason`` when there were none."""
+
+    n: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+    mean: float | None
+    reason: str
+
+
+class SendLag(TypedDict, total=False):
+    """How late the generator sent requests against their schedule, in ms (open loop only)."""
+
+    p50: float | None
+    p99: float | None
+    max: float | None
+    reason: str
+
+
+class ServerMemory(TypedDict, total=False):
+    """The server's memory from /health at the start, middle and end of a load run, and the leak verdict."""
+
+    rss_start_mb: float | None
+    rss_mid_mb: float | None
+    rss_end_mb: float | None
+    gpu_start_mb: float | None
+    gpu_mid_mb: float | None
+    gpu_end_mb: float | None
+    leak_suspected: bool | None
+    leak_rule: str
+    reason: str | None
+
+
+class LoadConfig(TypedDict, total=False):
+    """How a load run was set up and how much of its schedule it sent."""
+
+    duration_requested_s: float
+    max_requests: int
+    timeout_s: float
+    seed: int
+    connections: int
+    payloads: int
+    scheduled: int | None
+    unsent: int
+    latency_from: str
+    latency_of: str
+
+
+class MaxRateStep(TypedDict, total=False):
+    """One rate tried by --find-max."""
+
+    rate: float
+    achieved_rate: float | None
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    p50_ms: float | None
+    p99_ms: float | None
+    passed: bool
+    why: str
+
+
+class MaxRate(TypedDict, total=False):
+    """--find-max: the highest rate that met the p99 SLO with no errors, and what stopped the search."""
+
+    slo_p99_ms: float
+    rate_rps: float | None
+    limited_by: Literal["slo", "max_steps", "min_rate", "max_rate", "generator"]
+    steps: list[MaxRateStep]
+    reason: str
+
+
+class BatchEndpoint(TypedDict, total=False):
+    """The /detect/batch figures of a service entry."""
+
+    files_per_request: int
+    rate: float
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    latency_ms: LoadLatency
+    ms_per_image_p50: float | None
+    images_per_s: float | None
+
+
+class ServiceEntry(TypedDict, total=False):
+    """One variant served over HTTP (``bench matrix --with-service``); figures None with ``reason`` if not run."""
+
+    variant: str
+    provider: str
+    status: Status
+    reason: str | None
+    load: LoadResult | None
+    inprocess_p50_ms: float | None
+    overhead_p50_ms: float | None
+    batch_endpoint: BatchEndpoint | None
+    max_rate: MaxRate | None
+
+
+# --- the records ----------------------------------------------------------------------------------
 
 
 @dataclass
 class ModelInfo:
+    """The model file a cell measured; ``recipe`` is its build record (the variant sidecar), open-ended."""
+
     file: str
     size_mb: float
     sha256: str
@@ -36,24 +357,24 @@ class CellResult:
     variant: str
     provider: str
     batch_size: int
-    status: str = "ok"
+    status: Status = "ok"
     reason: str | None = None
     providers_effective: list[str] = field(default_factory=list)
     io_binding: bool | None = None
     model: ModelInfo | None = None
     session_create_ms: float | None = None
-    latency_ms: dict[str, float] | None = None
+    latency_ms: CellLatency | None = None
     samples_ms: list[float] = field(default_factory=list)
     throughput_ips: float | None = None
-    memory: dict[str, Any] | None = None
-    accuracy: dict[str, Any] | None = None
+    memory: CellMemory | None = None
+    accuracy: Accuracy | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.variant, self.provider, self.batch_size)
 
     @classmethod
-    def not_run(cls, variant: str, provider: str, batch_size: int, status: str, reason: str) -> CellResult:
+    def not_run(cls, variant: str, provider: str, batch_size: int, status: Status, reason: str) -> CellResult:
         """A cell that could not run is a result, not a crash."""
         return cls(variant=variant, provider=provider, batch_size=batch_size, status=status, reason=reason)
 
@@ -71,11 +392,11 @@ class CellResult:
 class RunResult:
     """One bench invocation: environment, resolved config, dataset, cells and (optionally) service figures."""
 
-    environment: dict[str, Any]
-    config: dict[str, Any]
+    environment: Environment
+    config: RunConfig
     cells: list[CellResult] = field(default_factory=list)
-    dataset: dict[str, Any] | None = None
-    service: list[dict[str, Any]] | None = None
+    dataset: DatasetInfo | None = None
+    service: list[ServiceEntry] | None = None
     schema_version: int = SCHEMA_VERSION
     run_id: str = field(default_factory=lambda: new_run_id())
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -90,23 +411,26 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise InputError(f"results schema_version {version!r} is not supported (this bench reads {SCHEMA_VERSION})")
+        """Build from parsed JSON without validating it (:meth:`load` validates first)."""
+        _check_version(data.get("schema_version"))
         return cls(
-            environment=data.get("environment") or {},
-            config=data.get("config") or {},
+            environment=data.get("environment") or Environment(),
+            config=data.get("config") or RunConfig(),
             cells=[CellResult.from_dict(c) for c in data.get("cells") or []],
             dataset=data.get("dataset"),
             service=data.get("service"),
-            schema_version=version,
+            schema_version=data["schema_version"],
             run_id=data.get("run_id", ""),
             created=data.get("created", ""),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> RunResult:
-        """Read results.json (or a directory holding one)."""
+        """Read results.json (or a directory holding one), checked against the contract (:func:`validate_results`).
+
+        Lenient as that function is: unknown keys are ignored and keys added since an older file was
+        written may be missing; a present key of the wrong type is refused.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "results.json"
@@ -118,6 +442,7 @@ class RunResult:
             raise InputError(f"{path} is not a results JSON file ({exc})") from exc
         if not isinstance(data, dict) or "cells" not in data:
             raise InputError(f"{path} is not a bench results file (no 'cells')")
+        validate_results(data, source=str(path))
         return cls.from_dict(data)
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
@@ -131,6 +456,23 @@ class RunResult:
         atomic_write_text(json_path, self.to_json() + "\n")
         atomic_write_text(csv_path, cells_frame(self.cells).to_csv(index=False))
         return json_path, csv_path
+
+    def accuracy_of(self, variant: str, provider: str) -> Accuracy | None:
+        """The accuracy of (variant, provider): evaluated once, in the first of its cells that ran."""
+        for cell in self.cells:
+            if cell.variant == variant and cell.provider == provider and cell.accuracy:
+                return cell.accuracy
+        return None
+
+    def reference_accuracy(self, reference: str, provider: str) -> tuple[float | None, str | None]:
+        """Reference accuracy on ``provider``, else on the first provider that measured it (and which one)."""
+        same = self.accuracy_of(reference, provider)
+        if same is not None and same.get("accuracy") is not None:
+            return same["accuracy"], None
+        for cell in self.cells:
+            if cell.variant == reference and cell.accuracy and cell.accuracy.get("accuracy") is not None:
+                return cell.accuracy["accuracy"], cell.provider
+        return None, None
 
 
 def new_run_id() -> str:
@@ -187,27 +529,27 @@ class LoadResult:
 
     url: str
     endpoint: str
-    mode: str
-    arrival: str | None
+    mode: Literal["open", "closed"]
+    arrival: Literal["constant", "poisson"] | None
     target_rate: float | None
     achieved_rate: float | None
     duration_s: float
     requests: int
     ok: int
-    errors: dict[str, int]
-    latency_ms: dict[str, Any]
-    send_lag_ms: dict[str, Any]
+    errors: dict[str, int]  # error key ("503", "timeout", "connect", "disconnected", ...) → count
+    latency_ms: LoadLatency
+    send_lag_ms: SendLag
     generator_ceiling_rps: float | None
-    server: dict[str, Any]
+    server: ServerMemory
     concurrency: int | None = None
-    throughput_rps: float | None = None     # 2xx answers per second of wall time (drain included)
-    wall_s: float | None = None             # first send to last answer (or drain deadline)
+    throughput_rps: float | None = None  # 2xx answers per second of wall time (drain included)
+    wall_s: float | None = None  # first send to last answer (or drain deadline)
     max_in_flight: int = 0
     files_per_request: int | None = None
     error_examples: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    max_rate: dict[str, Any] | None = None  # --find-max: {slo_p99_ms, rate_rps, limited_by, steps}
+    config: LoadConfig = field(default_factory=LoadConfig)
+    max_rate: MaxRate | None = None  # --find-max: {slo_p99_ms, rate_rps, limited_by, steps}
     samples_ms: list[float] = field(default_factory=list)  # raw latencies of 2xx answers, in send order
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,3 +557,72 @@ class LoadResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+
+# --- validation and JSON Schema (pydantic, imported on first use) ----------------------------------
+
+
+def _check_version(version: Any) -> None:
+    if version != SCHEMA_VERSION:
+        raise InputError(f"results schema_version {version!r} is not supported (this bench reads {SCHEMA_VERSION})")
+
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def validate_results(data: dict[str, Any], *, source: str | None = None) -> None:
+    """Check parsed results.json against the contract; InputError naming the first bad field if it does not fit.
+
+    Lenient where old and future files need it, strict where a reader would go wrong: unknown keys are
+    allowed, keys of nested objects may be missing (older files), but every present key must have its
+    type exactly (JSON number for a float, integer for an int; no ``"8"`` for 8).
+    """
+    from pydantic import ValidationError
+
+    where = source or "results"
+    if not isinstance(data, dict) or "cells" not in data:
+        raise InputError(f"{where} is not a bench results file (no 'cells')")
+    _check_version(data.get("schema_version"))
+    try:
+        _adapter(RunResult).validate_json(json.dumps(data, default=json_default), strict=True)
+    except ValidationError as exc:
+        raise InputError(f"{where} does not match the results contract: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic ValidationError in one line: ``cells[0].batch_size: ... , got 'one'``."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    msg = first["msg"][:1].lower() + first["msg"][1:]
+    value = first.get("input")
+    got = ""
+    if first["type"] != "missing" and (value is None or isinstance(value, (str, int, float, bool))):
+        text = repr(value)
+        got = f", got {text if len(text) <= 60 else text[:57] + '...'}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where or 'top level'}: {msg}{got}{more}"
+
+
+def schema_of(cls: type, title: str) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of one of the contract's records, as pydantic derives it from the types."""
+    schema = _adapter(cls).json_schema()
+    return {"$schema": JSON_SCHEMA_DIALECT, "$comment": f"{title}; generated from bench's types, do not edit", **schema}
+
+
+def results_schema() -> dict[str, Any]:
+    """JSON Schema of results.json (RunResult, with its cells, service entries and LoadResult)."""
+    schema = schema_of(RunResult, f"bench results.json, schema_version {SCHEMA_VERSION}")
+    # What validate_results checks beyond the dataclass: a version it reads, and cells.
+    schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION, "title": "Schema Version", "type": "integer"}
+    schema["required"] = ["schema_version", *schema["required"], "cells"]
+    return schema
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """A schema as published (docs/*.schema.json) and printed: indented JSON and a final newline."""
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -6,19 +6,19 @@ Whatever goes wrong on the provider's side becomes the cell's status and reason;
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.engine import Engine, ModelLoadError, ProviderUnavailable, SessionSpec, first_line
+from bench.engine import Engine, SessionSpec, cell_failure
 from bench.errors import InputError
-from bench.providers import is_gpu
-from bench.results import CellResult, ModelInfo
+from bench.modelfile import model_info
+from bench.preprocess import PreprocessConfig, load_image, preprocess_batch
+from bench.providers import ProviderOptions, is_gpu
+from bench.results import CellResult
 from bench.sampling import ResourceSampler
 from bench.timing import LatencyStats, LoopSpec, timed_loop
 
@@ -35,6 +35,28 @@ class RunOptions:
     io_binding: bool | None = None  # None: on for GPU providers, off for CPU
     sample_hz: float = 10.0
     seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON for a child process (``bench._cell``); :meth:`from_dict` rebuilds it."""
+        data = asdict(self)
+        cache = data["session"]["provider_options"].get("trt_cache_dir")
+        data["session"]["provider_options"]["trt_cache_dir"] = str(cache) if cache is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunOptions:
+        session = dict(data["session"])
+        po = dict(session.pop("provider_options"))
+        if po.get("trt_cache_dir") is not None:
+            po["trt_cache_dir"] = Path(po["trt_cache_dir"])
+        return cls(
+            batch_size=data["batch_size"],
+            loop=LoopSpec(**data["loop"]),
+            session=SessionSpec(**session, provider_options=ProviderOptions(**po)),
+            io_binding=data["io_binding"],
+            sample_hz=data["sample_hz"],
+            seed=data["seed"],
+        )
 
     def as_config(self) -> dict[str, Any]:
         po = self.session.provider_options
@@ -53,27 +75,6 @@ class RunOptions:
             "sample_hz": self.sample_hz,
             "seed": self.seed,
         }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_info(path: Path) -> ModelInfo:
-    """File name, size and sha256 of a model file, plus its build recipe when a sidecar records one."""
-    recipe = None
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        try:
-            recipe = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            recipe = None
-    size_mb = round(path.stat().st_size / 1e6, 3)
-    return ModelInfo(file=path.name, size_mb=size_mb, sha256=file_sha256(path), recipe=recipe)
 
 
 def measure_cell(
@@ -100,14 +101,11 @@ def measure_cell(
             cell.io_binding = use_binding
             call = engine.timed_call(batch, io_binding=use_binding)
             samples = timed_loop(call, options.loop, progress)
-    except ProviderUnavailable as exc:
-        return _not_run(cell, "unavailable", str(exc))
-    except ModelLoadError as exc:
-        return _not_run(cell, "unavailable", str(exc))
     except InputError:
         raise
-    except Exception as exc:  # an inference that throws: the cell failed, the run goes on
-        return _not_run(cell, "failed", f"{provider}: inference failed — {first_line(exc)}")
+    except Exception as exc:  # provider trouble or an inference that throws: the cell says why, the run goes on
+        cell.status, cell.reason = cell_failure(exc, provider)
+        return cell
     stats = LatencyStats.from_samples(samples)
     cell.samples_ms = [round(s, 5) for s in samples]
     cell.latency_ms = {k: round(v, 5) if isinstance(v, float) else v for k, v in stats.as_dict().items()}
@@ -118,57 +116,12 @@ def measure_cell(
     return cell
 
 
-def _not_run(cell: CellResult, status: str, reason: str) -> CellResult:
-    cell.status, cell.reason = status, reason
-    return cell
-
-
-def images_batch(paths: Sequence[Path], batch_size: int, engine: Engine, preprocess: Any) -> np.ndarray:
+def images_batch(paths: Sequence[Path], batch_size: int, engine: Engine, preprocess: PreprocessConfig) -> np.ndarray:
     """A real image batch: the first ``batch_size`` images of a dataset (cycled), preprocessed."""
-    from bench.preprocess import load_image, preprocess_batch
-
     if not paths:
         raise InputError("the dataset has no images to use as input")
     chosen = [paths[i % len(paths)] for i in range(batch_size)]
     return preprocess_batch([load_image(p) for p in chosen], preprocess).astype(engine.input.dtype)
 
 
-__all__ = ["RunOptions", "images_batch", "measure_cell", "model_info"]
-
-
-def run_cells(
-    bundle: Any,
-    variants: Sequence[str],
-    providers: Sequence[str],
-    options: RunOptions,
-    dataset: Path | None = None,
-    allow_build: bool = True,
-    log: Callable[[str], None] | None = None,
-    progress: Callable[[str, int], Any] | None = None,
-) -> Any:
-    """Measure each variant × provider in this process (``bench run``); returns a RunResult."""
-    from bench import datasets, environment
-    from bench.results import RunResult
-    from bench.variants import ensure_variant
-
-    paths = {v: ensure_variant(bundle, v, allow_build=allow_build, log=log) for v in variants}
-    images: list[Path] = datasets.image_files(dataset) if dataset is not None else []
-    if dataset is not None and not images:
-        raise InputError(f"dataset {dataset} holds no images")
-    result = RunResult(
-        environment=environment.fingerprint(options.session.provider_options.device_id),
-        config={"command": "run", "model_dir": str(bundle.root), "variants": list(variants),
-                "providers": list(providers), **options.as_config()},
-        dataset=datasets.fingerprint(dataset, [(p, None) for p in images]) if dataset is not None else None,
-    )
-    for variant in variants:
-        for provider in providers:
-            feed = None
-            if images:
-                def feed(engine: Engine, _images: list[Path] = images) -> np.ndarray:
-                    fallback = engine.input.image_hw()
-                    return images_batch(_images, options.batch_size, engine, bundle.preprocess_config(fallback))
-            tick = progress(f"{variant}/{provider}", options.loop.iterations) if progress else None
-            result.cells.append(measure_cell(paths[variant], variant, provider, options, input_batch=feed,
-                                             progress=(lambda i, _ms, t=tick: t(1)) if tick else None))
-    return result
+__all__ = ["RunOptions", "images_batch", "measure_cell"]

@@ -6,8 +6,6 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 
-import psutil
-
 from bench.gpu import Gpu, GpuUnavailable
 
 _MB = 1024 * 1024
@@ -53,6 +51,9 @@ class ResourceSampler:
     def __init__(self, hz: float = 10.0, gpu_index: int | None = 0, pid: int | None = None):
         self.hz = hz
         self.pid = pid or os.getpid()
+        import psutil  # lazily: the CLI imports this module to parse flags, and psutil costs ~8 ms there
+
+        self._psutil = psutil
         self._proc = psutil.Process(self.pid)
         self._series = _Series()
         self._stop = threading.Event()
@@ -91,8 +92,8 @@ class ResourceSampler:
         try:
             s.rss.append(self._proc.memory_info().rss / _MB)
             s.cpu.append(self._proc.cpu_percent(None))
-            s.ram_pct.append(psutil.virtual_memory().percent)
-        except psutil.Error:
+            s.ram_pct.append(self._psutil.virtual_memory().percent)
+        except self._psutil.Error:
             return
         if self._gpu is not None:
             try:

@@ -90,8 +90,8 @@ class LatencyStats:
 
 
 def bootstrap_ratio(
-    current: Sequence[float],
-    baseline: Sequence[float],
+    current: Sequence[float] | np.ndarray,
+    baseline: Sequence[float] | np.ndarray,
     statistic: Callable[[np.ndarray], float] = np.median,
     n_boot: int = 2000,
     confidence: float = 0.95,

@@ -25,8 +25,14 @@ class _Proc:
     usedGpuMemory: int | None
 
 
-def fake_pynvml(used_mb: float = 2329.0, total_mb: float = 6144.0, util: int = 30, pid: int | None = None,
-                proc_mb: float = 1200.0, fail_init: bool = False) -> types.ModuleType:
+def fake_pynvml(
+    used_mb: float = 2329.0,
+    total_mb: float = 6144.0,
+    util: int = 30,
+    pid: int | None = None,
+    proc_mb: float = 1200.0,
+    fail_init: bool = False,
+) -> types.ModuleType:
     """A stand-in ``pynvml`` with one GPU (defaults: the seed report's 6 GB card at 2.3 GB used)."""
     mod = types.ModuleType("pynvml")
     mb = 1024 * 1024

@@ -57,7 +57,8 @@ def make_classifier(
         helper.make_node("Add", ["hl", "head_b"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_vit",
+        nodes,
+        "tiny_vit",
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, num_labels])],
         inits,
@@ -73,12 +74,27 @@ def make_classifier(
 def make_bundle(root: Path, size: int = 32, labels: tuple[str, ...] = ("Deepfake", "Real"), **kw: object) -> Path:
     """A transformers.js-style model folder around :func:`make_classifier`."""
     make_classifier(root / "onnx" / "model.onnx", size=size, num_labels=len(labels), **kw)  # type: ignore[arg-type]
-    (root / "config.json").write_text(json.dumps({
-        "model_type": "vit", "id2label": {str(i): n for i, n in enumerate(labels)},
-        "label2id": {n: i for i, n in enumerate(labels)},
-    }))
-    (root / "preprocessor_config.json").write_text(json.dumps({
-        "do_resize": True, "size": {"height": size, "width": size}, "resample": 2, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
-    }))
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "vit",
+                "id2label": {str(i): n for i, n in enumerate(labels)},
+                "label2id": {n: i for i, n in enumerate(labels)},
+            }
+        )
+    )
+    (root / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_resize": True,
+                "size": {"height": size, "width": size},
+                "resample": 2,
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
+    )
     return root

@@ -10,11 +10,20 @@ from bench.errors import InputError
 from models import make_classifier
 
 
-@pytest.mark.parametrize(("filename", "variant"), [
-    ("model.onnx", "fp32"), ("model_fp16.onnx", "fp16"), ("model_int8.onnx", "int8"), ("model_uint8.onnx", "uint8"),
-    ("model_quantized.onnx", "quantized"), ("model_q4.onnx", "q4"), ("model_q4f16.onnx", "q4f16"),
-    ("model_bnb4.onnx", "bnb4"), ("detector.onnx", "detector"),
-])
+@pytest.mark.parametrize(
+    ("filename", "variant"),
+    [
+        ("model.onnx", "fp32"),
+        ("model_fp16.onnx", "fp16"),
+        ("model_int8.onnx", "int8"),
+        ("model_uint8.onnx", "uint8"),
+        ("model_quantized.onnx", "quantized"),
+        ("model_q4.onnx", "q4"),
+        ("model_q4f16.onnx", "q4f16"),
+        ("model_bnb4.onnx", "bnb4"),
+        ("detector.onnx", "detector"),
+    ],
+)
 def test_variant_names_follow_file_names(filename: str, variant: str) -> None:
     assert variant_name(Path(filename)) == variant
     if variant != "detector":
@@ -59,13 +68,16 @@ def test_bad_config_json_is_an_input_error(tiny_bundle: Path) -> None:
         Bundle.discover(tiny_bundle)
 
 
-@pytest.mark.parametrize(("labels", "expected"), [
-    ({0: "Deepfake", 1: "Real"}, 0),
-    ({0: "real", 1: "FAKE"}, 1),
-    ({0: "Realism", 1: "AI"}, 1),
-    ({0: "cat", 1: "dog"}, None),
-    ({0: "fake", 1: "deepfake"}, None),
-])
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({0: "Deepfake", 1: "Real"}, 0),
+        ({0: "real", 1: "FAKE"}, 1),
+        ({0: "Realism", 1: "AI"}, 1),
+        ({0: "cat", 1: "dog"}, None),
+        ({0: "fake", 1: "deepfake"}, None),
+    ],
+)
 def test_positive_label_by_name(labels: dict[int, str], expected: int | None) -> None:
     index, reason = positive_index(labels)
     assert index == expected

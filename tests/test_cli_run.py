@@ -17,14 +17,33 @@ RUN = [sys.executable, "-m", "bench"]
 
 
 def bench(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env={**os.environ, **(env or {})}
+    )
 
 
 def test_run_json_is_one_document_and_follows_the_contract(tiny_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    p = bench("run", "--model-dir", str(tiny_bundle), "--iterations", "20", "--warmup", "2", "--threads", "1",
-              "--graph-opt", "basic", "--seed", "7", "--batch-size", "2", "--json", "--out", str(out))
+    p = bench(
+        "run",
+        "--model-dir",
+        str(tiny_bundle),
+        "--iterations",
+        "20",
+        "--warmup",
+        "2",
+        "--threads",
+        "1",
+        "--graph-opt",
+        "basic",
+        "--seed",
+        "7",
+        "--batch-size",
+        "2",
+        "--json",
+        "--out",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)  # stdout holds exactly one JSON document
     assert doc["schema_version"] == 1 and doc["run_id"] and doc["created"]
@@ -62,13 +81,16 @@ def test_cuda_on_this_machine_is_unavailable_exit_3(tiny_bundle: Path) -> None:
     assert p.stderr.strip().splitlines()[-1].startswith("error: cuda: unavailable — ")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--variant", "int7"], "variant 'int7'"),
-    (["--provider", "rocm"], "unknown provider 'rocm'"),
-    (["--iterations", "0"], "--iterations must be ≥ 1"),
-    (["--iterations", "-5"], "--iterations must be ≥ 1"),
-    (["--batch-size", "0"], "--batch-size must be ≥ 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--variant", "int7"], "variant 'int7'"),
+        (["--provider", "rocm"], "unknown provider 'rocm'"),
+        (["--iterations", "0"], "--iterations must be ≥ 1"),
+        (["--iterations", "-5"], "--iterations must be ≥ 1"),
+        (["--batch-size", "0"], "--batch-size must be ≥ 1"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(tiny_bundle: Path, args: list[str], message: str) -> None:
     p = bench("run", "--model-dir", str(tiny_bundle), *args)
     assert p.returncode == 2, p.stderr
@@ -100,8 +122,18 @@ def test_real_image_input_from_dataset(tiny_bundle: Path, tmp_path: Path) -> Non
 
     for i in range(3):
         Image.new("RGB", (40, 30), (i * 50, 0, 0)).save(tmp_path / f"{i}.png")
-    p = bench("run", "--model-dir", str(tiny_bundle), "--dataset", str(tmp_path), "--batch-size", "4",
-              "--iterations", "3", "--json")
+    p = bench(
+        "run",
+        "--model-dir",
+        str(tiny_bundle),
+        "--dataset",
+        str(tmp_path),
+        "--batch-size",
+        "4",
+        "--iterations",
+        "3",
+        "--json",
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["dataset"]["n"] == 3
 
@@ -131,7 +163,7 @@ def test_internal_error_is_exit_4(tiny_bundle: Path, monkeypatch: pytest.MonkeyP
     def boom(*a: object, **k: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("bench.runner.run_cells", boom)
+    monkeypatch.setattr("bench.cli.run_cells", boom)  # the name the command calls
     result = CliRunner().invoke(cli.main, ["run", "--model-dir", str(tiny_bundle)])
     assert result.exit_code == 4
     assert "internal error: ZeroDivisionError: boom" in result.output

@@ -33,22 +33,48 @@ def samples(median: float = 10.0, n: int = 200, sigma: float = 0.05, seed: int =
     return list(median * rng.lognormal(0.0, sigma, n))
 
 
-def cell(xs: list[float] | None = None, variant: str = "fp32", provider: str = "cpu", batch: int = 1,
-         sha: str = SHA_A, status: str = "ok", reason: str | None = None, rss: float | None = 100.0,
-         size: float = 1.0, accuracy: dict | None = None, gpu: float | None = None) -> CellResult:
+def cell(
+    xs: list[float] | None = None,
+    variant: str = "fp32",
+    provider: str = "cpu",
+    batch: int = 1,
+    sha: str = SHA_A,
+    status: str = "ok",
+    reason: str | None = None,
+    rss: float | None = 100.0,
+    size: float = 1.0,
+    accuracy: dict | None = None,
+    gpu: float | None = None,
+) -> CellResult:
     xs = samples() if xs is None and status == "ok" else (xs or [])
-    c = CellResult(variant=variant, provider=provider, batch_size=batch, status=status, reason=reason,
-                   model=ModelInfo(file="model.onnx", size_mb=size, sha256=sha), samples_ms=xs, accuracy=accuracy)
+    c = CellResult(
+        variant=variant,
+        provider=provider,
+        batch_size=batch,
+        status=status,
+        reason=reason,
+        model=ModelInfo(file="model.onnx", size_mb=size, sha256=sha),
+        samples_ms=xs,
+        accuracy=accuracy,
+    )
     if status == "ok":
         c.latency_ms = {"p50": float(np.median(xs)), "p95": float(np.percentile(xs, 95))}
-        c.memory = {"rss_peak_mb": rss, "gpu_process_peak_mb": gpu, "gpu_device_peak_mb": None,
-                    "gpu_reason": "GPU not sampled for a CPU cell" if gpu is None else None}
+        c.memory = {
+            "rss_peak_mb": rss,
+            "gpu_process_peak_mb": gpu,
+            "gpu_device_peak_mb": None,
+            "gpu_reason": "GPU not sampled for a CPU cell" if gpu is None else None,
+        }
     return c
 
 
 def run(*cells: CellResult, machine: str = "m1", dataset: dict | None = None, **config: object) -> RunResult:
-    return RunResult(environment={"machine_id": machine, "onnxruntime": "1.31.1"},
-                     config={"threads": None, **config}, cells=list(cells), dataset=dataset)
+    return RunResult(
+        environment={"machine_id": machine, "onnxruntime": "1.31.1"},
+        config={"threads": None, **config},
+        cells=list(cells),
+        dataset=dataset,
+    )
 
 
 def rows(result: CompareResult, metric: str) -> list[CompareRow]:
@@ -57,18 +83,34 @@ def rows(result: CompareResult, metric: str) -> list[CompareRow]:
 
 # --- tolerances -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "kind", "expected"), [
-    ("10%", "ratio", 0.10), ("0.1", "ratio", 0.10), (" 5 % ", "ratio", 0.05), ("0", "ratio", 0.0),
-    ("0.5pt", "points", 0.5), ("1pt", "points", 1.0), ("0.5%", "points", 0.5), ("0.005", "points", 0.5),
-])
+
+@pytest.mark.parametrize(
+    ("text", "kind", "expected"),
+    [
+        ("10%", "ratio", 0.10),
+        ("0.1", "ratio", 0.10),
+        (" 5 % ", "ratio", 0.05),
+        ("0", "ratio", 0.0),
+        ("0.5pt", "points", 0.5),
+        ("1pt", "points", 1.0),
+        ("0.5%", "points", 0.5),
+        ("0.005", "points", 0.5),
+    ],
+)
 def test_parse_tolerance(text: str, kind: str, expected: float) -> None:
     assert parse_tolerance(text, kind) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("text", "kind", "needle"), [
-    ("10", "ratio", "ambiguous"), ("0.5pt", "ratio", "accuracy only"), ("fast", "ratio", "not understood"),
-    ("-5%", "ratio", "not understood"), ("2", "points", "ambiguous"),
-])
+@pytest.mark.parametrize(
+    ("text", "kind", "needle"),
+    [
+        ("10", "ratio", "ambiguous"),
+        ("0.5pt", "ratio", "accuracy only"),
+        ("fast", "ratio", "not understood"),
+        ("-5%", "ratio", "not understood"),
+        ("2", "points", "ambiguous"),
+    ],
+)
 def test_parse_tolerance_refuses(text: str, kind: str, needle: str) -> None:
     with pytest.raises(InputError, match=needle):
         parse_tolerance(text, kind)
@@ -76,13 +118,17 @@ def test_parse_tolerance_refuses(text: str, kind: str, needle: str) -> None:
 
 # --- the latency rule -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("point", "low", "high", "verdict"), [
-    (1.20, 1.15, 1.25, "regression"),   # beyond tolerance and significant
-    (1.20, 0.95, 1.45, "same"),         # beyond tolerance, interval includes 1: noise
-    (1.05, 1.03, 1.07, "same"),         # significant but within tolerance
-    (0.80, 0.75, 0.85, "improvement"),
-    (0.80, 0.60, 1.02, "same"),
-])
+
+@pytest.mark.parametrize(
+    ("point", "low", "high", "verdict"),
+    [
+        (1.20, 1.15, 1.25, "regression"),  # beyond tolerance and significant
+        (1.20, 0.95, 1.45, "same"),  # beyond tolerance, interval includes 1: noise
+        (1.05, 1.03, 1.07, "same"),  # significant but within tolerance
+        (0.80, 0.75, 0.85, "improvement"),
+        (0.80, 0.60, 1.02, "same"),
+    ],
+)
 def test_latency_verdict_needs_factor_and_significance(point: float, low: float, high: float, verdict: str) -> None:
     assert latency_verdict(point, low, high, 0.10)[0] == verdict
 
@@ -160,6 +206,7 @@ def test_missing_raw_samples_give_no_verdict() -> None:
 
 # --- matching -------------------------------------------------------------------------------------
 
+
 def test_unmatched_cells_are_listed() -> None:
     base = run(cell(), cell(variant="int8"))
     cur = run(cell(), cell(batch=8))
@@ -202,15 +249,21 @@ def test_config_differences_are_warned() -> None:
 
 # --- cells that did not run -----------------------------------------------------------------------
 
+
 def test_failed_current_cell_is_a_regression_not_a_latency_comparison() -> None:
     result = compare_runs(run(cell()), run(cell(status="failed", reason="cpu: inference failed — boom")))
     (row,) = result.rows
     assert row.metric == "status" and row.verdict == "regression" and "boom" in row.why
 
 
-@pytest.mark.parametrize(("base_status", "cur_status"), [
-    ("ok", "unavailable"), ("failed", "ok"), ("unavailable", "unavailable"),
-])
+@pytest.mark.parametrize(
+    ("base_status", "cur_status"),
+    [
+        ("ok", "unavailable"),
+        ("failed", "ok"),
+        ("unavailable", "unavailable"),
+    ],
+)
 def test_cells_that_did_not_run_are_reported_not_compared(base_status: str, cur_status: str) -> None:
     base = run(cell(status=base_status, reason=None if base_status == "ok" else "no GPU"), cell(variant="int8"))
     cur = run(cell(status=cur_status, reason=None if cur_status == "ok" else "no GPU"), cell(variant="int8"))
@@ -221,6 +274,7 @@ def test_cells_that_did_not_run_are_reported_not_compared(base_status: str, cur_
 
 
 # --- memory, size ---------------------------------------------------------------------------------
+
 
 def test_memory_and_size_use_plain_tolerance() -> None:
     result = compare_runs(run(cell(rss=100.0, size=10.0)), run(cell(rss=125.0, size=10.5)))
@@ -244,17 +298,25 @@ DATASET = {"path": "datasets/demo", "n": 200, "fingerprint": "f" * 64}
 
 
 def accuracy(correct: list[bool]) -> dict:
-    preds = [{"path": f"img{i}.png", "p_fake": 0.9, "label": "Deepfake", "pred": "Deepfake" if ok else "Real"}
-             for i, ok in enumerate(correct)]
-    return {"n": len(correct), "accuracy": sum(correct) / len(correct), "positive_label": "Deepfake",
-            "threshold": 0.5, "predictions": preds}
+    preds = [
+        {"path": f"img{i}.png", "p_fake": 0.9, "label": "Deepfake", "pred": "Deepfake" if ok else "Real"}
+        for i, ok in enumerate(correct)
+    ]
+    return {
+        "n": len(correct),
+        "accuracy": sum(correct) / len(correct),
+        "positive_label": "Deepfake",
+        "threshold": 0.5,
+        "predictions": preds,
+    }
 
 
 def test_accuracy_drop_with_mcnemar() -> None:
     base = [True] * 180 + [False] * 20
     worse = [True] * 150 + [False] * 50  # 30 images right before, wrong now
-    result = compare_runs(run(cell(accuracy=accuracy(base)), dataset=DATASET),
-                          run(cell(accuracy=accuracy(worse)), dataset=DATASET))
+    result = compare_runs(
+        run(cell(accuracy=accuracy(base)), dataset=DATASET), run(cell(accuracy=accuracy(worse)), dataset=DATASET)
+    )
     row = rows(result, "accuracy")[0]
     assert row.verdict == "regression" and row.delta == pytest.approx(-15.0)
     assert row.p_value is not None and row.p_value < 1e-6 and "McNemar" in row.why
@@ -263,16 +325,21 @@ def test_accuracy_drop_with_mcnemar() -> None:
 def test_accuracy_drop_that_is_not_significant_is_same() -> None:
     base = [True] * 180 + [False] * 20
     worse = [True] * 178 + [False] * 22  # -1 pt, 2 discordant images: p = 0.5
-    row = rows(compare_runs(run(cell(accuracy=accuracy(base)), dataset=DATASET),
-                            run(cell(accuracy=accuracy(worse)), dataset=DATASET)), "accuracy")[0]
+    row = rows(
+        compare_runs(
+            run(cell(accuracy=accuracy(base)), dataset=DATASET), run(cell(accuracy=accuracy(worse)), dataset=DATASET)
+        ),
+        "accuracy",
+    )[0]
     assert row.verdict == "same" and "not significant" in row.why
 
 
 def test_accuracy_without_predictions_uses_plain_tolerance() -> None:
     base = {"accuracy": 0.90, "positive_label": "Deepfake", "threshold": 0.5}
     cur = {"accuracy": 0.89, "positive_label": "Deepfake", "threshold": 0.5}
-    row = rows(compare_runs(run(cell(accuracy=base), dataset=DATASET), run(cell(accuracy=cur), dataset=DATASET)),
-               "accuracy")[0]
+    row = rows(
+        compare_runs(run(cell(accuracy=base), dataset=DATASET), run(cell(accuracy=cur), dataset=DATASET)), "accuracy"
+    )[0]
     assert row.verdict == "regression" and row.p_value is None and "no paired test" in row.why
 
 
@@ -294,6 +361,7 @@ def test_mcnemar_counts_discordant_pairs() -> None:
 
 
 # --- bad input files ------------------------------------------------------------------------------
+
 
 def write(path: Path, result: RunResult, **override: object) -> Path:
     data = result.to_dict() | override
@@ -328,6 +396,7 @@ def test_compare_result_json_shape() -> None:
 
 
 # --- CLI (real runs of a real ONNX model) ---------------------------------------------------------
+
 
 def invoke(*args: object, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
@@ -399,8 +468,24 @@ def two_dirs(tmp_path: Path) -> tuple[Path, Path]:
 def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_path: Path) -> None:
     old, new = two_dirs
     faults = json.dumps({"slowdown": {"factor": 1.0, "match": "candidate-model"}})
-    res = invoke("ab", "--model-dir", new, "--against", old, "--iterations", "100", "--warmup", "5", "--no-memory",
-                 "--threads", "1", "--json", "--out", tmp_path / "ab", env={"BENCH_FAULTS": faults})
+    res = invoke(
+        "ab",
+        "--model-dir",
+        new,
+        "--against",
+        old,
+        "--iterations",
+        "100",
+        "--warmup",
+        "5",
+        "--no-memory",
+        "--threads",
+        "1",
+        "--json",
+        "--out",
+        tmp_path / "ab",
+        env={"BENCH_FAULTS": faults},
+    )
     doc = json.loads(res.stdout)
     p50 = next(r for r in doc["rows"] if r["metric"] == "latency_p50_ms")
     assert res.exit_code == 1, p50
@@ -413,8 +498,9 @@ def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_pa
 def test_cli_ab_same_model_passes_with_memory(two_dirs: tuple[Path, Path]) -> None:
     old, new = two_dirs
     # One intra-op thread: two 2-thread pools on a shared 2-core runner make every op wait on a neighbour.
-    res = invoke("ab", "--model-dir", new, "--against", old, "--iterations", "200", "--warmup", "10",
-                 "--threads", "1", "--json")
+    res = invoke(
+        "ab", "--model-dir", new, "--against", old, "--iterations", "200", "--warmup", "10", "--threads", "1", "--json"
+    )
     doc = json.loads(res.stdout)
     assert res.exit_code == 0, [(r["metric"], r["why"]) for r in doc["rows"] if r["verdict"] != "same"]
     assert doc["verdict"] == "pass" and doc["same_machine"]
@@ -430,8 +516,21 @@ def test_cli_ab_against_variant_with_accuracy(tiny_bundle: Path, tmp_path: Path)
         (dataset / label).mkdir(parents=True)
         for i in range(6):
             Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(dataset / label / f"{i}.png")
-    res = invoke("ab", "--model-dir", tiny_bundle, "--variant", "quantized", "--against-variant", "fp32",
-                 "--iterations", "40", "--no-memory", "--dataset", dataset, "--json")
+    res = invoke(
+        "ab",
+        "--model-dir",
+        tiny_bundle,
+        "--variant",
+        "quantized",
+        "--against-variant",
+        "fp32",
+        "--iterations",
+        "40",
+        "--no-memory",
+        "--dataset",
+        dataset,
+        "--json",
+    )
     assert res.exit_code in (0, 1), res.output
     doc = json.loads(res.stdout)
     acc = next(r for r in doc["rows"] if r["metric"] == "accuracy")
@@ -451,8 +550,19 @@ def test_cli_ab_on_an_unavailable_provider_is_incomparable(tiny_bundle: Path) ->
 
     if probe_provider("cuda")["usable"]:
         pytest.skip("CUDA works here")
-    res = invoke("ab", "--model-dir", tiny_bundle, "--against", tiny_bundle, "--provider", "cuda", "--no-memory",
-                 "--iterations", "10", "--json")
+    res = invoke(
+        "ab",
+        "--model-dir",
+        tiny_bundle,
+        "--against",
+        tiny_bundle,
+        "--provider",
+        "cuda",
+        "--no-memory",
+        "--iterations",
+        "10",
+        "--json",
+    )
     assert res.exit_code == 2
     doc = json.loads(res.stdout)
     (row,) = doc["rows"]

@@ -113,12 +113,15 @@ def test_jsonl_manifest_and_folder_holding_a_manifest(tmp_path: Path) -> None:
         assert [i for _, i in lset.indexed(LABELS, positive=0)] == [0, 1]
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("noheader.csv", "a.png,fake\n", "header row with 'path' and 'label'"),
-    ("broken.jsonl", '{"path": "a.png", "label": "fake"}\n{oops\n', "line 2 is not JSON"),
-    ("nolabel.csv", "path,label\na.png,\n", "line 2: empty label"),
-    ("set.txt", "x", r"not a \.csv or \.jsonl manifest"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("noheader.csv", "a.png,fake\n", "header row with 'path' and 'label'"),
+        ("broken.jsonl", '{"path": "a.png", "label": "fake"}\n{oops\n', "line 2 is not JSON"),
+        ("nolabel.csv", "path,label\na.png,\n", "line 2: empty label"),
+        ("set.txt", "x", r"not a \.csv or \.jsonl manifest"),
+    ],
+)
 def test_bad_manifests(tmp_path: Path, name: str, text: str, message: str) -> None:
     png(tmp_path / "a.png")
     manifest = tmp_path / name

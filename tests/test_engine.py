@@ -36,8 +36,9 @@ def test_random_batch_is_seeded(model: Path) -> None:
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
-def test_gpu_provider_without_gpu_is_unavailable_with_a_reason(model: Path, provider: str,
-                                                               capfd: pytest.CaptureFixture[str]) -> None:
+def test_gpu_provider_without_gpu_is_unavailable_with_a_reason(
+    model: Path, provider: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(ProviderUnavailable) as err:
         Engine(model, provider)
     reason = str(err.value)
@@ -48,8 +49,10 @@ def test_gpu_provider_without_gpu_is_unavailable_with_a_reason(model: Path, prov
 
 
 def test_fallback_reason_from_ort_log_lines() -> None:
-    log = ["2026 [E:onnxruntime:Default, provider_bridge_ort.cc:2250 TryGetProviderInfo_CUDA] Failed to load "
-           "library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file"]
+    log = [
+        "2026 [E:onnxruntime:Default, provider_bridge_ort.cc:2250 TryGetProviderInfo_CUDA] Failed to load "
+        "library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file"
+    ]
     assert "libcublasLt.so.13 not found" in explain_fallback("cuda", log)
     assert "TensorRT libraries" in explain_fallback("tensorrt", ["Please install TensorRT libraries as mentioned"])
     assert "no log line said why" in explain_fallback("cuda", [])
@@ -75,9 +78,12 @@ def test_unexpected_input_rank_is_refused(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save_model(m, tmp_path / "flat.onnx")
@@ -135,8 +141,10 @@ def test_gpu_session_accepted_when_ort_reports_it_first(model: Path, monkeypatch
 
 
 def test_first_line_strips_ort_prefix() -> None:
-    assert first_line(RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find kernel\nmore")) == \
-        "Could not find kernel"
+    assert (
+        first_line(RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find kernel\nmore"))
+        == "Could not find kernel"
+    )
 
 
 def test_softmax_is_stable() -> None:

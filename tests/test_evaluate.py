@@ -53,13 +53,19 @@ def items_of(root: Path, positive: int = 0) -> list[tuple[Path, int | None]]:
     return load_labelled_set(root).indexed(LABELS, positive)
 
 
-def test_p_fake_matches_an_independent_ort_run_and_metrics_match_predictions(tiny_bundle: Path,
-                                                                              tmp_path: Path) -> None:
+def test_p_fake_matches_an_independent_ort_run_and_metrics_match_predictions(tiny_bundle: Path, tmp_path: Path) -> None:
     ds = write_set(tmp_path / "ds")
     engine = Engine(tiny_bundle / "onnx" / "model.onnx")
     bundle = Bundle.discover(tiny_bundle)
-    acc = evaluate_engine(engine, items_of(ds), LABELS, 0, batch_size=3, root=ds,
-                          preprocess=bundle.preprocess_config(engine.input.image_hw()))
+    acc = evaluate_engine(
+        engine,
+        items_of(ds),
+        LABELS,
+        0,
+        batch_size=3,
+        root=ds,
+        preprocess=bundle.preprocess_config(engine.input.image_hw()),
+    )
     assert acc["n"] == 8 and acc["skipped"] == [] and acc["positive_label"] == "Deepfake"
     assert acc["agreement"] is None and acc["images_per_s"] > 0
     # Independent path: PIL bilinear to 32×32, /255, (x − 0.5)/0.5, plain ORT session; fake = column 0.
@@ -88,8 +94,9 @@ def test_labelled_set_input_and_preprocessing_read_from_the_bundle(tiny_bundle: 
     lset = load_labelled_set(ds / "list.csv")
     engine = Engine(tiny_bundle / "onnx" / "model.onnx")
     implicit = evaluate_engine(engine, lset, LABELS, 0)  # as bench matrix calls it: no preprocess, no root
-    explicit = evaluate_engine(engine, lset, LABELS, 0,
-                               preprocess=Bundle.discover(tiny_bundle).preprocess_config((32, 32)))
+    explicit = evaluate_engine(
+        engine, lset, LABELS, 0, preprocess=Bundle.discover(tiny_bundle).preprocess_config((32, 32))
+    )
     hf_defaults = evaluate_engine(engine, lset, LABELS, 0, preprocess=PreprocessConfig(height=32, width=32))
     assert implicit["skipped"] == [{"path": "fake/gone.png", "reason": "file not found"}]
     assert [p["path"] for p in implicit["predictions"]] == ["real/0.png", "fake/1.png"]
@@ -106,8 +113,7 @@ def test_batch_size_does_not_change_predictions(tiny_bundle: Path, tmp_path: Pat
     one = evaluate_engine(engine, items_of(ds), LABELS, 0, batch_size=1, root=ds)
     many = evaluate_engine(engine, items_of(ds), LABELS, 0, batch_size=4, root=ds)
     assert [p["path"] for p in one["predictions"]] == [p["path"] for p in many["predictions"]]
-    assert np.allclose([p["p_fake"] for p in one["predictions"]], [p["p_fake"] for p in many["predictions"]],
-                       atol=1e-6)
+    assert np.allclose([p["p_fake"] for p in one["predictions"]], [p["p_fake"] for p in many["predictions"]], atol=1e-6)
 
 
 def test_fixed_batch_model_pads_the_last_batch(tmp_path: Path) -> None:
@@ -163,8 +169,13 @@ def test_config_label_count_must_match_the_model(tiny_bundle: Path, tmp_path: Pa
 
 def _cell(variant: str, provider: str, p_fake: dict[str, float], status: str = "ok") -> CellResult:
     preds = [{"path": k, "p_fake": v, "label": None, "pred": None} for k, v in p_fake.items()]
-    return CellResult(variant=variant, provider=provider, batch_size=1, status=status,
-                      accuracy={"n": len(preds), "predictions": preds, "agreement": None, "reasons": {}})
+    return CellResult(
+        variant=variant,
+        provider=provider,
+        batch_size=1,
+        status=status,
+        accuracy={"n": len(preds), "predictions": preds, "agreement": None, "reasons": {}},
+    )
 
 
 def test_add_agreement_prefers_the_same_provider_then_any() -> None:
@@ -192,6 +203,7 @@ def test_add_agreement_prefers_the_same_provider_then_any() -> None:
 
 # --- bench eval -----------------------------------------------------------------------------------------
 
+
 def invoke(*args: str) -> object:
     return CliRunner().invoke(main, ["eval", *args])
 
@@ -200,8 +212,19 @@ def test_cli_eval_json_two_variants_with_default_reference(two_variants: Path, t
     ds = write_set(tmp_path / "ds")
     add_bad_files(ds)
     out = tmp_path / "out"
-    res = invoke("--model-dir", str(two_variants), "--dataset", str(ds), "--variant", "fp32,alt",
-                 "--batch-size", "3", "--json", "--out", str(out))
+    res = invoke(
+        "--model-dir",
+        str(two_variants),
+        "--dataset",
+        str(ds),
+        "--variant",
+        "fp32,alt",
+        "--batch-size",
+        "3",
+        "--json",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)  # stdout holds exactly one JSON document
     assert doc["config"]["command"] == "eval" and doc["config"]["reference"] == "fp32"
@@ -211,20 +234,37 @@ def test_cli_eval_json_two_variants_with_default_reference(two_variants: Path, t
     for cell in (fp32, alt):
         acc = cell["accuracy"]
         assert acc["n"] == 8 and len(acc["skipped"]) == 3 and acc["positive_label"] == "Deepfake"
-        assert set(acc) >= {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
-                            "average_precision", "eer", "eer_threshold", "log_loss", "ece", "confusion",
-                            "agreement", "predictions", "images_per_s"}
+        assert set(acc) >= {
+            "accuracy",
+            "balanced_accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "roc_auc",
+            "average_precision",
+            "eer",
+            "eer_threshold",
+            "log_loss",
+            "ece",
+            "confusion",
+            "agreement",
+            "predictions",
+            "images_per_s",
+        }
     assert fp32["accuracy"]["agreement"]["flip_rate"] == 0.0
-    flips = sum((a["p_fake"] >= 0.5) != (b["p_fake"] >= 0.5)
-                for a, b in zip(fp32["accuracy"]["predictions"], alt["accuracy"]["predictions"], strict=True))
+    flips = sum(
+        (a["p_fake"] >= 0.5) != (b["p_fake"] >= 0.5)
+        for a, b in zip(fp32["accuracy"]["predictions"], alt["accuracy"]["predictions"], strict=True)
+    )
     assert alt["accuracy"]["agreement"]["flip_rate"] == pytest.approx(flips / 8)
     loaded = RunResult.load(out)
     assert loaded.cells[1].accuracy["agreement"]["reference"] == "fp32"
     assert "accuracy.roc_auc" in (out / "results.csv").read_text().splitlines()[0]
 
 
-def test_cli_eval_table_from_a_temp_dir_with_env_defaults(two_variants: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_eval_table_from_a_temp_dir_with_env_defaults(
+    two_variants: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ds = write_set(tmp_path / "ds", n_per_class=2)
     (ds / "fake" / "zero.png").write_bytes(b"")
     work = tmp_path / "elsewhere"
@@ -234,8 +274,15 @@ def test_cli_eval_table_from_a_temp_dir_with_env_defaults(two_variants: Path, tm
     monkeypatch.setenv("BENCH_DATASET", str(ds))
     res = invoke("--variant", "alt", "--reference", "fp32")
     assert res.exit_code == 0, res.output
-    for text in ("bench eval", "accuracy", "flip rate", "alt", "fp32", "agreement vs fp32",
-                 "skipped 1: fake/zero.png: corrupt: empty file (0 bytes)"):
+    for text in (
+        "bench eval",
+        "accuracy",
+        "flip rate",
+        "alt",
+        "fp32",
+        "agreement vs fp32",
+        "skipped 1: fake/zero.png: corrupt: empty file (0 bytes)",
+    ):
         assert text in res.stdout, text
 
 
@@ -282,8 +329,9 @@ def test_cli_eval_manifest_with_a_missing_file(tiny_bundle: Path, tmp_path: Path
 
 def test_cli_eval_images_folder_reports_agreement_only(two_variants: Path, tmp_path: Path) -> None:
     ds = write_set(tmp_path / "imgs", n_per_class=2)
-    res = invoke("--model-dir", str(two_variants), "--images", str(ds), "--variant", "alt", "--reference", "fp32",
-                 "--json")
+    res = invoke(
+        "--model-dir", str(two_variants), "--images", str(ds), "--variant", "alt", "--reference", "fp32", "--json"
+    )
     assert res.exit_code == 0, res.output
     cells = {c["variant"]: c for c in json.loads(res.stdout)["cells"]}
     assert set(cells) == {"alt", "fp32"}
@@ -320,13 +368,17 @@ def test_cli_eval_bad_flags_exit_2(tiny_bundle: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "nosuch" in res.stderr
 
 
-def test_cli_eval_unavailable_provider_is_a_cell_and_exit_3(tiny_bundle: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_eval_unavailable_provider_is_a_cell_and_exit_3(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import bench.engine
 
     real = bench.engine.compiled_in
-    monkeypatch.setattr(bench.engine, "compiled_in",  # the provider list is the boundary we fake
-                        lambda p: (False, "CUDAExecutionProvider is not in this build") if p == "cuda" else real(p))
+    monkeypatch.setattr(
+        bench.engine,
+        "compiled_in",  # the provider list is the boundary we fake
+        lambda p: (False, "CUDAExecutionProvider is not in this build") if p == "cuda" else real(p),
+    )
     ds = write_set(tmp_path / "ds", n_per_class=1)
     res = invoke("--model-dir", str(tiny_bundle), "--dataset", str(ds), "--provider", "cpu,cuda", "--json")
     assert res.exit_code == 3

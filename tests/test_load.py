@@ -1,4 +1,5 @@
-"""bench.load against a real ``bench serve`` on 127.0.0.1 (tiny model), plus the pure parts (schedules, verdicts).
+"""bench.load and bench.service.harness against a real ``bench serve`` on 127.0.0.1 (tiny model), plus the pure
+parts (schedules, verdicts).
 
 Every run here is short and bounded; figures are asserted with margins wide enough for a busy 2-core CI box.
 """
@@ -20,18 +21,34 @@ from click.testing import CliRunner
 from bench import load
 from bench.cli import main
 from bench.errors import InputError
-from bench.load import LoadSpec
+from bench.load import LoadSpec, engine
 from bench.results import LoadResult
+from bench.service import harness
 
 from models import make_bundle
 
-ARCH_FIELDS = ["url", "endpoint", "mode", "arrival", "target_rate", "achieved_rate", "duration_s", "requests", "ok",
-               "errors", "latency_ms", "send_lag_ms", "generator_ceiling_rps", "server"]
+ARCH_FIELDS = [
+    "url",
+    "endpoint",
+    "mode",
+    "arrival",
+    "target_rate",
+    "achieved_rate",
+    "duration_s",
+    "requests",
+    "ok",
+    "errors",
+    "latency_ms",
+    "send_lag_ms",
+    "generator_ceiling_rps",
+    "server",
+]
 LATENCY_KEYS = {"n", "p50", "p90", "p99", "p999", "max", "mean"}
 SERVER_KEYS = {"rss_start_mb", "rss_end_mb", "gpu_start_mb", "gpu_end_mb", "leak_suspected"}
 
 
 # --- fixtures: real images, a real service, a slow one ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -59,23 +76,28 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(model_dir: Path) -> Iterator[str]:
-    with load.serve_subprocess(model_dir, "fp32", "cpu", ready_timeout_s=120) as base:
+    with harness.serve_subprocess(model_dir, "fp32", "cpu", ready_timeout_s=120) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
 def slow_service(model_dir: Path) -> Iterator[str]:
     """The same service, each inference made 50 ms slower on purpose (test-only BENCH_FAULTS hook)."""
-    with load.serve_subprocess(model_dir, "fp32", "cpu", env={"BENCH_FAULTS": json.dumps({"service_delay_ms": 50})},
-                               ready_timeout_s=120) as base:
+    with harness.serve_subprocess(
+        model_dir, "fp32", "cpu", env={"BENCH_FAULTS": json.dumps({"service_delay_ms": 50})}, ready_timeout_s=120
+    ) as base:
         yield base
 
 
 def closed_port() -> int:
-    return load.free_port()  # nothing listens there once the probe socket is closed
+    """A loopback port nothing listens on: bound, then closed again."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # --- pure parts: schedules, targets, verdicts, the search ------------------------------------------
+
 
 def test_constant_schedule_is_exact_and_capped() -> None:
     offsets = load.arrival_offsets(40, 2.5, "constant")
@@ -98,8 +120,9 @@ def test_poisson_schedule_is_seeded_and_within_4_sigma() -> None:
     assert a.max() < duration
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8007", "http://localhost:1/", "http://[::1]:8007",
-                                 "http://127.3.2.1"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8007", "http://localhost:1/", "http://[::1]:8007", "http://127.3.2.1"]
+)
 def test_loopback_targets_are_allowed(url: str) -> None:
     assert load.check_target(url) == url.rstrip("/")
 
@@ -141,13 +164,14 @@ def test_multipart_is_encoded_once_per_body(image_paths: tuple[Path, ...]) -> No
 
 def test_leak_rule() -> None:
     assert load.leak_verdict(None, None, 500) is None
-    assert load.leak_verdict(300, 310, 320) is False          # below max(50 MB, 10%)
-    assert load.leak_verdict(300, 395, 400) is False          # grew early, then plateaued: warm-up, not a leak
-    assert load.leak_verdict(300, 340, 400) is True           # still growing in the second half
-    assert load.leak_verdict(2000, 2100, 2180) is False       # 180 MB < 10% of 2 GB
-    verdict = load.server_verdict({"rss_mb": 300, "gpu_mb": 1000}, {"rss_mb": 301, "gpu_mb": 1100},
-                                  {"rss_mb": 302, "gpu_mb": 1300})
-    assert verdict["leak_suspected"] is True                  # GPU memory counts as well as RSS
+    assert load.leak_verdict(300, 310, 320) is False  # below max(50 MB, 10%)
+    assert load.leak_verdict(300, 395, 400) is False  # grew early, then plateaued: warm-up, not a leak
+    assert load.leak_verdict(300, 340, 400) is True  # still growing in the second half
+    assert load.leak_verdict(2000, 2100, 2180) is False  # 180 MB < 10% of 2 GB
+    verdict = load.server_verdict(
+        {"rss_mb": 300, "gpu_mb": 1000}, {"rss_mb": 301, "gpu_mb": 1100}, {"rss_mb": 302, "gpu_mb": 1300}
+    )
+    assert verdict["leak_suspected"] is True  # GPU memory counts as well as RSS
 
 
 def test_ceiling_warning_near_the_generators_limit() -> None:
@@ -158,10 +182,22 @@ def test_ceiling_warning_near_the_generators_limit() -> None:
 
 def _step_result(rate: float, p99: float, errors: dict[str, int] | None = None) -> LoadResult:
     n = max(1, int(rate))
-    return LoadResult(url="http://127.0.0.1:1", endpoint="detect", mode="open", arrival="constant", target_rate=rate,
-                      achieved_rate=rate, duration_s=1.0, requests=n, ok=n - sum((errors or {}).values()),
-                      errors=errors or {}, latency_ms={"n": n, "p50": p99 / 2, "p99": p99}, send_lag_ms={},
-                      generator_ceiling_rps=None, server={})
+    return LoadResult(
+        url="http://127.0.0.1:1",
+        endpoint="detect",
+        mode="open",
+        arrival="constant",
+        target_rate=rate,
+        achieved_rate=rate,
+        duration_s=1.0,
+        requests=n,
+        ok=n - sum((errors or {}).values()),
+        errors=errors or {},
+        latency_ms={"n": n, "p50": p99 / 2, "p99": p99},
+        send_lag_ms={},
+        generator_ceiling_rps=None,
+        server={},
+    )
 
 
 def test_find_max_doubles_then_bisects_to_the_capacity() -> None:
@@ -193,10 +229,11 @@ def test_find_max_errors_fail_a_step_and_halving_is_bounded() -> None:
 
 # --- against a real bench serve --------------------------------------------------------------------
 
+
 def test_constant_open_loop_sends_the_requested_number(service: str, image_paths: tuple[Path, ...]) -> None:
     result = load.run_load(LoadSpec(url=service, rate=40, duration_s=2.5, images=image_paths))
     assert result.mode == "open" and result.arrival == "constant"
-    assert abs(result.requests - 100) <= 2                     # ±2%
+    assert abs(result.requests - 100) <= 2  # ±2%
     assert result.ok == result.requests and result.errors == {}
     assert abs(result.achieved_rate - 40) <= 0.05 * 40
     assert result.latency_ms["n"] == result.ok == len(result.samples_ms)
@@ -211,8 +248,9 @@ def test_constant_open_loop_sends_the_requested_number(service: str, image_paths
 
 
 def test_poisson_open_loop_count_is_within_4_sigma(service: str, image_paths: tuple[Path, ...]) -> None:
-    spec = LoadSpec(url=service, rate=40, duration_s=2.5, arrival="poisson", seed=3, images=image_paths,
-                    measure_ceiling=False)
+    spec = LoadSpec(
+        url=service, rate=40, duration_s=2.5, arrival="poisson", seed=3, images=image_paths, measure_ceiling=False
+    )
     result = load.run_load(spec)
     assert abs(result.requests - 100) <= 4 * math.sqrt(100)
     assert result.requests == load.arrival_offsets(40, 2.5, "poisson", seed=3).size  # the seeded schedule, all sent
@@ -220,20 +258,29 @@ def test_poisson_open_loop_count_is_within_4_sigma(service: str, image_paths: tu
     assert result.generator_ceiling_rps is None
 
 
-def test_slow_server_shows_in_open_loop_p99_not_in_closed_loop(slow_service: str,
-                                                               image_paths: tuple[Path, ...]) -> None:
+def test_slow_server_shows_in_open_loop_p99_not_in_closed_loop(
+    slow_service: str, image_paths: tuple[Path, ...]
+) -> None:
     # One connection, 50 ms per inference: the service can answer ~20/s; asked for 40/s, a backlog builds.
     # Open loop counts from the scheduled send time, so the backlog is in the tail; a closed loop with one
     # client never builds one and sees only the 50 ms (the coordinated-omission blind spot).
-    spec = LoadSpec(url=slow_service, rate=40, duration_s=2.0, connections=1, images=image_paths,
-                    measure_ceiling=False, timeout_s=10)
+    spec = LoadSpec(
+        url=slow_service,
+        rate=40,
+        duration_s=2.0,
+        connections=1,
+        images=image_paths,
+        measure_ceiling=False,
+        timeout_s=10,
+    )
     open_run = load.run_load(spec)
-    closed = load.run_load(LoadSpec(url=slow_service, rate=None, concurrency=1, duration_s=1.0,
-                                    images=image_paths, measure_ceiling=False))
+    closed = load.run_load(
+        LoadSpec(url=slow_service, rate=None, concurrency=1, duration_s=1.0, images=image_paths, measure_ceiling=False)
+    )
     assert closed.mode == "closed" and closed.target_rate is None and closed.send_lag_ms["p50"] is None
     assert 50 <= closed.latency_ms["p50"] < 300
     assert open_run.ok == open_run.requests == 80
-    assert open_run.latency_ms["p99"] > 800                    # ~2 s of backlog at the end
+    assert open_run.latency_ms["p99"] > 800  # ~2 s of backlog at the end
     assert open_run.latency_ms["p99"] > 4 * closed.latency_ms["p99"]
 
 
@@ -244,12 +291,12 @@ def test_latency_counts_from_the_scheduled_time(service: str, image_paths: tuple
 
     payload = load.build_payloads("detect", image_paths[:1])[0]
 
-    async def late_request() -> load._Recorder:
-        rec = load._Recorder(record_lag=True)
-        request = load._request(service, "POST", "/detect", payload.body, payload.content_type)
-        async with load._session(1, 10.0) as session:
-            await load._send(session, request, 0, time.perf_counter(), rec)       # on time
-            await load._send(session, request, 1, time.perf_counter() - 0.3, rec)  # 300 ms late
+    async def late_request() -> engine._Recorder:
+        rec = engine._Recorder(record_lag=True)
+        request = engine._request(service, "POST", "/detect", payload.body, payload.content_type)
+        async with engine._session(1, 10.0) as session:
+            await engine._send(session, request, 0, time.perf_counter(), rec)  # on time
+            await engine._send(session, request, 1, time.perf_counter() - 0.3, rec)  # 300 ms late
         return rec
 
     rec = asyncio.run(late_request())
@@ -260,8 +307,7 @@ def test_latency_counts_from_the_scheduled_time(service: str, image_paths: tuple
 
 def test_slow_server_p99_vs_normal_server(service: str, slow_service: str, image_paths: tuple[Path, ...]) -> None:
     fast = load.run_load(LoadSpec(url=service, rate=20, duration_s=1.5, images=image_paths, measure_ceiling=False))
-    slow = load.run_load(LoadSpec(url=slow_service, rate=20, duration_s=1.5, images=image_paths,
-                                  measure_ceiling=False))
+    slow = load.run_load(LoadSpec(url=slow_service, rate=20, duration_s=1.5, images=image_paths, measure_ceiling=False))
     assert slow.latency_ms["p99"] >= 50
     assert slow.latency_ms["p50"] > fast.latency_ms["p50"] + 30
 
@@ -270,14 +316,16 @@ def test_errors_are_counted_not_raised(service: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "notes.jpg").write_text("this is not an image at all\n" * 10)
-    result = load.run_load(LoadSpec(url=service, rate=20, duration_s=1.0, images=(bad / "notes.jpg",),
-                                    measure_ceiling=False))
+    result = load.run_load(
+        LoadSpec(url=service, rate=20, duration_s=1.0, images=(bad / "notes.jpg",), measure_ceiling=False)
+    )
     assert result.ok == 0 and result.errors == {"415": 20}
     assert "415" in result.error_examples
     assert result.latency_ms["n"] == 0 and result.latency_ms["p99"] is None and result.latency_ms["reason"]
 
-    refused = load.run_load(LoadSpec(url=f"http://127.0.0.1:{closed_port()}", endpoint="health", rate=20,
-                                     duration_s=0.5, timeout_s=2))
+    refused = load.run_load(
+        LoadSpec(url=f"http://127.0.0.1:{closed_port()}", endpoint="health", rate=20, duration_s=0.5, timeout_s=2)
+    )
     assert refused.requests == 10 and refused.ok == 0 and refused.errors == {"connect": 10}
     assert refused.generator_ceiling_rps is None and refused.warnings
     assert refused.server["rss_start_mb"] is None and refused.server["leak_suspected"] is None
@@ -285,15 +333,26 @@ def test_errors_are_counted_not_raised(service: str, tmp_path: Path) -> None:
 
 def test_generator_stops_by_itself_at_the_cap_and_the_duration(service: str, image_paths: tuple[Path, ...]) -> None:
     t0 = time.monotonic()
-    capped = load.run_load(LoadSpec(url=service, rate=50, duration_s=600, max_requests=20, images=image_paths,
-                                    measure_ceiling=False))
+    capped = load.run_load(
+        LoadSpec(url=service, rate=50, duration_s=600, max_requests=20, images=image_paths, measure_ceiling=False)
+    )
     assert capped.requests == 20 and time.monotonic() - t0 < 15
     t0 = time.monotonic()
-    closed = load.run_load(LoadSpec(url=service, rate=None, concurrency=2, duration_s=1.0, images=image_paths,
-                                    measure_ceiling=False))
+    closed = load.run_load(
+        LoadSpec(url=service, rate=None, concurrency=2, duration_s=1.0, images=image_paths, measure_ceiling=False)
+    )
     assert time.monotonic() - t0 < 8 and closed.requests > 0 and closed.wall_s < 2.5
-    closed_cap = load.run_load(LoadSpec(url=service, rate=None, concurrency=3, duration_s=600, max_requests=25,
-                                        images=image_paths, measure_ceiling=False))
+    closed_cap = load.run_load(
+        LoadSpec(
+            url=service,
+            rate=None,
+            concurrency=3,
+            duration_s=600,
+            max_requests=25,
+            images=image_paths,
+            measure_ceiling=False,
+        )
+    )
     assert closed_cap.requests == 25
 
 
@@ -304,11 +363,12 @@ def test_generator_stops_when_the_server_never_answers(image_paths: tuple[Path, 
         black_hole.listen(64)
         url = f"http://127.0.0.1:{black_hole.getsockname()[1]}"
         t0 = time.monotonic()
-        result = load.run_load(LoadSpec(url=url, rate=10, duration_s=1.0, timeout_s=1.0, images=image_paths,
-                                        measure_ceiling=False))
+        result = load.run_load(
+            LoadSpec(url=url, rate=10, duration_s=1.0, timeout_s=1.0, images=image_paths, measure_ceiling=False)
+        )
         elapsed = time.monotonic() - t0
     assert result.requests == 10 and result.ok == 0 and result.errors == {"timeout": 10}
-    assert elapsed < 1.0 + 1.0 + 1.0 + 3.0   # duration + timeout + drain grace + /health probes
+    assert elapsed < 1.0 + 1.0 + 1.0 + 3.0  # duration + timeout + drain grace + /health probes
 
 
 def test_a_server_that_hangs_up_counts_as_disconnected(image_paths: tuple[Path, ...]) -> None:
@@ -335,8 +395,16 @@ def test_a_server_that_hangs_up_counts_as_disconnected(image_paths: tuple[Path, 
         thread = threading.Thread(target=hang_up, daemon=True)
         thread.start()
         try:
-            result = load.run_load(LoadSpec(url=f"http://127.0.0.1:{rude.getsockname()[1]}", rate=10, duration_s=0.5,
-                                            timeout_s=2.0, images=image_paths, measure_ceiling=False))
+            result = load.run_load(
+                LoadSpec(
+                    url=f"http://127.0.0.1:{rude.getsockname()[1]}",
+                    rate=10,
+                    duration_s=0.5,
+                    timeout_s=2.0,
+                    images=image_paths,
+                    measure_ceiling=False,
+                )
+            )
         finally:
             stop.set()
             thread.join(timeout=5)
@@ -344,13 +412,33 @@ def test_a_server_that_hangs_up_counts_as_disconnected(image_paths: tuple[Path, 
     assert "disconnected" in result.error_examples
 
 
-def test_cli_json_batch_closed_and_out(service: str, images: Path, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_json_batch_closed_and_out(
+    service: str, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # from any working directory
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["load", "--url", service, "--endpoint", "batch", "--batch-files", "3",
-                                       "--concurrency", "2", "--duration", "1", "--images", str(images),
-                                       "--no-ceiling", "--json", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "load",
+            "--url",
+            service,
+            "--endpoint",
+            "batch",
+            "--batch-files",
+            "3",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--images",
+            str(images),
+            "--no-ceiling",
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # exactly one JSON document on stdout
     assert data["mode"] == "closed" and data["endpoint"] == "batch" and data["files_per_request"] == 3
@@ -359,9 +447,27 @@ def test_cli_json_batch_closed_and_out(service: str, images: Path, tmp_path: Pat
 
 
 def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
-    result = CliRunner().invoke(main, ["load", "--url", service, "--find-max", "--p99-slo", "2000", "--rate", "5",
-                                       "--duration", "0.8", "--max-steps", "3", "--images", str(images),
-                                       "--no-ceiling", "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "load",
+            "--url",
+            service,
+            "--find-max",
+            "--p99-slo",
+            "2000",
+            "--rate",
+            "5",
+            "--duration",
+            "0.8",
+            "--max-steps",
+            "3",
+            "--images",
+            str(images),
+            "--no-ceiling",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     max_rate = data["max_rate"]
@@ -371,22 +477,35 @@ def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
 
 
 def test_cli_human_output(service: str) -> None:
-    result = CliRunner().invoke(main, ["load", "--url", service, "--endpoint", "health", "--rate", "20",
-                                       "--duration", "0.5"])
+    result = CliRunner().invoke(
+        main, ["load", "--url", service, "--endpoint", "health", "--rate", "20", "--duration", "0.5"]
+    )
     assert result.exit_code == 0, result.output
     assert "open loop" in result.stdout and "p99" in result.stdout and "generator ceiling" in result.stdout
 
 
 def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -> None:
-    entry = load.service_figures(model_dir, "fp32", "cpu", images=image_paths, rate=10, duration_s=1.0,
-                                 batch_files=3, batch_rate=3, slo_p99_ms=2000, find_max_start=5,
-                                 find_max_step_s=0.8, find_max_steps=2)
+    entry = harness.service_figures(
+        model_dir,
+        "fp32",
+        "cpu",
+        images=image_paths,
+        rate=10,
+        duration_s=1.0,
+        batch_files=3,
+        batch_rate=3,
+        slo_p99_ms=2000,
+        find_max_start=5,
+        find_max_step_s=0.8,
+        find_max_steps=2,
+    )
     assert entry["status"] == "ok", entry["reason"]
     assert (entry["variant"], entry["provider"]) == ("fp32", "cpu")
     assert entry["load"]["requests"] == 10 and entry["load"]["ok"] == 10
     assert entry["inprocess_p50_ms"] > 0
-    assert entry["overhead_p50_ms"] == pytest.approx(entry["load"]["latency_ms"]["p50"] - entry["inprocess_p50_ms"],
-                                                     abs=1e-2)
+    assert entry["overhead_p50_ms"] == pytest.approx(
+        entry["load"]["latency_ms"]["p50"] - entry["inprocess_p50_ms"], abs=1e-2
+    )
     batch = entry["batch_endpoint"]
     assert batch["files_per_request"] == 3 and batch["ok"] == batch["requests"] == 3
     assert batch["ms_per_image_p50"] == pytest.approx(batch["latency_ms"]["p50"] / 3, abs=1e-2)
@@ -395,7 +514,8 @@ def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -
 
 
 def test_service_figures_reports_a_service_that_cannot_start(tmp_path: Path, image_paths: tuple[Path, ...]) -> None:
-    entry = load.service_figures(tmp_path / "no-such-model", "fp32", "cpu", images=image_paths,
-                                 inprocess_p50_ms=1.0, ready_timeout_s=60)
+    entry = harness.service_figures(
+        tmp_path / "no-such-model", "fp32", "cpu", images=image_paths, inprocess_p50_ms=1.0, ready_timeout_s=60
+    )
     assert entry["status"] == "failed" and "bench serve" in entry["reason"]
     assert entry["load"] is None and entry["max_rate"] is None

@@ -31,10 +31,17 @@ FAST = ["--iterations", "5", "--warmup", "1", "--threads", "1"]
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
 
 
-def bench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
-          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "BENCH_FAULTS": "", **NO_GPU, **(env or {})})
+def bench(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RUN, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "BENCH_FAULTS": "", **NO_GPU, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,23 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def full_run(workspace: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = workspace / "full"
-    p = bench("--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu,cuda",
-              "--batch-sizes", "1,2", "--dataset", "ds", *FAST, "--json", "--out", "full", cwd=workspace)
+    p = bench(
+        "--model-dir",
+        "tiny",
+        "--variants",
+        "fp32,wide,seed2",
+        "--providers",
+        "cpu,cuda",
+        "--batch-sizes",
+        "1,2",
+        "--dataset",
+        "ds",
+        *FAST,
+        "--json",
+        "--out",
+        "full",
+        cwd=workspace,
+    )
     return p, out
 
 
@@ -66,8 +88,10 @@ def _kept_lines(stderr: str) -> int:
 
 # --- one full matrix run ------------------------------------------------------------------------------
 
-def test_matrix_writes_every_cell_with_unavailable_rows(full_run: tuple[subprocess.CompletedProcess[str], Path]
-                                                       ) -> None:
+
+def test_matrix_writes_every_cell_with_unavailable_rows(
+    full_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     p, out = full_run
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)  # --json: exactly one RunResult on stdout
@@ -99,7 +123,8 @@ def test_cells_run_in_their_own_processes(full_run: tuple[subprocess.CompletedPr
 
 
 def test_accuracy_once_per_variant_and_provider_with_agreement(
-        full_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    full_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     doc = json.loads(full_run[0].stdout)
     cells = {(c["variant"], c["provider"], c["batch_size"]): c for c in doc["cells"]}
     for variant in ("fp32", "wide", "seed2"):
@@ -123,14 +148,29 @@ def test_matrix_report_has_every_section_and_plot(full_run: tuple[subprocess.Com
     assert "**Recommendation**:" in en
 
 
-def test_resume_with_nothing_left_and_fail_on_policy(full_run: tuple[subprocess.CompletedProcess[str], Path],
-                                                     workspace: Path) -> None:
+def test_resume_with_nothing_left_and_fail_on_policy(
+    full_run: tuple[subprocess.CompletedProcess[str], Path], workspace: Path
+) -> None:
     """A second run with --resume keeps every ok cell; an impossible policy → exit 1; --strict → exit 3."""
     before = json.loads((full_run[1] / "results.json").read_text())
     policy = workspace / "impossible.toml"
     policy.write_text("min_throughput_ips = 1e12\n")
-    args = ["--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu,cuda", "--batch-sizes", "1,2",
-            "--dataset", "ds", *FAST, "--out", "full", "--resume"]
+    args = [
+        "--model-dir",
+        "tiny",
+        "--variants",
+        "fp32,wide,seed2",
+        "--providers",
+        "cpu,cuda",
+        "--batch-sizes",
+        "1,2",
+        "--dataset",
+        "ds",
+        *FAST,
+        "--out",
+        "full",
+        "--resume",
+    ]
     p = bench(*args, "--policy", str(policy), "--fail-on-policy", cwd=workspace)
     assert p.returncode == 1, p.stderr
     assert "release checks failed" in p.stderr and _kept_lines(p.stderr) == 6
@@ -146,11 +186,28 @@ def test_resume_with_nothing_left_and_fail_on_policy(full_run: tuple[subprocess.
 
 # --- crash isolation ---------------------------------------------------------------------------------
 
+
 def test_a_crashing_and_a_hanging_cell_fail_while_others_run(workspace: Path) -> None:
     faults = {"crash": {"variant": "wide"}, "slowdown": {"factor": 1e6, "match": "model_seed2"}}
-    p = bench("--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu", "--batch-sizes", "1",
-              "--no-accuracy", *FAST, "--cell-timeout", "4", "--out", "faults", "--json", cwd=workspace,
-              env={"BENCH_FAULTS": json.dumps(faults)})
+    p = bench(
+        "--model-dir",
+        "tiny",
+        "--variants",
+        "fp32,wide,seed2",
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "1",
+        "--no-accuracy",
+        *FAST,
+        "--cell-timeout",
+        "4",
+        "--out",
+        "faults",
+        "--json",
+        cwd=workspace,
+        env={"BENCH_FAULTS": json.dumps(faults)},
+    )
     assert p.returncode == 0, p.stderr
     cells = {c["variant"]: c for c in json.loads(p.stdout)["cells"]}
     assert cells["fp32"]["status"] == "ok"
@@ -162,6 +219,7 @@ def test_a_crashing_and_a_hanging_cell_fail_while_others_run(workspace: Path) ->
 
 
 # --- Ctrl-C and resume ---------------------------------------------------------------------------------
+
 
 def _children_alive(cwd: Path) -> list[psutil.Process]:
     alive = []
@@ -175,11 +233,34 @@ def _children_alive(cwd: Path) -> list[psutil.Process]:
 
 
 def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> None:
-    args = ["--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu", "--batch-sizes", "1",
-            "--no-accuracy", "--iterations", "5", "--warmup", "1", "--min-time", "1.5", "--out", "cut"]
+    args = [
+        "--model-dir",
+        "tiny",
+        "--variants",
+        "fp32,wide,seed2",
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "1",
+        "--no-accuracy",
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+        "--min-time",
+        "1.5",
+        "--out",
+        "cut",
+    ]
     results = workspace / "cut" / "results.json"
-    proc = subprocess.Popen([*RUN, *args], cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "BENCH_FAULTS": "", **NO_GPU})
+    proc = subprocess.Popen(
+        [*RUN, *args],
+        cwd=workspace,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BENCH_FAULTS": "", **NO_GPU},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if results.is_file() and json.loads(results.read_text())["cells"]:
@@ -205,6 +286,7 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> No
 
 # --- units ---------------------------------------------------------------------------------------------
 
+
 def test_parse_batch_sizes() -> None:
     assert parse_batch_sizes("8, 1,8") == [1, 8]
     for bad in ("0", "a", "", "1,-2"):
@@ -214,8 +296,12 @@ def test_parse_batch_sizes() -> None:
 
 def test_plan_is_variant_major() -> None:
     plan = plan_cells(["fp32", "int8"], ["cpu", "cuda"], [1, 8])
-    assert [c.key for c in plan][:4] == [("fp32", "cpu", 1), ("fp32", "cpu", 8), ("fp32", "cuda", 1),
-                                         ("fp32", "cuda", 8)]
+    assert [c.key for c in plan][:4] == [
+        ("fp32", "cpu", 1),
+        ("fp32", "cpu", 8),
+        ("fp32", "cuda", 1),
+        ("fp32", "cuda", 8),
+    ]
 
 
 def test_resume_reuses_only_finished_cells_of_the_same_model() -> None:
@@ -237,19 +323,10 @@ def test_resume_with_other_measuring_flags_is_an_input_error(tmp_path: Path) -> 
     assert _load_previous(tmp_path, same, lambda _m: None) == {} and same.run_id == old.run_id
 
 
-def test_with_service_needs_the_load_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.load
-    from bench.matrix import _service_function
-
-    assert _service_function() is bench.load.service_figures
-    monkeypatch.delattr(bench.load, "service_figures")
-    with pytest.raises(InputError, match="--with-service needs bench load"):
-        _service_function()
-
-
 def test_a_recipe_that_cannot_build_fails_its_cells_but_unknown_names_stay_exit_2(
-        tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.variants
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.matrix
     from bench.bundle import Bundle
     from bench.matrix import _variant_files
 
@@ -258,8 +335,8 @@ def test_a_recipe_that_cannot_build_fails_its_cells_but_unknown_names_stay_exit_
             return bundle.variants[variant]
         raise InputError(f"variant {variant!r} cannot be built for {bundle.root}: nothing to quantise")
 
-    monkeypatch.setattr(bench.variants, "ensure_variant", fake_ensure)
-    monkeypatch.setattr(bench.variants, "recipe_names", lambda bundle=None: ["q4"])
+    monkeypatch.setattr(bench.matrix, "ensure_variant", fake_ensure)
+    monkeypatch.setattr(bench.matrix, "recipe_names", lambda bundle=None: ["q4"])
     bundle = Bundle.discover(tiny_bundle)
     paths, unbuildable = _variant_files(bundle, ["fp32", "q4"], True, lambda _m: None)
     assert list(paths) == ["fp32"] and "q4 could not be built for this model" in unbuildable["q4"]

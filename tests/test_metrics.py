@@ -109,8 +109,13 @@ def test_agreement_on_p_fake_vectors() -> None:
     assert a["flip_rate"] == pytest.approx(1 / 3)  # only the second image changes side
     assert a["max_abs_dp"] == pytest.approx(0.2)
     assert a["mean_abs_dp"] == pytest.approx(0.4 / 3)
-    kl = (0.8 * math.log(0.8 / 0.6) + 0.2 * math.log(0.2 / 0.4)
-          + 0.4 * math.log(0.4 / 0.6) + 0.6 * math.log(0.6 / 0.4) + 0.0) / 3
+    kl = (
+        0.8 * math.log(0.8 / 0.6)
+        + 0.2 * math.log(0.2 / 0.4)
+        + 0.4 * math.log(0.4 / 0.6)
+        + 0.6 * math.log(0.6 / 0.4)
+        + 0.0
+    ) / 3
     assert a["kl"] == pytest.approx(kl)
 
 

@@ -75,10 +75,14 @@ def test_animated_gif_first_frame() -> None:
     assert r > 200 and g < 50
 
 
-@pytest.mark.parametrize("data", [
-    b"\x00\x01random bytes\xff" * 10, b"<html><body>hi</body></html>",
-    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x01random bytes\xff" * 10,
+        b"<html><body>hi</body></html>",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>',
+    ],
+)
 def test_not_an_image_is_unsupported(data: bytes) -> None:
     with pytest.raises(UnsupportedImage):
         decode_image(data)

@@ -55,6 +55,7 @@ def _check_golden(name: str, text: str) -> None:
 
 # --- golden files ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_report_matches_golden_with_default_policy(seedlike: RunResult, lang: str) -> None:
     _check_golden(f"report.default.{lang}.md", render_markdown(seedlike, lang))
@@ -101,10 +102,15 @@ def test_unknown_language_is_an_input_error() -> None:
 
 # --- release checks -------------------------------------------------------------------------------
 
+
 def test_default_policy_holds_the_seed_targets() -> None:
     policy = load_policy()
-    assert policy.checks == {"max_p99_ms": 10.0, "max_accuracy_drop_pt": 0.5, "max_gpu_memory_mb": 2048.0,
-                             "max_model_mb": 200.0}
+    assert policy.checks == {
+        "max_p99_ms": 10.0,
+        "max_accuracy_drop_pt": 0.5,
+        "max_gpu_memory_mb": 2048.0,
+        "max_model_mb": 200.0,
+    }
     assert policy.source is None and policy.reference == "fp32"
 
 
@@ -123,8 +129,12 @@ def test_seed_contradiction_is_flagged(seedlike: RunResult) -> None:
 
 def test_not_measured_is_never_a_pass(seedlike: RunResult) -> None:
     fp16 = _cell(seedlike, "fp16", "cuda")
-    fp16.memory = {**(fp16.memory or {}), "gpu_device_peak_mb": None, "gpu_process_peak_mb": None,
-                   "gpu_reason": "NVML not usable"}
+    fp16.memory = {
+        **(fp16.memory or {}),
+        "gpu_device_peak_mb": None,
+        "gpu_process_peak_mb": None,
+        "gpu_reason": "NVML not usable",
+    }
     policy = Policy.from_dict({"max_gpu_memory_mb": 4096, "max_p99_ms": 10})
     row = next(r for r in evaluate_policy(seedlike, policy).rows if r.cell is fp16)
     gpu = next(o for o in row.outcomes if o.key == "max_gpu_memory_mb")
@@ -152,8 +162,9 @@ def test_gpu_memory_does_not_apply_to_cpu_cells(seedlike: RunResult) -> None:
 
 
 def test_provider_overrides_and_candidates(seedlike: RunResult) -> None:
-    policy = Policy.from_dict({"max_p99_ms": 10, "providers": {"cpu": {"max_p99_ms": 100}},
-                               "candidates": {"providers": ["cpu"]}})
+    policy = Policy.from_dict(
+        {"max_p99_ms": 10, "providers": {"cpu": {"max_p99_ms": 100}}, "candidates": {"providers": ["cpu"]}}
+    )
     verdict = evaluate_policy(seedlike, policy)
     cpu = next(r for r in verdict.rows if r.cell.key == ("fp32", "cpu", 1))
     assert cpu.outcomes[0].limit == 100 and cpu.passed
@@ -161,14 +172,17 @@ def test_provider_overrides_and_candidates(seedlike: RunResult) -> None:
     assert verdict.passed and recommend(seedlike, verdict).choice.cell.provider == "cpu"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("max_p99 = 10", "unknown key 'max_p99'"),
-    ("max_p99_ms = 'fast'", "must be a number"),
-    ("rank_by = 'vibes'", "rank_by must be one of"),
-    ("[providers.cpu]\nmax_latency = 3", "unknown key 'providers.cpu.max_latency'"),
-    ("[candidates]\nvariants = 'fp16'", "must be a list"),
-    ("max_p99_ms = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("max_p99 = 10", "unknown key 'max_p99'"),
+        ("max_p99_ms = 'fast'", "must be a number"),
+        ("rank_by = 'vibes'", "rank_by must be one of"),
+        ("[providers.cpu]\nmax_latency = 3", "unknown key 'providers.cpu.max_latency'"),
+        ("[candidates]\nvariants = 'fp16'", "must be a list"),
+        ("max_p99_ms = [", "not valid TOML"),
+    ],
+)
 def test_bad_policy_files_are_input_errors(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(text)
@@ -191,6 +205,7 @@ def test_policy_recorded_in_the_run_is_used_when_re_rendering(seedlike: RunResul
 
 # --- recommendation, comparison, Pareto ------------------------------------------------------------
 
+
 def test_recommendation_is_the_fastest_passing_cell(seedlike: RunResult) -> None:
     verdict = evaluate_policy(seedlike, load_policy(RELAXED))
     rec = recommend(seedlike, verdict)
@@ -206,8 +221,13 @@ def test_recommendation_is_the_fastest_passing_cell(seedlike: RunResult) -> None
 def test_recommendation_names_what_blocked_every_candidate(seedlike: RunResult) -> None:
     rec = recommend(seedlike, evaluate_policy(seedlike, load_policy()))
     assert rec.choice is None and rec.candidates == 11
-    assert dict(rec.blockers) == {"max_p99_ms": 5, "not_run": 5, "max_gpu_memory_mb": 4, "max_model_mb": 3,
-                                  "max_accuracy_drop_pt": 1}
+    assert dict(rec.blockers) == {
+        "max_p99_ms": 5,
+        "not_run": 5,
+        "max_gpu_memory_mb": 4,
+        "max_model_mb": 3,
+        "max_accuracy_drop_pt": 1,
+    }
 
 
 def test_comparison_is_measured_against_the_same_provider_and_batch(seedlike: RunResult) -> None:
@@ -228,6 +248,7 @@ def test_pareto_front_drops_dominated_cells(seedlike: RunResult) -> None:
 
 
 # --- files and the CLI ----------------------------------------------------------------------------
+
 
 def test_write_report_draws_plots_and_both_languages(seedlike: RunResult, tmp_path: Path) -> None:
     out = write_report(seedlike, tmp_path, langs=("en", "th"))
@@ -250,18 +271,43 @@ def test_plots_not_drawable_say_why(seedlike: RunResult) -> None:
 
 def test_service_section_renders_service_entries(seedlike: RunResult) -> None:
     seedlike.service = [
-        {"variant": "fp16", "provider": "cuda", "status": "ok", "reason": None, "inprocess_p50_ms": 4.8,
-         "overhead_p50_ms": 21.2,
-         "load": {"target_rate": 50.0, "achieved_rate": 49.9, "requests": 500, "ok": 500, "errors": {},
-                  "latency_ms": {"p50": 26.0, "p90": 30.0, "p99": 41.5, "max": 60.0},
-                  "send_lag_ms": {"p50": 0.6}, "server": {"leak_suspected": False}},
-         "batch_endpoint": {"ms_per_image_p50": 4.3}, "max_rate": {"slo_p99_ms": 50.0, "rate_rps": 180.0}},
-        {"variant": "int8", "provider": "cpu", "status": "failed", "reason": "bench serve exited with 1",
-         "load": None, "inprocess_p50_ms": 39.8, "overhead_p50_ms": None, "batch_endpoint": None, "max_rate": None},
+        {
+            "variant": "fp16",
+            "provider": "cuda",
+            "status": "ok",
+            "reason": None,
+            "inprocess_p50_ms": 4.8,
+            "overhead_p50_ms": 21.2,
+            "load": {
+                "target_rate": 50.0,
+                "achieved_rate": 49.9,
+                "requests": 500,
+                "ok": 500,
+                "errors": {},
+                "latency_ms": {"p50": 26.0, "p90": 30.0, "p99": 41.5, "max": 60.0},
+                "send_lag_ms": {"p50": 0.6},
+                "server": {"leak_suspected": False},
+            },
+            "batch_endpoint": {"ms_per_image_p50": 4.3},
+            "max_rate": {"slo_p99_ms": 50.0, "rate_rps": 180.0},
+        },
+        {
+            "variant": "int8",
+            "provider": "cpu",
+            "status": "failed",
+            "reason": "bench serve exited with 1",
+            "load": None,
+            "inprocess_p50_ms": 39.8,
+            "overhead_p50_ms": None,
+            "batch_endpoint": None,
+            "max_rate": None,
+        },
     ]
     text = render_markdown(seedlike, "en")
-    assert ("| fp16 | cuda | ok | 49.9 / 50.0 | 500 | 0 | 26.000 | 30.000 | 41.500 | 60.000 | 4.800 | 21.200 | "
-            "0.600 | 4.300 | 180.0 (p99 ≤ 50 ms) | ✅ none seen |") in text
+    assert (
+        "| fp16 | cuda | ok | 49.9 / 50.0 | 500 | 0 | 26.000 | 30.000 | 41.500 | 60.000 | 4.800 | 21.200 | "
+        "0.600 | 4.300 | 180.0 (p99 ≤ 50 ms) | ✅ none seen |"
+    ) in text
     assert "- int8 · cpu — **failed**: bench serve exited with 1" in text
 
 
@@ -273,8 +319,9 @@ def test_cli_report_re_renders_from_results_json(tmp_path: Path, monkeypatch: py
     runner = CliRunner()
     res = runner.invoke(main, ["report", "run", "--lang", "th", "--no-plots"])
     assert res.exit_code == 0, res.output
-    assert (run_dir / REPORT_FILES["th"]).read_text(encoding="utf-8") == \
-        (GOLDEN / "report.default.th.md").read_text(encoding="utf-8")
+    assert (run_dir / REPORT_FILES["th"]).read_text(encoding="utf-8") == (GOLDEN / "report.default.th.md").read_text(
+        encoding="utf-8"
+    )
     assert not (run_dir / "report.md").exists()
     res = runner.invoke(main, ["report", "run", "--fail-on-policy", "--no-plots"])
     assert res.exit_code == 1 and "release checks failed" in res.output

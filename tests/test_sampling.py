@@ -60,8 +60,13 @@ def test_missing_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fingerprint_with_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake_pynvml())
     env = environment.fingerprint()
-    assert env["gpu"] == {"index": 0, "name": "NVIDIA Fake GPU 6GB", "driver": "575.51", "cuda": "12.9",
-                          "memory_total_mb": 6144.0}
+    assert env["gpu"] == {
+        "index": 0,
+        "name": "NVIDIA Fake GPU 6GB",
+        "driver": "575.51",
+        "cuda": "12.9",
+        "memory_total_mb": 6144.0,
+    }
     assert env["onnxruntime_build"] in ("gpu", "cpu")
     assert "hostname" not in str(env).lower()
     assert len(env["machine_id"]) == 12

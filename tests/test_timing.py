@@ -45,10 +45,15 @@ def test_progress_callback_sees_every_sample() -> None:
     assert seen == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize(("kw", "msg"), [
-    ({"iterations": 0}, "--iterations must be ≥ 1"), ({"iterations": -3}, "--iterations must be ≥ 1"),
-    ({"warmup": -1}, "--warmup"), ({"min_time_s": 0}, "--min-time"),
-])
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"iterations": 0}, "--iterations must be ≥ 1"),
+        ({"iterations": -3}, "--iterations must be ≥ 1"),
+        ({"warmup": -1}, "--warmup"),
+        ({"min_time_s": 0}, "--min-time"),
+    ],
+)
 def test_bad_loop_specs(kw: dict, msg: str) -> None:
     with pytest.raises(InputError, match=msg):
         LoopSpec(**kw)

@@ -20,7 +20,7 @@ from bench import variants as V
 from bench.bundle import Bundle
 from bench.cli import main
 from bench.errors import InputError
-from bench.runner import model_info
+from bench.modelfile import model_info
 
 from models import make_bundle
 
@@ -45,14 +45,18 @@ def make_conv_only_bundle(root: Path) -> Path:
     """An image classifier without a single MatMul: Conv → global pool → Flatten (2 logits)."""
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["pixel_values", "w", "b"], ["c"], strides=[8, 8]),
-         helper.make_node("GlobalAveragePool", ["c"], ["p"]),
-         helper.make_node("Flatten", ["p"], ["logits"])],
+        [
+            helper.make_node("Conv", ["pixel_values", "w", "b"], ["c"], strides=[8, 8]),
+            helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["logits"]),
+        ],
         "conv_only",
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["n", 3, 32, 32])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 2])],
-        [numpy_helper.from_array(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), "w"),
-         numpy_helper.from_array(np.zeros(2, np.float32), "b")],
+        [
+            numpy_helper.from_array(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.zeros(2, np.float32), "b"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -66,6 +70,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 # --- building -------------------------------------------------------------------------------------
+
 
 def test_build_all_recipes_writes_each_variant_with_a_sidecar(tiny_bundle: Path) -> None:
     bundle = Bundle.discover(tiny_bundle)
@@ -90,8 +95,13 @@ def test_build_all_recipes_writes_each_variant_with_a_sidecar(tiny_bundle: Path)
             assert sidecar["base"]["sha256"] == fp32_sha
         assert model_info(path).recipe == sidecar  # what run/matrix record as model.recipe
     q4 = json.loads((bundle.onnx_dir / "model_q4.json").read_text())
-    assert q4["params"] == {"bits": 4, "block_size": 32, "is_symmetric": True, "accuracy_level": None,
-                            "nodes_to_exclude": []}
+    assert q4["params"] == {
+        "bits": 4,
+        "block_size": 32,
+        "is_symmetric": True,
+        "accuracy_level": None,
+        "nodes_to_exclude": [],
+    }
     assert json.loads((bundle.onnx_dir / "model_bnb4.json").read_text())["params"]["quant_type"] == "nf4"
     assert json.loads((bundle.onnx_dir / "model_int8.json").read_text())["params"]["weight_type"] == "QInt8"
 
@@ -141,8 +151,16 @@ def test_cli_build_only_and_list_json(tiny_bundle: Path) -> None:
     doc = json.loads(listed.stdout)
     rows = {r["variant"]: r for r in doc["variants"]}
     assert list(rows) == ["fp32", "fp16", "bnb4"]
-    assert set(rows["bnb4"]) >= {"file", "size_mb", "precision", "quant_ops", "op_types", "parameters", "sha256",
-                                 "recipe"}
+    assert set(rows["bnb4"]) >= {
+        "file",
+        "size_mb",
+        "precision",
+        "quant_ops",
+        "op_types",
+        "parameters",
+        "sha256",
+        "recipe",
+    }
     assert rows["bnb4"]["recipe"]["method"] == "bnb4" and rows["fp32"]["recipe"] is None
     assert len(rows["fp16"]["sha256"]) == 64
 
@@ -202,6 +220,7 @@ def test_an_interrupted_build_leaves_no_half_written_model(
 
 # --- ensure_variant (what bench run / matrix / eval call) ----------------------------------------
 
+
 def test_ensure_variant_builds_a_missing_variant_once(tiny_bundle: Path) -> None:
     bundle = Bundle.discover(tiny_bundle)
     lines: list[str] = []
@@ -231,11 +250,36 @@ def test_parse_variants_all_is_fp32_recipes_and_files_on_disk(tiny_bundle: Path)
 
 
 def test_bench_run_builds_the_variant_and_records_its_recipe(tiny_bundle: Path) -> None:
-    refused = invoke("run", "--model-dir", tiny_bundle, "--variant", "q4", "--no-build", "--iterations", "2",
-                     "--warmup", "0", "--sample-hz", "0", "--json")
+    refused = invoke(
+        "run",
+        "--model-dir",
+        tiny_bundle,
+        "--variant",
+        "q4",
+        "--no-build",
+        "--iterations",
+        "2",
+        "--warmup",
+        "0",
+        "--sample-hz",
+        "0",
+        "--json",
+    )
     assert refused.exit_code == 2 and "--no-build" in refused.stderr
-    result = invoke("run", "--model-dir", tiny_bundle, "--variant", "q4", "--iterations", "2", "--warmup", "0",
-                    "--sample-hz", "0", "--json")
+    result = invoke(
+        "run",
+        "--model-dir",
+        tiny_bundle,
+        "--variant",
+        "q4",
+        "--iterations",
+        "2",
+        "--warmup",
+        "0",
+        "--sample-hz",
+        "0",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert "q4 is not on disk: building it" in result.stderr
     cell = json.loads(result.stdout)["cells"][0]
@@ -244,6 +288,7 @@ def test_bench_run_builds_the_variant_and_records_its_recipe(tiny_bundle: Path) 
 
 
 # --- checking -------------------------------------------------------------------------------------
+
 
 def test_check_compares_every_variant_with_fp32(tiny_bundle: Path) -> None:
     V.build_variants(Bundle.discover(tiny_bundle), only=["fp16", "int8", "q4", "bnb4"])
@@ -266,8 +311,9 @@ def test_check_fails_a_variant_out_of_tolerance(tiny_bundle: Path) -> None:
     assert result.exit_code == 1
     assert "q4: max |Δprob|" in result.stderr and "fp16" not in result.stderr.split("tolerance vs fp32:")[1]
     # the same verdict from a model folder's own recipe tolerance
-    write_recipes(tiny_bundle, '[recipes.q4]\nmethod = "nbits"\ntolerance = { min_agreement = 1.0, '
-                               'max_abs_dlogit = 0.001 }\n')
+    write_recipes(
+        tiny_bundle, '[recipes.q4]\nmethod = "nbits"\ntolerance = { min_agreement = 1.0, max_abs_dlogit = 0.001 }\n'
+    )
     report = V.check_variants(Bundle.discover(tiny_bundle), probe_size=4)
     q4 = next(v for v in report.variants if v.variant == "q4")
     assert report.verdict == "fail" and q4.within_tolerance is False and "max |Δlogit|" in (q4.why or "")
@@ -282,6 +328,7 @@ def test_check_needs_variants_and_a_fp32_reference(tiny_bundle: Path) -> None:
 
 
 # --- bad input ------------------------------------------------------------------------------------
+
 
 def test_no_model_onnx_to_build_from(tiny_bundle: Path) -> None:
     onnx_dir = tiny_bundle / "onnx"
@@ -361,8 +408,11 @@ def test_corrupt_recipes_toml_names_line_and_key(tiny_bundle: Path) -> None:
 
 
 def test_a_model_dir_recipes_toml_overrides_and_adds(tiny_bundle: Path) -> None:
-    write_recipes(tiny_bundle, '[recipes.q4]\nmethod = "nbits"\nblock_size = 64\nis_symmetric = false\n'
-                               '[recipes.fp4]\nmethod = "bnb4"\nquant_type = "fp4"\n')
+    write_recipes(
+        tiny_bundle,
+        '[recipes.q4]\nmethod = "nbits"\nblock_size = 64\nis_symmetric = false\n'
+        '[recipes.fp4]\nmethod = "bnb4"\nquant_type = "fp4"\n',
+    )
     bundle = Bundle.discover(tiny_bundle)
     assert V.recipe_names(bundle) == [*DEFAULT_RECIPES, "fp4"]
     V.build_variants(bundle, only=["q4", "fp4"])
@@ -375,8 +425,14 @@ def test_a_model_dir_recipes_toml_overrides_and_adds(tiny_bundle: Path) -> None:
 def test_external_data_models_are_refused_clearly(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "ext")
     model_path = root / "onnx" / "model.onnx"
-    onnx.save_model(onnx.load(model_path), model_path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx_data", size_threshold=0)
+    onnx.save_model(
+        onnx.load(model_path),
+        model_path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+        size_threshold=0,
+    )
     result = invoke("variants", "build", "--model-dir", root, "--only", "q4")
     assert result.exit_code == 2
     assert "external data" in result.stderr and "not support" in result.stderr
@@ -402,8 +458,9 @@ def test_check_can_probe_with_real_images(tiny_bundle: Path, tmp_path: Path) -> 
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (folder / "broken.png").write_bytes(b"not a png")
     V.build_variants(Bundle.discover(tiny_bundle), only=["int8"])
-    result = invoke("variants", "check", "--model-dir", tiny_bundle, "--images", tmp_path / "imgs", "--probe-size",
-                    "6", "--json")
+    result = invoke(
+        "variants", "check", "--model-dir", tiny_bundle, "--images", tmp_path / "imgs", "--probe-size", "6", "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["probe"]["kind"] == "images" and report["probe"]["n"] == 5 and report["probe"]["skipped"] == 1
@@ -447,13 +504,19 @@ def test_fp16_of_a_graph_with_a_noop_float_cast_loads(tmp_path: Path) -> None:
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((48, 2)).astype(np.float32), "w")
     shape = numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape")
-    nodes = [helper.make_node("Reshape", ["pixel_values", "shape"], ["flat"]),
-             helper.make_node("Softmax", ["flat"], ["sm"], axis=-1),
-             helper.make_node("Cast", ["sm"], ["cast"], to=TensorProto.FLOAT),
-             helper.make_node("MatMul", ["cast", "w"], ["logits"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT,
-                                                                          ["b", 3, 4, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], [w, shape])
+    nodes = [
+        helper.make_node("Reshape", ["pixel_values", "shape"], ["flat"]),
+        helper.make_node("Softmax", ["flat"], ["sm"], axis=-1),
+        helper.make_node("Cast", ["sm"], ["cast"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["cast", "w"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["b", 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])],
+        [w, shape],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     (tmp_path / "m" / "onnx").mkdir(parents=True)

@@ -11,8 +11,9 @@ One seeded, offline script:
 2. trains a tiny ``transformers.ViTForImageClassification`` on CPU with torch;
 3. exports it to ONNX (opset 17, ``pixel_values`` -> ``logits``, dynamic batch);
 4. writes the held-out test split as PNG files (folder per class), reads them back
-   from disk and measures accuracy with ONNX Runtime, using exactly the harness
-   preprocessing; writes the training report ``TRAINING.md``.
+   from disk and measures accuracy with ONNX Runtime through the harness itself
+   (``bench.preprocess`` and ``bench.engine``, so there is one preprocessing path);
+   writes the training report ``TRAINING.md``.
 
 This is a DEMO: the task is synthetic and says nothing about real deepfake detection.
 
@@ -20,7 +21,8 @@ Usage::
 
     python variants/train_demo.py [--out-model variants/demo] [--out-data datasets/demo]
 
-Needs torch (CPU), transformers, scikit-image, onnx, onnxruntime, pillow, numpy.
+Needs torch (CPU), transformers, scikit-image, onnx, onnxruntime, pillow, numpy and bench itself
+(``pip install -e .``; ``nox -s demo`` installs all of them).
 Nothing is downloaded: only the sample images bundled in the scikit-image wheel are read.
 """
 
@@ -39,7 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from bench.bundle import Bundle
+from bench.engine import Engine, SessionSpec
+from bench.preprocess import PreprocessConfig, load_image, preprocess_batch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,6 +57,20 @@ FAKE, REAL = LABEL2ID["Deepfake"], LABEL2ID["Real"]
 SIZE = 64  # model input size == saved PNG size (resize is then the identity)
 MEAN = [0.5, 0.5, 0.5]
 STD = [0.5, 0.5, 0.5]
+# preprocessor_config.json of the bundle; training reads its pixels through the same config
+PREPROCESSOR = {
+    "do_resize": True,
+    "size": {"height": SIZE, "width": SIZE},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 0.00392156862745098,
+    "do_normalize": True,
+    "image_mean": MEAN,
+    "image_std": STD,
+    "image_processor_type": "ViTImageProcessor",
+}
+PREPROCESS = PreprocessConfig.from_json(PREPROCESSOR)
+ORT_THREADS = 2
 
 MODEL_CFG = dict(
     image_size=SIZE,
@@ -87,23 +107,6 @@ MIN_CROP = 80  # photo crops are MIN_CROP..200 px, down-sampled to SIZE
 
 FAKE_KINDS = ("upsample", "spectral", "blend", "jpeg")
 FAKE_WEIGHTS = (0.15, 0.2, 0.3, 0.35)  # the harder kinds are drawn more often
-
-
-# --------------------------------------------------------------------------- #
-# Preprocessing: exactly what the harness does with a file on disk.
-# --------------------------------------------------------------------------- #
-def preprocess_pil(img: Image.Image, size: int = SIZE) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)
-    img = img.convert("RGB")
-    img = img.resize((size, size), Image.BILINEAR)  # resample=2
-    x = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-    x = (x - np.float32(0.5)) / np.float32(0.5)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))  # HWC -> CHW
-
-
-def preprocess_path(path: Path, size: int = SIZE) -> np.ndarray:
-    with Image.open(path) as img:
-        return preprocess_pil(img, size)
 
 
 # --------------------------------------------------------------------------- #
@@ -459,11 +462,17 @@ def init_patch_embedding_dct(model) -> None:
 DCT_GAIN, DCT_DC_GAIN = 0.25, 0.125
 
 
-def to_tensor(items):
+def pixel_batch(items) -> tuple[np.ndarray, np.ndarray]:
+    """Images as the model sees them (the harness preprocessing, NCHW float32) and their labels."""
+    x = preprocess_batch([Image.fromarray(im) for im, *_ in items], PREPROCESS)
+    y = np.array([lab for _, lab, *_ in items], dtype=np.int64)
+    return x, y
+
+
+def torch_batch(items):
     import torch
 
-    x = np.stack([preprocess_pil(Image.fromarray(im)) for im, *_ in items])
-    y = np.array([lab for _, lab, *_ in items], dtype=np.int64)
+    x, y = pixel_batch(items)
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -589,18 +598,7 @@ def write_configs(model, out_model: Path) -> None:
 
     cfg["transformers_version"] = transformers.__version__
     (out_model / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    pre = {
-        "do_resize": True,
-        "size": {"height": SIZE, "width": SIZE},
-        "resample": 2,
-        "do_rescale": True,
-        "rescale_factor": 0.00392156862745098,
-        "do_normalize": True,
-        "image_mean": MEAN,
-        "image_std": STD,
-        "image_processor_type": "ViTImageProcessor",
-    }
-    (out_model / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
+    (out_model / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
 
 
 def write_test_split(items, out_data: Path) -> list[tuple[Path, int, str]]:
@@ -623,19 +621,19 @@ def write_test_split(items, out_data: Path) -> list[tuple[Path, int, str]]:
     return files
 
 
-def evaluate_onnx(onnx_path: Path, files):
-    import onnxruntime as ort
+def evaluate_onnx(model_dir: Path, files) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fp32 model of ``model_dir`` on ``files`` as ``bench eval`` runs it: (pixels, labels, predictions, logits).
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    x = np.stack([preprocess_path(p) for p, _, _ in files])  # read back from disk
+    Files are read back from disk and preprocessed by the bundle's preprocessor_config.json
+    (bench.preprocess); inference is a bench.engine session on CPU.
+    """
+    bundle = Bundle.discover(model_dir)
+    engine = Engine(bundle.variant_path("fp32"), "cpu", SessionSpec(threads=ORT_THREADS))
+    preprocess = bundle.preprocess_config(engine.input.image_hw())
+    x = preprocess_batch([load_image(p) for p, _, _ in files], preprocess)
     y = np.array([lab for _, lab, _ in files])
-    logits = np.concatenate([sess.run(["logits"], {"pixel_values": x[i : i + 64]})[0] for i in range(0, len(x), 64)])
-    pred = logits.argmax(-1)
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    prob = e / e.sum(-1, keepdims=True)
-    return x, y, pred, prob, logits
+    logits = np.concatenate([engine.run(x[i : i + 64]) for i in range(0, len(x), 64)])
+    return x, y, logits.argmax(-1), logits
 
 
 def main(argv=None) -> int:
@@ -681,8 +679,8 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     layers, hidden = MODEL_CFG["num_hidden_layers"], MODEL_CFG["hidden_size"]
     log(f"model: ViTForImageClassification {layers}x{hidden}, {n_params:,} parameters")
-    xtr, ytr = to_tensor(train_items)
-    xva, yva = to_tensor(val_items)
+    xtr, ytr = torch_batch(train_items)
+    xva, yva = torch_batch(val_items)
     t0 = time.time()
     history, best_epoch, best_val = train(model, xtr, ytr, xva, yva, args.epochs, args.seed, log)
     t_train = time.time() - t0
@@ -697,7 +695,7 @@ def main(argv=None) -> int:
 
     # ---- held-out test: write PNGs, read back, run with ONNX Runtime --------------
     files = write_test_split(test_items, args.out_data)
-    x, y, pred, _prob, logits = evaluate_onnx(onnx_path, files)
+    x, y, pred, logits = evaluate_onnx(out_model, files)
     model.eval()
     with torch.no_grad():
         ref = model(pixel_values=torch.from_numpy(x)).logits.numpy()

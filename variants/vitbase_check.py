@@ -33,30 +33,68 @@ def export(model_dir: Path, seed: int = 0) -> Path:
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    config = ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                       patch_size=16, image_size=224, num_channels=3, num_labels=2,
-                       id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()})
+    config = ViTConfig(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        patch_size=16,
+        image_size=224,
+        num_channels=3,
+        num_labels=2,
+        id2label=dict(LABELS),
+        label2id={v: k for k, v in LABELS.items()},
+    )
     model = ViTForImageClassification(config).eval()
     out = model_dir / "onnx" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with torch.no_grad():
-        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(out), input_names=["pixel_values"],
-                          output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch_size"},
-                                                                 "logits": {0: "batch_size"}},
-                          opset_version=17, dynamo=False)
-    (model_dir / "config.json").write_text(json.dumps(
-        {"model_type": "vit", "architectures": ["ViTForImageClassification"], "hidden_size": 768,
-         "num_hidden_layers": 12, "num_attention_heads": 12, "patch_size": 16, "image_size": 224,
-         "id2label": {str(k): v for k, v in LABELS.items()}, "label2id": {v: k for k, v in LABELS.items()}},
-        indent=2))
-    (model_dir / "preprocessor_config.json").write_text(json.dumps(
-        {"do_resize": True, "size": {"height": 224, "width": 224}, "resample": 2, "do_rescale": True,
-         "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3},
-        indent=2))
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 224, 224),),
+            str(out),
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch_size"}, "logits": {0: "batch_size"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    (model_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "vit",
+                "architectures": ["ViTForImageClassification"],
+                "hidden_size": 768,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 12,
+                "patch_size": 16,
+                "image_size": 224,
+                "id2label": {str(k): v for k, v in LABELS.items()},
+                "label2id": {v: k for k, v in LABELS.items()},
+            },
+            indent=2,
+        )
+    )
+    (model_dir / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_resize": True,
+                "size": {"height": 224, "width": 224},
+                "resample": 2,
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            },
+            indent=2,
+        )
+    )
     params = sum(p.numel() for p in model.parameters())
-    print(f"exported ViT-base ({params:,} parameters) to {out} in {time.perf_counter() - started:.1f} s",
-          file=sys.stderr)
+    print(
+        f"exported ViT-base ({params:,} parameters) to {out} in {time.perf_counter() - started:.1f} s", file=sys.stderr
+    )
     return out
 
 
@@ -76,8 +114,12 @@ def measure(model_dir: Path, iterations: int, warmup: int, threads: int | None, 
     infos = {i.variant: i for i in list_variants(bundle)}
     log("checking every variant against fp32 on the probe batch …")
     checks = {c.variant: c for c in check_variants(bundle, probe_size=probe_size).variants}
-    options = RunOptions(batch_size=1, loop=LoopSpec(iterations=iterations, warmup=warmup),
-                         session=SessionSpec(threads=threads), sample_hz=0)
+    options = RunOptions(
+        batch_size=1,
+        loop=LoopSpec(iterations=iterations, warmup=warmup),
+        session=SessionSpec(threads=threads),
+        sample_hz=0,
+    )
     rows = []
     sizes_ok = True
     for name, info in infos.items():
@@ -98,13 +140,29 @@ def measure(model_dir: Path, iterations: int, warmup: int, threads: int | None, 
         elif check is None or check.status != "ok":
             check_cols = [check.status if check else "—", "—", "—", check.reason if check else "—"]
         else:
-            check_cols = [f"{check.max_abs_dlogit:.4f}", f"{check.max_abs_dprob:.4f}",
-                          f"{check.agreement * 100:.1f}%", "pass" if check.within_tolerance else f"FAIL: {check.why}"]
+            check_cols = [
+                f"{check.max_abs_dlogit:.4f}",
+                f"{check.max_abs_dprob:.4f}",
+                f"{check.agreement * 100:.1f}%",
+                "pass" if check.within_tolerance else f"FAIL: {check.why}",
+            ]
         build = builds.get(name)
         build_s = f"{build.seconds:.1f}" if build and build.seconds is not None else "—"
         rows.append([name, f"{info.size_mb:.1f}", *size_cols, info.precision, build_s, p50, *check_cols])
-    header = ["variant", "size MB", "released MB", "Δ size", "±5%", "precision", "build s", "p50 ms (cpu, b=1)",
-              "max |Δlogit|", "max |Δprob|", "argmax agreement", "check"]
+    header = [
+        "variant",
+        "size MB",
+        "released MB",
+        "Δ size",
+        "±5%",
+        "precision",
+        "build s",
+        "p50 ms (cpu, b=1)",
+        "max |Δlogit|",
+        "max |Δprob|",
+        "argmax agreement",
+        "check",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines), sizes_ok

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report.analysis import recommend
+from bench.report.catalog import catalog
+from bench.report.markdown import render_markdown
+from bench.report.plots import draw_plots, planned_plots
 from bench.report.policy import Policy, PolicyVerdict, evaluate_policy, load_policy, policy_for
 from bench.results import RunResult, atomic_write_text
 
@@ -34,11 +38,6 @@ def write_report(
     draw: bool = True,
 ) -> ReportOutput:
     """Plots once, then one Markdown file per language, all into ``out_dir``."""
-    from bench.report.analysis import recommend
-    from bench.report.catalog import catalog
-    from bench.report.markdown import render_markdown
-    from bench.report.plots import draw_plots, planned_plots
-
     out = Path(out_dir)
     policy = policy or policy_for(result)
     for lang in langs:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from bench.report.policy import FAIL, NOT_MEASURED, CellChecks, PolicyVerdict
 from bench.results import CellResult, RunResult
@@ -15,25 +14,6 @@ from bench.results import CellResult, RunResult
 
 def ok_cells(result: RunResult) -> list[CellResult]:
     return [c for c in result.cells if c.status == "ok" and c.latency_ms]
-
-
-def accuracy_of(result: RunResult, variant: str, provider: str) -> dict[str, Any] | None:
-    """The accuracy of (variant, provider): evaluated once, in the first of its cells that ran."""
-    for cell in result.cells:
-        if cell.variant == variant and cell.provider == provider and cell.accuracy:
-            return cell.accuracy
-    return None
-
-
-def reference_accuracy(result: RunResult, reference: str, provider: str) -> tuple[float | None, str | None]:
-    """Reference accuracy on ``provider``, else on the first provider that measured it (and which one)."""
-    same = accuracy_of(result, reference, provider)
-    if same is not None and same.get("accuracy") is not None:
-        return same["accuracy"], None
-    for cell in result.cells:
-        if cell.variant == reference and cell.accuracy and cell.accuracy.get("accuracy") is not None:
-            return cell.accuracy["accuracy"], cell.provider
-    return None, None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -72,8 +52,8 @@ def compare_to_reference(result: RunResult, reference: str) -> list[Comparison]:
         if b is None:
             rows.append(Comparison(cell, None))
             continue
-        acc = accuracy_of(result, cell.variant, cell.provider) or {}
-        ref_acc = accuracy_of(result, reference, cell.provider) or {}
+        acc = result.accuracy_of(cell.variant, cell.provider) or {}
+        ref_acc = result.accuracy_of(reference, cell.provider) or {}
         delta = None
         if acc.get("accuracy") is not None and ref_acc.get("accuracy") is not None:
             delta = (acc["accuracy"] - ref_acc["accuracy"]) * 100.0
@@ -109,7 +89,7 @@ def pareto_front(result: RunResult) -> list[CellResult]:
     """Measured cells with accuracy that no other cell beats on both accuracy (higher) and p95 (lower)."""
     points = []
     for cell in ok_cells(result):
-        acc = (accuracy_of(result, cell.variant, cell.provider) or {}).get("accuracy")
+        acc = (result.accuracy_of(cell.variant, cell.provider) or {}).get("accuracy")
         p95 = (cell.latency_ms or {}).get("p95")
         if acc is not None and p95 is not None:
             points.append((cell, acc, p95))
@@ -160,11 +140,9 @@ def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
 __all__ = [
     "Comparison",
     "Recommendation",
-    "accuracy_of",
     "compare_to_reference",
     "ok_cells",
     "pareto_front",
     "rank_value",
     "recommend",
-    "reference_accuracy",
 ]

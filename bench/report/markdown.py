@@ -11,10 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.console import fmt
+from bench.formatting import fmt
 from bench.report.analysis import (
     Recommendation,
-    accuracy_of,
     compare_to_reference,
     ok_cells,
     rank_value,
@@ -624,13 +623,11 @@ class _Writer:
         if rec.choice is not None:
             c = rec.choice.cell
             lat = c.latency_ms or {}
-            acc = accuracy_of(self.r, c.variant, c.provider) or {}
+            acc = self.r.accuracy_of(c.variant, c.provider) or {}
             drop = next((o.value for o in rec.choice.outcomes if o.key == "max_accuracy_drop_pt"), None)
             delta = None if drop is None else -drop
             if delta is None:
-                from bench.report.analysis import reference_accuracy
-
-                ref, _ = reference_accuracy(self.r, self.ref, c.provider)
+                ref, _ = self.r.reference_accuracy(self.ref, c.provider)
                 if ref is not None and acc.get("accuracy") is not None:
                     delta = (acc["accuracy"] - ref) * 100.0
             parts.append(
@@ -690,7 +687,7 @@ class _Writer:
                 self.t(
                     "s6.pareto_item",
                     cell=self.cell(c),
-                    accuracy=self.pct((accuracy_of(self.r, c.variant, c.provider) or {}).get("accuracy")),
+                    accuracy=self.pct((self.r.accuracy_of(c.variant, c.provider) or {}).get("accuracy")),
                     p95=fmt((c.latency_ms or {}).get("p95"), MS),
                 )
                 for c in rec.pareto

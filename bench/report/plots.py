@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.report.analysis import accuracy_of, ok_cells, pareto_front
+from bench.report.analysis import ok_cells, pareto_front
 from bench.results import RunResult
 
 PLOTS_DIR = "plots"
@@ -55,7 +55,7 @@ def _latency_cells(result: RunResult) -> list[Any]:
 def _accuracy_points(result: RunResult) -> list[tuple[Any, float, float]]:
     points = []
     for cell in ok_cells(result):
-        acc = (accuracy_of(result, cell.variant, cell.provider) or {}).get("accuracy")
+        acc = (result.accuracy_of(cell.variant, cell.provider) or {}).get("accuracy")
         p95 = (cell.latency_ms or {}).get("p95")
         if acc is not None and p95 is not None:
             points.append((cell, p95, acc * 100.0))
@@ -74,8 +74,9 @@ def _log_x_if_wide(ax: Any, values: list[float]) -> None:
 
 def _labelled_scatter(ax: Any, i: int, label: str, points: list[tuple[float, float, str]]) -> None:
     """One group of (x, y, name) points with the i-th marker, each point annotated with its name."""
-    ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], marker=_MARKERS[i % len(_MARKERS)],
-               label=label, zorder=3)
+    ax.scatter(
+        [x for x, _, _ in points], [y for _, y, _ in points], marker=_MARKERS[i % len(_MARKERS)], label=label, zorder=3
+    )
     for x, y, name in points:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
@@ -111,7 +112,7 @@ def accuracy_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
     front = pareto_front(result)
     if front:
         xs = [(c.latency_ms or {})["p95"] for c in front]
-        ys = [(accuracy_of(result, c.variant, c.provider) or {})["accuracy"] * 100.0 for c in front]
+        ys = [(result.accuracy_of(c.variant, c.provider) or {})["accuracy"] * 100.0 for c in front]
         ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front", zorder=2)
     _log_x_if_wide(ax, [p for _, p, _ in points])
     ax.set_xlabel("p95 latency per call (ms)")
@@ -131,8 +132,11 @@ def size_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
     ax = fig.add_subplot()
     groups = sorted({(c.provider, c.batch_size) for c in cells})
     for i, (provider, batch) in enumerate(groups):
-        mine = [(c.model.size_mb, (c.latency_ms or {})["p50"], c.variant)
-                for c in cells if (c.provider, c.batch_size) == (provider, batch)]
+        mine = [
+            (c.model.size_mb, (c.latency_ms or {})["p50"], c.variant)
+            for c in cells
+            if (c.provider, c.batch_size) == (provider, batch)
+        ]
         _labelled_scatter(ax, i, f"{provider} b{batch}", mine)
     ax.set_xlabel("model file size (MB)")
     ax.set_ylabel("p50 latency per call (ms)")

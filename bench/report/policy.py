@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import InputError
+from bench.providers import is_gpu
 from bench.results import CellResult, RunResult
 
 if sys.version_info >= (3, 11):
@@ -216,9 +217,6 @@ Measured = tuple[float | None, str | None, str | None, bool]
 
 def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> Measured:
     """(value, reason code, detail, applicable) of one check on one cell."""
-    from bench.providers import is_gpu
-    from bench.report.analysis import accuracy_of, reference_accuracy
-
     if key == "max_model_mb":
         return (cell.model.size_mb, None, None, True) if cell.model else (None, "no_model", None, True)
     if cell.status != "ok":
@@ -239,14 +237,14 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
         if mem.get("gpu_device_peak_mb") is not None:
             return mem["gpu_device_peak_mb"], "gpu_device", None, True
         return None, "gpu_not_sampled", mem.get("gpu_reason"), True
-    acc = accuracy_of(result, cell.variant, cell.provider)
+    acc = result.accuracy_of(cell.variant, cell.provider)
     if acc is None or acc.get("accuracy") is None:
         reason = result.config.get("accuracy_reason")
         return None, "no_accuracy" if reason else "not_evaluated", reason, True
     if key == "min_accuracy_pct":
         return acc["accuracy"] * 100.0, None, None, True
     if key == "max_accuracy_drop_pt":
-        ref, where = reference_accuracy(result, policy.reference, cell.provider)
+        ref, where = result.reference_accuracy(policy.reference, cell.provider)
         if ref is None:
             return None, "no_reference", policy.reference, True
         return (ref - acc["accuracy"]) * 100.0, "reference_elsewhere" if where else None, where, True

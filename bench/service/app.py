@@ -24,7 +24,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-from bench import __version__
+from bench import __version__, gpu
+from bench.preprocess import ImageError, decode_image, to_tensor
 from bench.service import schemas
 from bench.service.batcher import DynamicBatcher, QueueFull
 from bench.service.config import ServiceConfig
@@ -40,7 +41,8 @@ _IMAGE_ERRORS = {  # ImageError.kind → (status, error code)
     "too_large": (413, "image_too_large"),
 }
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse, "description": text} for code, text in {
+    code: {"model": schemas.ErrorResponse, "description": text}
+    for code, text in {
         400: "Undecodable or truncated image, empty batch, malformed multipart body.",
         413: "Body over the upload limit, image over the pixel limit (decompression bomb), too many files.",
         415: "Not an image type we accept (JPEG, PNG, WebP, GIF, BMP, TIFF).",
@@ -97,8 +99,6 @@ class DetectService:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from bench import gpu
-
         self.gpu, self.gpu_reason = gpu.probe(self.config.device_id)
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="bench-infer")
         self._prep_pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="bench-prep")
@@ -115,17 +115,27 @@ class DetectService:
         else:
             self.model = model
             self.batcher = DynamicBatcher(
-                model.infer, self._infer_pool, max_batch=model.max_batch,
-                max_delay_s=self.config.max_delay_ms / 1000, max_queue=self.config.max_queue,
-                on_batch=self.metrics.observe_batch, on_depth=self.metrics.queue_depth.set,
+                model.infer,
+                self._infer_pool,
+                max_batch=model.max_batch,
+                max_delay_s=self.config.max_delay_ms / 1000,
+                max_queue=self.config.max_queue,
+                on_batch=self.metrics.observe_batch,
+                on_depth=self.metrics.queue_depth.set,
             )
             self.batcher.start()
-            self.metrics.model.info({
-                "variant": model.variant, "provider": model.provider, "file": model.model_path.name,
-                "providers_effective": ",".join(model.providers_effective),
-                "positive_label": model.positive_label, "threshold": str(self.config.threshold),
-                "max_batch": str(model.max_batch), "version": __version__,
-            })
+            self.metrics.model.info(
+                {
+                    "variant": model.variant,
+                    "provider": model.provider,
+                    "file": model.model_path.name,
+                    "providers_effective": ",".join(model.providers_effective),
+                    "positive_label": model.positive_label,
+                    "threshold": str(self.config.threshold),
+                    "max_batch": str(model.max_batch),
+                    "version": __version__,
+                }
+            )
             self.metrics.ready.set(1)
             self.state, self.reason = "ready", None
         if self.on_state is not None:
@@ -159,15 +169,24 @@ class DetectService:
     async def prepare(self, upload: UploadFile, model: LoadedModel) -> Prepared:
         """Read, decode and preprocess one upload off the event loop (the pool bounds decoded images held)."""
         if upload.size is not None and upload.size > self.config.max_upload_bytes:
-            return Prepared(None, status=413, error="payload_too_large",
-                            detail=f"file of {upload.size:,} bytes exceeds the limit of "
-                                   f"{self.config.max_upload_bytes:,} bytes (--max-upload-mb)")
+            return Prepared(
+                None,
+                status=413,
+                error="payload_too_large",
+                detail=f"file of {upload.size:,} bytes exceeds the limit of "
+                f"{self.config.max_upload_bytes:,} bytes (--max-upload-mb)",
+            )
         # Admission control: uploads waiting to be decoded count against --max-queue too, so overload is
         # answered with 503 at once instead of piling up, unbounded, in front of the inference queue.
         waiting = self._decoding + (self.batcher.depth if self.batcher is not None else 0)
         if waiting >= self.config.max_queue:
-            raise ApiError(503, "overloaded", f"queue is full ({waiting} images decoding or waiting, --max-queue "
-                           f"{self.config.max_queue}); retry later", {"Retry-After": str(self.config.retry_after_s)})
+            raise ApiError(
+                503,
+                "overloaded",
+                f"queue is full ({waiting} images decoding or waiting, --max-queue "
+                f"{self.config.max_queue}); retry later",
+                {"Retry-After": str(self.config.retry_after_s)},
+            )
         self._decoding += 1
         try:
             loop = asyncio.get_running_loop()
@@ -206,15 +225,21 @@ class DetectService:
             "providers_effective": model.providers_effective if model else None,
             "model_state": self.state,
             "reason": self.reason,
-            "model": None if model is None else {
-                "file": str(model.model_path), "labels": {str(k): v for k, v in model.labels.items()},
-                "positive_label": model.positive_label, "threshold": self.config.threshold,
+            "model": None
+            if model is None
+            else {
+                "file": str(model.model_path),
+                "labels": {str(k): v for k, v in model.labels.items()},
+                "positive_label": model.positive_label,
+                "threshold": self.config.threshold,
                 "input": [model.preprocess.height, model.preprocess.width],
-                "load_ms": round(model.load_ms, 1), "warmup_ms": round(model.warmup_ms, 1),
+                "load_ms": round(model.load_ms, 1),
+                "warmup_ms": round(model.warmup_ms, 1),
             },
             "batching": {
                 "max_batch": model.max_batch if model else self.config.max_batch,
-                "max_delay_ms": self.config.max_delay_ms, "max_queue": self.config.max_queue,
+                "max_delay_ms": self.config.max_delay_ms,
+                "max_queue": self.config.max_queue,
                 "queue_depth": self.batcher.depth if self.batcher else 0,
             },
             "uptime_s": round(time.monotonic() - self.started, 3),
@@ -226,8 +251,6 @@ class DetectService:
 
 
 def _prepare(stream: BinaryIO, model: LoadedModel) -> Prepared:
-    from bench.preprocess import ImageError, decode_image, to_tensor
-
     stream.seek(0)
     data = stream.read()
     t0 = time.perf_counter()
@@ -237,8 +260,9 @@ def _prepare(stream: BinaryIO, model: LoadedModel) -> Prepared:
         status, error = _IMAGE_ERRORS.get(exc.kind, (400, "bad_image"))
         return Prepared(None, status=status, error=error, detail=str(exc))
     except Exception as exc:  # a decoder bug on hostile input is still the input's fault: 400, server lives
-        return Prepared(None, status=400, error="bad_image",
-                        detail=f"image does not decode: {type(exc).__name__}: {exc}")
+        return Prepared(
+            None, status=400, error="bad_image", detail=f"image does not decode: {type(exc).__name__}: {exc}"
+        )
     del data
     t1 = time.perf_counter()
     tensor = to_tensor(image, model.preprocess)
@@ -264,8 +288,7 @@ def _model_ref(model: LoadedModel) -> dict[str, str]:
     return {"variant": model.variant, "provider": model.provider}
 
 
-def create_app(config: ServiceConfig | None = None,
-               on_state: Callable[[DetectService], None] | None = None) -> FastAPI:
+def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectService], None] | None = None) -> FastAPI:
     """The detect service for ``config``; ``on_state`` is called once the model is ready or failed to load."""
     config = config or ServiceConfig()
     service = DetectService(config, on_state=on_state)
@@ -278,25 +301,34 @@ def create_app(config: ServiceConfig | None = None,
         finally:
             await service.stop()
 
-    app = FastAPI(title=f"bench · {SERVICE_NAME}", version=__version__, lifespan=lifespan,
-                  description="Reference detect service of bench: the system under test of `bench load`.")
+    app = FastAPI(
+        title=f"bench · {SERVICE_NAME}",
+        version=__version__,
+        lifespan=lifespan,
+        description="Reference detect service of bench: the system under test of `bench load`.",
+    )
     app.state.service = service
-    app.add_middleware(ServiceMiddleware, body_limit=config.body_limit, metrics=service.metrics,
-                       on_done=service.count_served)
+    app.add_middleware(
+        ServiceMiddleware, body_limit=config.body_limit, metrics=service.metrics, on_done=service.count_served
+    )
 
     def rid(request: Request) -> str | None:
         return getattr(request.state, "request_id", None)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.error, exc.detail, rid(request)), status_code=exc.status,
-                            headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.error, exc.detail, rid(request)), status_code=exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse(error_body(code, str(exc.detail), rid(request)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(code, str(exc.detail), rid(request)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -304,11 +336,13 @@ def create_app(config: ServiceConfig | None = None,
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body("internal_error", f"{type(exc).__name__}: {exc}", rid(request)),
-                            status_code=500)
+        return JSONResponse(error_body("internal_error", f"{type(exc).__name__}: {exc}", rid(request)), status_code=500)
 
-    @app.get("/health", response_model=None, responses={200: {"model": schemas.HealthResponse},
-                                                        503: {"model": schemas.HealthResponse}})
+    @app.get(
+        "/health",
+        response_model=None,
+        responses={200: {"model": schemas.HealthResponse}, 503: {"model": schemas.HealthResponse}},
+    )
     async def health() -> JSONResponse:
         """Service, model and memory state (the seed report's shape plus extras); 503 while not ready."""
         status, body = service.health()
@@ -325,16 +359,47 @@ def create_app(config: ServiceConfig | None = None,
         model = service.require_ready()
         return JSONResponse({"status": "ready", "model": _model_ref(model), "request_id": rid(request)})
 
-    upload_doc = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
-    batch_doc = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["files"],
-        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                 "maxItems": config.max_batch_files}}}}}}}
+    upload_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    }
+    batch_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["files"],
+                        "properties": {
+                            "files": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "maxItems": config.max_batch_files,
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    }
 
-    @app.post("/detect", response_model=None, openapi_extra=upload_doc,
-              responses={200: {"model": schemas.DetectResponse}, **_ERROR_RESPONSES})
+    @app.post(
+        "/detect",
+        response_model=None,
+        openapi_extra=upload_doc,
+        responses={200: {"model": schemas.DetectResponse}, **_ERROR_RESPONSES},
+    )
     async def detect(request: Request) -> JSONResponse:
         """Classify one image (multipart field `file`); concurrent requests share inference batches."""
         model = service.require_ready()
@@ -347,8 +412,11 @@ def create_app(config: ServiceConfig | None = None,
                 upload = form.get("file")
                 if not isinstance(upload, UploadFile):
                     got = "" if upload is None else "; got a text field, not a file"
-                    raise ApiError(422, "missing_field",
-                                   f"multipart file field 'file' is required (curl -F file=@image.jpg URL/detect){got}")
+                    raise ApiError(
+                        422,
+                        "missing_field",
+                        f"multipart file field 'file' is required (curl -F file=@image.jpg URL/detect){got}",
+                    )
                 prepared = await service.prepare(upload, model)
             finally:
                 await form.close()
@@ -359,8 +427,10 @@ def create_app(config: ServiceConfig | None = None,
         outcome = await future
         body = decide(outcome.probs, model.labels, model.positive, config.threshold)
         body["processing_time_ms"] = {
-            "decode": _ms(prepared.decode_ms), "preprocess": _ms(prepared.preprocess_ms),
-            "queue": _ms(outcome.queue_ms), "inference": _ms(outcome.inference_ms),
+            "decode": _ms(prepared.decode_ms),
+            "preprocess": _ms(prepared.preprocess_ms),
+            "queue": _ms(outcome.queue_ms),
+            "inference": _ms(outcome.inference_ms),
             "total": _ms((time.perf_counter() - request.state.started) * 1000),
         }
         body["batch_size"] = outcome.batch_size
@@ -369,8 +439,12 @@ def create_app(config: ServiceConfig | None = None,
         service.metrics.images.labels("ok").inc()
         return JSONResponse(body)
 
-    @app.post("/detect/batch", response_model=None, openapi_extra=batch_doc,
-              responses={200: {"model": schemas.BatchResponse}, **_ERROR_RESPONSES})
+    @app.post(
+        "/detect/batch",
+        response_model=None,
+        openapi_extra=batch_doc,
+        responses={200: {"model": schemas.BatchResponse}, **_ERROR_RESPONSES},
+    )
     async def detect_batch(request: Request) -> JSONResponse:
         """Classify 1..max_batch_files images (multipart field `files`), results in request order."""
         model = service.require_ready()
@@ -379,17 +453,27 @@ def create_app(config: ServiceConfig | None = None,
         with service.batcher.incoming():
             try:
                 if "files" not in form:
-                    raise ApiError(422, "missing_field", "multipart field 'files' is required "
-                                   "(curl -F files=@a.jpg -F files=@b.png URL/detect/batch)")
+                    raise ApiError(
+                        422,
+                        "missing_field",
+                        "multipart field 'files' is required (curl -F files=@a.jpg -F files=@b.png URL/detect/batch)",
+                    )
                 parts = [p for p in form.getlist("files") if not _is_placeholder(p)]
                 if not parts:
-                    raise ApiError(400, "empty_batch", f"no files in the batch; send 1..{config.max_batch_files} "
-                                   "images as multipart field 'files'")
+                    raise ApiError(
+                        400,
+                        "empty_batch",
+                        f"no files in the batch; send 1..{config.max_batch_files} images as multipart field 'files'",
+                    )
                 if len(parts) > config.max_batch_files:  # text parts are not counted by the multipart parser
-                    raise ApiError(413, "too_many_files",
-                                   f"{len(parts)} files in one request; the limit is {config.max_batch_files}")
-                prepared = await asyncio.gather(*[
-                    service.prepare(p, model) if isinstance(p, UploadFile) else _text_part() for p in parts])
+                    raise ApiError(
+                        413,
+                        "too_many_files",
+                        f"{len(parts)} files in one request; the limit is {config.max_batch_files}",
+                    )
+                prepared = await asyncio.gather(
+                    *[service.prepare(p, model) if isinstance(p, UploadFile) else _text_part() for p in parts]
+                )
                 names = [p.filename if isinstance(p, UploadFile) else None for p in parts]
             finally:
                 await form.close()
@@ -402,21 +486,32 @@ def create_app(config: ServiceConfig | None = None,
             if i in outcomes:
                 out = outcomes[i]
                 item.update(ok=True, status=200, **decide(out.probs, model.labels, model.positive, config.threshold))
-                item["processing_time_ms"] = {"decode": _ms(p.decode_ms), "preprocess": _ms(p.preprocess_ms),
-                                              "queue": _ms(out.queue_ms), "inference": _ms(out.inference_ms)}
+                item["processing_time_ms"] = {
+                    "decode": _ms(p.decode_ms),
+                    "preprocess": _ms(p.preprocess_ms),
+                    "queue": _ms(out.queue_ms),
+                    "inference": _ms(out.inference_ms),
+                }
                 service.metrics.images.labels("ok").inc()
             else:
                 item.update(ok=False, status=p.status, error=p.error, detail=p.detail)
                 service.metrics.images.labels(p.error or "error").inc()
             results.append(item)
         total_ms = (time.perf_counter() - request.state.started) * 1000
-        return JSONResponse({
-            "results": results,
-            "stats": {"count": len(results), "ok": len(outcomes), "failed": len(results) - len(outcomes),
-                      "total_ms": _ms(total_ms), "ms_per_image": _ms(total_ms / len(results))},
-            "model": _model_ref(model),
-            "request_id": rid(request),
-        })
+        return JSONResponse(
+            {
+                "results": results,
+                "stats": {
+                    "count": len(results),
+                    "ok": len(outcomes),
+                    "failed": len(results) - len(outcomes),
+                    "total_ms": _ms(total_ms),
+                    "ms_per_image": _ms(total_ms / len(results)),
+                },
+                "model": _model_ref(model),
+                "request_id": rid(request),
+            }
+        )
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
@@ -436,5 +531,9 @@ def _is_placeholder(part: Any) -> bool:
 
 
 async def _text_part() -> Prepared:
-    return Prepared(None, status=415, error="unsupported_media_type",
-                    detail="a text field, not a file upload; send images as multipart files")
+    return Prepared(
+        None,
+        status=415,
+        error="unsupported_media_type",
+        detail="a text field, not a file upload; send images as multipart files",
+    )

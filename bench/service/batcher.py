@@ -46,10 +46,16 @@ class _Item:
 class DynamicBatcher:
     """Gathers single images into batches of at most ``max_batch``; ``infer`` runs on ``executor``."""
 
-    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], executor: Executor, max_batch: int,
-                 max_delay_s: float, max_queue: int,
-                 on_batch: Callable[[int, float], None] | None = None,
-                 on_depth: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        infer: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        max_batch: int,
+        max_delay_s: float,
+        max_queue: int,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ):
         self.infer = infer
         self.executor = executor
         self.max_batch = max_batch
@@ -91,8 +97,9 @@ class DynamicBatcher:
         if self._task is None or self._arrived is None:
             raise RuntimeError("batcher not started")
         if len(self._pending) + len(tensors) > self.max_queue:
-            raise QueueFull(f"inference queue is full ({len(self._pending)} of {self.max_queue} images waiting); "
-                            "retry later")
+            raise QueueFull(
+                f"inference queue is full ({len(self._pending)} of {self.max_queue} images waiting); retry later"
+            )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         futures: list[asyncio.Future[Outcome]] = []
@@ -160,6 +167,11 @@ class DynamicBatcher:
                 self.on_batch(len(batch), inference_ms / 1000)
             for i, item in enumerate(batch):
                 if not item.future.done():
-                    item.future.set_result(Outcome(probs=probs[i], batch_size=len(batch),
-                                                   queue_ms=(started - item.enqueued) * 1000,
-                                                   inference_ms=inference_ms))
+                    item.future.set_result(
+                        Outcome(
+                            probs=probs[i],
+                            batch_size=len(batch),
+                            queue_ms=(started - item.enqueued) * 1000,
+                            inference_ms=inference_ms,
+                        )
+                    )

@@ -23,29 +23,45 @@ def _default_workers() -> int:
 class ServiceConfig:
     """Configuration of :func:`bench.service.create_app` (``bench serve`` flags map onto these fields)."""
 
-    model_dir: Path | None = field(default=None, metadata={
-        "help": "Model folder; None = CLI.md discovery ($BENCH_MODEL_DIR, ./variants/demo, the bundled demo)."})
+    model_dir: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Model folder; None = CLI.md discovery ($BENCH_MODEL_DIR, ./variants/demo, the bundled demo)."
+        },
+    )
     variant: str = field(default="fp32", metadata={"help": "Variant served (built first when a recipe can)."})
     provider: str = field(default="cpu", metadata={"help": "cpu, cuda or tensorrt."})
-    threshold: float = field(default=0.5, metadata={
-        "help": "Decision rule p(fake) ≥ threshold, the evaluator's (0.5 = argmax for two classes)."})
-    positive_label: str | None = field(default=None, metadata={
-        "help": "Name or index of the fake class; default: the id2label entry named fake/deepfake/…"})
-    max_batch: int = field(default=16, metadata={
-        "help": "Most images in one inference call; 1 turns dynamic batching off."})
-    max_delay_ms: float = field(default=2.0, metadata={
-        "help": "Longest a request waits in the queue for others to join its batch."})
-    max_queue: int = field(default=256, metadata={
-        "help": "Images waiting for inference at most; beyond it requests get 503 + Retry-After."})
+    threshold: float = field(
+        default=0.5,
+        metadata={"help": "Decision rule p(fake) ≥ threshold, the evaluator's (0.5 = argmax for two classes)."},
+    )
+    positive_label: str | None = field(
+        default=None,
+        metadata={"help": "Name or index of the fake class; default: the id2label entry named fake/deepfake/…"},
+    )
+    max_batch: int = field(
+        default=16, metadata={"help": "Most images in one inference call; 1 turns dynamic batching off."}
+    )
+    max_delay_ms: float = field(
+        default=2.0, metadata={"help": "Longest a request waits in the queue for others to join its batch."}
+    )
+    max_queue: int = field(
+        default=256,
+        metadata={"help": "Images waiting for inference at most; beyond it requests get 503 + Retry-After."},
+    )
     max_upload_mb: float = field(default=10.0, metadata={"help": "Largest file accepted (413 above)."})
     max_batch_files: int = field(default=32, metadata={"help": "Most files in one /detect/batch request."})
-    max_batch_upload_mb: float = field(default=64.0, metadata={
-        "help": "Largest /detect/batch request body (every file together)."})
-    threads: int | None = field(default=None, metadata={
-        "help": "ONNX Runtime intra-op threads; None = ORT's default (all physical cores)."})
+    max_batch_upload_mb: float = field(
+        default=64.0, metadata={"help": "Largest /detect/batch request body (every file together)."}
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "ONNX Runtime intra-op threads; None = ORT's default (all physical cores)."}
+    )
     device_id: int = field(default=0, metadata={"help": "GPU index for cuda/tensorrt."})
-    preprocess_workers: int = field(default_factory=_default_workers, metadata={
-        "help": "Threads that decode and preprocess uploads (also bounds decoded images held at once)."})
+    preprocess_workers: int = field(
+        default_factory=_default_workers,
+        metadata={"help": "Threads that decode and preprocess uploads (also bounds decoded images held at once)."},
+    )
     allow_build: bool = field(default=True, metadata={"help": "Build a missing variant from its recipe."})
     retry_after_s: int = field(default=1, metadata={"help": "Retry-After seconds on 503 (loading, overloaded)."})
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 # Paths reported as themselves; anything else is "other", so scanners cannot blow up label cardinality.
-ENDPOINTS = frozenset({"/health", "/health/live", "/health/ready", "/detect", "/detect/batch", "/metrics",
-                       "/openapi.json", "/docs", "/redoc"})
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0)
+ENDPOINTS = frozenset(
+    {
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/detect",
+        "/detect/batch",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+    }
+)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -22,19 +32,35 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("bench_service_requests", "HTTP requests answered, by endpoint and status code.",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("bench_service_request_duration_seconds",
-                                 "Time from request start to response end, by endpoint.", ["endpoint"],
-                                 buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("bench_service_batch_size", "Images per inference call (dynamic batching).",
-                                    buckets=_BATCH_BUCKETS, registry=r)
-        self.inference = Histogram("bench_service_inference_duration_seconds",
-                                   "Wall time of one inference call (one batch).", buckets=_LATENCY_BUCKETS,
-                                   registry=r)
+        self.requests = Counter(
+            "bench_service_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "bench_service_request_duration_seconds",
+            "Time from request start to response end, by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "bench_service_batch_size",
+            "Images per inference call (dynamic batching).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "bench_service_inference_duration_seconds",
+            "Wall time of one inference call (one batch).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge("bench_service_queue_depth", "Images waiting for inference.", registry=r)
-        self.images = Counter("bench_service_images", "Images answered, by outcome (ok or an error code).",
-                              ["outcome"], registry=r)
+        self.images = Counter(
+            "bench_service_images", "Images answered, by outcome (ok or an error code).", ["outcome"], registry=r
+        )
         self.ready = Gauge("bench_service_model_ready", "1 once the model is loaded and warmed up.", registry=r)
         self.model = Info("bench_service_model", "The served model.", registry=r)
 

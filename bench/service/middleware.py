@@ -65,8 +65,13 @@ def _content_length(scope: Scope) -> int | None:
 class ServiceMiddleware:
     """Assigns ``request_id`` (or keeps a sane incoming X-Request-ID), enforces the body limit, records metrics."""
 
-    def __init__(self, app: Any, body_limit: Callable[[str], int | None], metrics: Any,
-                 on_done: Callable[[str, int], None] | None = None):
+    def __init__(
+        self,
+        app: Any,
+        body_limit: Callable[[str], int | None],
+        metrics: Any,
+        on_done: Callable[[str, int], None] | None = None,
+    ):
         self.app = app
         self.body_limit = body_limit
         self.metrics = metrics
@@ -126,7 +131,15 @@ class ServiceMiddleware:
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -13,8 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from bench.bundle import Bundle, positive_index, resolve_model_dir
+from bench.engine import Engine, ModelLoadError, ProviderUnavailable, SessionSpec, first_line
+from bench.errors import BenchError
+from bench.faults import service_delay_s
+from bench.metrics import decide as decide_rows
 from bench.preprocess import PreprocessConfig
+from bench.providers import ProviderOptions
 from bench.service.config import ServiceConfig
+from bench.variants import ensure_variant
 
 
 class ModelNotLoaded(RuntimeError):
@@ -50,8 +57,6 @@ class LoadedModel:
 
         Honours the test-only ``service_delay_ms`` fault (bench.faults): each call sleeps that much more.
         """
-        from bench.faults import service_delay_s
-
         n = len(batch)
         fixed = self.engine.input.fixed_batch
         if fixed is not None and n < fixed:
@@ -66,12 +71,6 @@ class LoadedModel:
 
 def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) -> LoadedModel:
     """Load and warm up the configured model; raise ModelNotLoaded with the reason on any failure."""
-    from bench.bundle import Bundle, positive_index, resolve_model_dir
-    from bench.engine import Engine, ModelLoadError, ProviderUnavailable, SessionSpec
-    from bench.errors import BenchError
-    from bench.providers import ProviderOptions
-    from bench.variants import ensure_variant
-
     build_log: list[str] = []
 
     def note(line: str) -> None:
@@ -93,17 +92,25 @@ def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) 
 
     labels = bundle.labels(engine.num_classes)
     if engine.num_classes is not None and labels and len(labels) != engine.num_classes:
-        raise ModelNotLoaded(f"config.json id2label has {len(labels)} labels but {path.name} outputs "
-                             f"{engine.num_classes} classes")
+        raise ModelNotLoaded(
+            f"config.json id2label has {len(labels)} labels but {path.name} outputs {engine.num_classes} classes"
+        )
     positive, why = positive_index(labels, config.positive_label)
     if positive is None:
         raise ModelNotLoaded(f"cannot decide what is fake: {why}")
     preprocess = bundle.preprocess_config(fallback_hw=engine.input.image_hw())
     fixed = engine.input.fixed_batch
     model = LoadedModel(
-        engine=engine, model_path=path, variant=config.variant, provider=config.provider, labels=labels,
-        positive=positive, preprocess=preprocess, max_batch=min(config.max_batch, fixed or config.max_batch),
-        load_ms=load_ms, build_log=build_log,
+        engine=engine,
+        model_path=path,
+        variant=config.variant,
+        provider=config.provider,
+        labels=labels,
+        positive=positive,
+        preprocess=preprocess,
+        max_batch=min(config.max_batch, fixed or config.max_batch),
+        load_ms=load_ms,
+        build_log=build_log,
     )
     start = time.perf_counter()
     try:  # readiness needs one real inference; warm the largest batch too, so the first full batch is not cold
@@ -111,23 +118,23 @@ def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) 
             shape = (n, 3, preprocess.height, preprocess.width)
             probs = model.infer(np.zeros(shape, dtype=np.float32))
             if probs.shape != (n, len(labels)) or not np.all(np.isfinite(probs)):
-                raise ModelNotLoaded(f"warm-up inference returned shape {probs.shape} (expected {(n, len(labels))}) "
-                                     "or non-finite probabilities")
+                raise ModelNotLoaded(
+                    f"warm-up inference returned shape {probs.shape} (expected {(n, len(labels))}) "
+                    "or non-finite probabilities"
+                )
     except ModelNotLoaded:
         raise
     except Exception as exc:
-        from bench.engine import first_line
-
-        raise ModelNotLoaded(f"warm-up inference failed on {path.name} with a {preprocess.height}×{preprocess.width} "
-                             f"input: {first_line(exc)}") from exc
+        raise ModelNotLoaded(
+            f"warm-up inference failed on {path.name} with a {preprocess.height}×{preprocess.width} "
+            f"input: {first_line(exc)}"
+        ) from exc
     model.warmup_ms = (time.perf_counter() - start) * 1000
     return model
 
 
 def decide(probs: np.ndarray, labels: dict[int, str], positive: int, threshold: float) -> dict[str, Any]:
     """The evaluator's rule (CLI.md): fake ⇔ p(fake) ≥ threshold; otherwise the most probable other class."""
-    from bench.metrics import decide as decide_rows
-
     p_fake = float(probs[positive])
     index = int(decide_rows(np.asarray(probs)[None, :], positive, threshold)[0])
     is_fake = index == positive

@@ -58,7 +58,8 @@ def _line(tag: str, i: int, s: dict[str, Any]) -> str:
         return f"{metric.replace('latency_', '').replace('_ms', '')} ×{r['ratio']:.3f} {ci} {r['verdict']}"
 
     return f"{tag} #{i + 1:>2}: {s['verdict']:<10} {fmt('latency_p50_ms')}; {fmt('latency_p95_ms')}" + (
-        f"; {fmt('rss_peak_mb')}" if "rss_peak_mb" in s else "")
+        f"; {fmt('rss_peak_mb')}" if "rss_peak_mb" in s else ""
+    )
 
 
 def aa_ab(model: Path, runs: int, extra: list[str]) -> list[dict[str, Any]]:
@@ -85,8 +86,19 @@ def ab_slowdown(model: Path, candidate: Path, factor: float, runs: int, extra: l
     faults = json.dumps({"slowdown": {"factor": factor, "match": str(candidate)}})
     out = []
     for i in range(runs):
-        _, stdout = _bench("ab", "--model-dir", str(candidate), "--against", str(model), "--latency-tolerance", "5%",
-                           "--no-memory", "--json", *extra, env={"BENCH_FAULTS": faults})
+        _, stdout = _bench(
+            "ab",
+            "--model-dir",
+            str(candidate),
+            "--against",
+            str(model),
+            "--latency-tolerance",
+            "5%",
+            "--no-memory",
+            "--json",
+            *extra,
+            env={"BENCH_FAULTS": faults},
+        )
         out.append(_summary(json.loads(stdout)))
         print(_line(f"A/B +{factor:.0%}   ", i, out[-1]), flush=True)
     return out
@@ -115,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             figures["aa_compare"] = aa_compare(model, args.runs, tmp, args.bench_args)
         if "ab" not in skip:
             for factor in (0.10, 0.25):
-                figures[f"ab_plus{round(factor * 100)}"] = ab_slowdown(model, candidate, factor, args.runs,
-                                                                       args.bench_args)
+                figures[f"ab_plus{round(factor * 100)}"] = ab_slowdown(
+                    model, candidate, factor, args.runs, args.bench_args
+                )
     figures["elapsed_s"] = round(time.perf_counter() - t0, 1)
     print("\nsummary")
-    for key, label in (("aa_ab", "A/A bench ab: false regressions"),
-                       ("aa_compare", "A/A bench compare: false regressions")):
+    for key, label in (
+        ("aa_ab", "A/A bench ab: false regressions"),
+        ("aa_compare", "A/A bench compare: false regressions"),
+    ):
         if key in figures:
             n = sum(1 for s in figures[key] if s["verdict"] == "regression")
             which = sorted({m for s in figures[key] for m in s["regressions"]})
@@ -129,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         if key in figures:
             hit = sum(1 for s in figures[key] if s["latency_p50_ms"]["verdict"] == "regression")
             ratios = [s["latency_p50_ms"]["ratio"] for s in figures[key]]
-            print(f"  A/B +{key[7:]}% slower, tolerance 5%: p50 regression detected {hit}/{len(figures[key])} "
-                  f"(p50 ratios {min(ratios):.3f}–{max(ratios):.3f})")
+            print(
+                f"  A/B +{key[7:]}% slower, tolerance 5%: p50 regression detected {hit}/{len(figures[key])} "
+                f"(p50 ratios {min(ratios):.3f}–{max(ratios):.3f})"
+            )
     print(f"  elapsed {figures['elapsed_s']} s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,23 @@ def cpus(text: str | None) -> set[int] | None:
 
 
 def run_wrk(url: str, image: Path, concurrency: int, duration_s: float, client_cpus: set[int] | None) -> dict[str, Any]:
-    cmd = ["wrk", "-c", str(concurrency), "-t", "1", "-d", f"{duration_s:g}s", "--latency", "--timeout", "10s",
-           "-s", str(LUA), f"{url}/detect", "--", str(image)]
+    cmd = [
+        "wrk",
+        "-c",
+        str(concurrency),
+        "-t",
+        "1",
+        "-d",
+        f"{duration_s:g}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        f"{url}/detect",
+        "--",
+        str(image),
+    ]
     if client_cpus:
         cmd = ["taskset", "-c", ",".join(map(str, sorted(client_cpus))), *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=True).stdout
@@ -52,19 +67,38 @@ def run_wrk(url: str, image: Path, concurrency: int, duration_s: float, client_c
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50_ms": float(p50_value) * UNITS_MS[p50_unit],
-            "p99_ms": float(p99_value) * UNITS_MS[p99_unit], "requests": total,
-            "errors": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": socket_errors.group(0) if socket_errors else None}
+    return {
+        "rps": rps,
+        "p50_ms": float(p50_value) * UNITS_MS[p50_unit],
+        "p99_ms": float(p99_value) * UNITS_MS[p99_unit],
+        "requests": total,
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": socket_errors.group(0) if socket_errors else None,
+    }
 
 
 def run_bench(url: str, image: Path, concurrency: int, duration_s: float) -> dict[str, Any]:
     from bench.load import LoadSpec, run_load
 
-    result = run_load(LoadSpec(url=url, endpoint="detect", rate=None, concurrency=concurrency, duration_s=duration_s,
-                               images=(image,), measure_ceiling=False, timeout_s=10))
-    return {"rps": result.throughput_rps, "p50_ms": result.latency_ms["p50"], "p99_ms": result.latency_ms["p99"],
-            "requests": result.requests, "errors": sum(result.errors.values())}
+    result = run_load(
+        LoadSpec(
+            url=url,
+            endpoint="detect",
+            rate=None,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            images=(image,),
+            measure_ceiling=False,
+            timeout_s=10,
+        )
+    )
+    return {
+        "rps": result.throughput_rps,
+        "p50_ms": result.latency_ms["p50"],
+        "p99_ms": result.latency_ms["p99"],
+        "requests": result.requests,
+        "errors": sum(result.errors.values()),
+    }
 
 
 def pct(a: float, b: float) -> float:
@@ -93,7 +127,8 @@ def main() -> int:
         return 2
     sys.path.insert(0, str(REPO))
     from bench.datasets import image_files, resolve_dataset
-    from bench.load import run_load, serve_subprocess
+    from bench.load import run_load
+    from bench.service.harness import serve_subprocess
 
     image = args.image or image_files(resolve_dataset(None))[0]
     server_cpus, client_cpus = cpus(args.server_cpus), cpus(args.client_cpus)
@@ -109,31 +144,48 @@ def main() -> int:
         for n in [int(x) for x in args.concurrency.split(",")]:
             wrk_runs, bench_runs = [], []
             for r in range(args.repeats):  # alternate which goes first, so drift hits both alike
-                pair = [("wrk", lambda n=n: run_wrk(url, image, n, args.duration, client_cpus)),
-                        ("bench", lambda n=n: run_bench(url, image, n, args.duration))]
+                pair = [
+                    ("wrk", lambda n=n: run_wrk(url, image, n, args.duration, client_cpus)),
+                    ("bench", lambda n=n: run_bench(url, image, n, args.duration)),
+                ]
                 for name, fn in pair if r % 2 == 0 else reversed(pair):
                     (wrk_runs if name == "wrk" else bench_runs).append(fn())
             w = {k: statistics.median(x[k] for x in wrk_runs) for k in ("rps", "p50_ms", "p99_ms")}
             b = {k: statistics.median(x[k] for x in bench_runs) for k in ("rps", "p50_ms", "p99_ms")}
             d_rps, d_p50 = pct(w["rps"], b["rps"]), pct(w["p50_ms"], b["p50_ms"])
-            rows.append({"concurrency": n, "wrk": w, "bench": b, "diff_rps_pct": round(d_rps, 1),
-                         "diff_p50_pct": round(d_p50, 1),
-                         "errors": {"wrk": sum(x["errors"] for x in wrk_runs),
-                                    "bench": sum(x["errors"] for x in bench_runs)},
-                         "runs": {"wrk": wrk_runs, "bench": bench_runs},
-                         "agree": abs(d_rps) <= args.tolerance * 100 and abs(d_p50) <= args.tolerance * 100})
-    print(f"model {args.model_dir} {args.variant}/{args.provider} · image {image.name} ({image.stat().st_size} B) · "
-          f"{args.duration:g} s × {args.repeats} per tool · server CPUs {args.server_cpus or 'any'} · "
-          f"client CPUs {args.client_cpus or 'any'}")
-    print("| N | wrk req/s | bench req/s | Δ | wrk p50 ms | bench p50 ms | Δ | wrk p99 ms | bench p99 ms "
-          "| errors w/b | agree |")
+            rows.append(
+                {
+                    "concurrency": n,
+                    "wrk": w,
+                    "bench": b,
+                    "diff_rps_pct": round(d_rps, 1),
+                    "diff_p50_pct": round(d_p50, 1),
+                    "errors": {
+                        "wrk": sum(x["errors"] for x in wrk_runs),
+                        "bench": sum(x["errors"] for x in bench_runs),
+                    },
+                    "runs": {"wrk": wrk_runs, "bench": bench_runs},
+                    "agree": abs(d_rps) <= args.tolerance * 100 and abs(d_p50) <= args.tolerance * 100,
+                }
+            )
+    print(
+        f"model {args.model_dir} {args.variant}/{args.provider} · image {image.name} ({image.stat().st_size} B) · "
+        f"{args.duration:g} s × {args.repeats} per tool · server CPUs {args.server_cpus or 'any'} · "
+        f"client CPUs {args.client_cpus or 'any'}"
+    )
+    print(
+        "| N | wrk req/s | bench req/s | Δ | wrk p50 ms | bench p50 ms | Δ | wrk p99 ms | bench p99 ms "
+        "| errors w/b | agree |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     for row in rows:
         w, b = row["wrk"], row["bench"]
-        print(f"| {row['concurrency']} | {w['rps']:.1f} | {b['rps']:.1f} | {row['diff_rps_pct']:+.1f}% | "
-              f"{w['p50_ms']:.2f} | {b['p50_ms']:.2f} | {row['diff_p50_pct']:+.1f}% | {w['p99_ms']:.2f} | "
-              f"{b['p99_ms']:.2f} | {row['errors']['wrk']}/{row['errors']['bench']} | "
-              f"{'yes' if row['agree'] else 'NO'} |")
+        print(
+            f"| {row['concurrency']} | {w['rps']:.1f} | {b['rps']:.1f} | {row['diff_rps_pct']:+.1f}% | "
+            f"{w['p50_ms']:.2f} | {b['p50_ms']:.2f} | {row['diff_p50_pct']:+.1f}% | {w['p99_ms']:.2f} | "
+            f"{b['p99_ms']:.2f} | {row['errors']['wrk']}/{row['errors']['bench']} | "
+            f"{'yes' if row['agree'] else 'NO'} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0 if all(r["agree"] for r in rows) else 1

@@ -68,10 +68,19 @@ def harness_overhead(engine: Any, blocks: int = 600, block_s: float = 0.003) -> 
     h, b = alternate([harness, bare], blocks)
     point, low, high = ratio_with_interval(h, b)
     rp, rl, rh = ratio_with_interval(reported, b)
-    return {"metric": "harness overhead (bench timed loop / bare session.run loop, wall per call)",
-            "ratio": point, "ci_low": low, "ci_high": high, "target": 1.03,
-            "reported_median_ratio": rp, "reported_ci": [rl, rh],
-            "bare_ms": float(np.median(b)), "harness_ms": float(np.median(h)), "blocks": blocks, "calls_per_block": k}
+    return {
+        "metric": "harness overhead (bench timed loop / bare session.run loop, wall per call)",
+        "ratio": point,
+        "ci_low": low,
+        "ci_high": high,
+        "target": 1.03,
+        "reported_median_ratio": rp,
+        "reported_ci": [rl, rh],
+        "bare_ms": float(np.median(b)),
+        "harness_ms": float(np.median(h)),
+        "blocks": blocks,
+        "calls_per_block": k,
+    }
 
 
 def sampler_overhead(engine: Any, blocks: int = 20, block_s: float = 0.4, hz: float = 10.0) -> dict[str, Any]:
@@ -102,10 +111,19 @@ def sampler_overhead(engine: Any, blocks: int = 20, block_s: float = 0.4, hz: fl
     on, off = alternate([lambda: measure(True), lambda: measure(False)], blocks)
     point, low, high = ratio_with_interval(on, off)
     wp, wl, wh = ratio_with_interval(walls["on"], walls["off"])
-    return {"metric": f"sampler overhead (timed loop median, sampler at {hz:g} Hz / off)",
-            "ratio": point, "ci_low": low, "ci_high": high, "target": 1.01,
-            "wall_ratio": wp, "wall_ci": [wl, wh], "sampler_ticks_per_block": float(np.median(ticks)),
-            "off_ms": float(np.median(off)), "blocks": blocks, "calls_per_block": k}
+    return {
+        "metric": f"sampler overhead (timed loop median, sampler at {hz:g} Hz / off)",
+        "ratio": point,
+        "ci_low": low,
+        "ci_high": high,
+        "target": 1.01,
+        "wall_ratio": wp,
+        "wall_ci": [wl, wh],
+        "sampler_ticks_per_block": float(np.median(ticks)),
+        "off_ms": float(np.median(off)),
+        "blocks": blocks,
+        "calls_per_block": k,
+    }
 
 
 def help_startup(runs: int = 10) -> dict[str, Any]:
@@ -117,8 +135,14 @@ def help_startup(runs: int = 10) -> dict[str, Any]:
         t0 = time.perf_counter()
         subprocess.run([exe, "--help"], check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
-    return {"metric": "bench --help start-up (s)", "median_s": float(np.median(times)), "min_s": min(times),
-            "max_s": max(times), "runs": runs, "target_s": 0.3}
+    return {
+        "metric": "bench --help start-up (s)",
+        "median_s": float(np.median(times)),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": runs,
+        "target_s": 0.3,
+    }
 
 
 def run_to_run_cv(model_dir: Path, runs: int = 5, iterations: int = 200, threads: int | None = None) -> dict[str, Any]:
@@ -126,12 +150,31 @@ def run_to_run_cv(model_dir: Path, runs: int = 5, iterations: int = 200, threads
     p50s = []
     extra = ["--threads", str(threads)] if threads else []
     for _ in range(runs):
-        out = subprocess.run([bench_exe(), "run", "--model-dir", str(model_dir), "--iterations", str(iterations),
-                              "--warmup", "20", *extra, "--json"], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                bench_exe(),
+                "run",
+                "--model-dir",
+                str(model_dir),
+                "--iterations",
+                str(iterations),
+                "--warmup",
+                "20",
+                *extra,
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         p50s.append(json.loads(out.stdout)["cells"][0]["latency_ms"]["p50"])
     how = f"--threads {threads}" if threads else "ORT's default threads"
-    return {"metric": f"run-to-run CV of p50 over {runs} bench runs (cpu, {iterations} iterations, {how})",
-            "cv": cv(p50s), "p50_ms": p50s, "max_over_min": max(p50s) / min(p50s)}
+    return {
+        "metric": f"run-to-run CV of p50 over {runs} bench runs (cpu, {iterations} iterations, {how})",
+        "cv": cv(p50s),
+        "p50_ms": p50s,
+        "max_over_min": max(p50s) / min(p50s),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         model_dir, why = (args.model_dir, "given") if args.model_dir else demo_or_standin(Path(tmp))
         print(f"model: {model_dir} ({why})")
         engine = Engine(Bundle.discover(model_dir).variants["fp32"], "cpu", SessionSpec(threads=1))
-        for figure in (harness_overhead(engine), sampler_overhead(engine), help_startup(), run_to_run_cv(model_dir),
-                       run_to_run_cv(model_dir, threads=1)):
+        for figure in (
+            harness_overhead(engine),
+            sampler_overhead(engine),
+            help_startup(),
+            run_to_run_cv(model_dir),
+            run_to_run_cv(model_dir, threads=1),
+        ):
             print(format_figure(figure))
     return 0
 
@@ -160,17 +208,25 @@ def format_figure(f: dict[str, Any]) -> str:
     if "ratio" in f:
         extra = ""
         if "reported_median_ratio" in f:
-            extra = (f"; bare loop {f['bare_ms']:.4f} ms/call (block wall / calls); bench's reported p50 / that "
-                     f"×{f['reported_median_ratio']:.4f} [{f['reported_ci'][0]:.4f}, {f['reported_ci'][1]:.4f}], "
-                     "below 1 by the tail that a mean per call includes and a median does not")
+            extra = (
+                f"; bare loop {f['bare_ms']:.4f} ms/call (block wall / calls); bench's reported p50 / that "
+                f"×{f['reported_median_ratio']:.4f} [{f['reported_ci'][0]:.4f}, {f['reported_ci'][1]:.4f}], "
+                "below 1 by the tail that a mean per call includes and a median does not"
+            )
         if "wall_ratio" in f:
-            extra = (f"; wall per call ×{f['wall_ratio']:.4f} [{f['wall_ci'][0]:.4f}, {f['wall_ci'][1]:.4f}]; "
-                     f"{f['sampler_ticks_per_block']:.0f} sampler ticks per block; off {f['off_ms']:.4f} ms")
-        return (f"{f['metric']}: ×{f['ratio']:.4f} [95% {f['ci_low']:.4f}, {f['ci_high']:.4f}] "
-                f"(target ≤ {f['target']}; {f['blocks']} blocks × {f['calls_per_block']} calls{extra})")
+            extra = (
+                f"; wall per call ×{f['wall_ratio']:.4f} [{f['wall_ci'][0]:.4f}, {f['wall_ci'][1]:.4f}]; "
+                f"{f['sampler_ticks_per_block']:.0f} sampler ticks per block; off {f['off_ms']:.4f} ms"
+            )
+        return (
+            f"{f['metric']}: ×{f['ratio']:.4f} [95% {f['ci_low']:.4f}, {f['ci_high']:.4f}] "
+            f"(target ≤ {f['target']}; {f['blocks']} blocks × {f['calls_per_block']} calls{extra})"
+        )
     if "median_s" in f:
-        return (f"{f['metric']}: median {f['median_s']:.3f} s, min {f['min_s']:.3f}, max {f['max_s']:.3f} "
-                f"over {f['runs']} runs (target < {f['target_s']} s)")
+        return (
+            f"{f['metric']}: median {f['median_s']:.3f} s, min {f['min_s']:.3f}, max {f['max_s']:.3f} "
+            f"over {f['runs']} runs (target < {f['target_s']} s)"
+        )
     p50s = [round(x, 4) for x in f["p50_ms"]]
     return f"{f['metric']}: CV {f['cv']:.2%}; p50s {p50s} ms; max/min ×{f['max_over_min']:.3f}"
 

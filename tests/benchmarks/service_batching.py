@@ -62,15 +62,30 @@ class Server:
     """``bench serve`` in a subprocess pinned to one core; waits for its ready line."""
 
     def __init__(self, bundle: Path, core: int, threads: int, extra: list[str], fault_delay_ms: float = 0.0):
-        cmd = ["taskset", "-c", str(core), sys.executable, "-m", "bench", "serve", "--model-dir", str(bundle),
-               "--port", "0", "--threads", str(threads), *extra]
+        cmd = [
+            "taskset",
+            "-c",
+            str(core),
+            sys.executable,
+            "-m",
+            "bench",
+            "serve",
+            "--model-dir",
+            str(bundle),
+            "--port",
+            "0",
+            "--threads",
+            str(threads),
+            *extra,
+        ]
         env = {k: v for k, v in os.environ.items() if k != "BENCH_FAULTS"}
         if fault_delay_ms:  # test-only slow-server hook: a fixed cost per inference call, as on a GPU
             env["BENCH_FAULTS"] = json.dumps({"service_delay_ms": fault_delay_ms})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in iter(self.proc.stderr.readline, "")],
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: [lines.put(x) for x in iter(self.proc.stderr.readline, "")], daemon=True
+        ).start()
         deadline = time.monotonic() + 120
         self.url = ""
         while time.monotonic() < deadline and not self.url:
@@ -103,8 +118,14 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-async def closed_loop(url: str, data: bytes | None, clients: int, duration_s: float | None = None,
-                      requests: int | None = None, warmup_s: float = 1.0) -> dict[str, Any]:
+async def closed_loop(
+    url: str,
+    data: bytes | None,
+    clients: int,
+    duration_s: float | None = None,
+    requests: int | None = None,
+    warmup_s: float = 1.0,
+) -> dict[str, Any]:
     """``clients`` workers each sending /detect back to back (``data=None``: GET /health/live); latencies
     after the warm-up. One AsyncClient (one connection) per worker: a shared httpx pool costs the client
     more CPU than the server spends at 32 connections, and the table would measure httpx."""
@@ -147,7 +168,9 @@ async def closed_loop(url: str, data: bytes | None, clients: int, duration_s: fl
     cpu = time.process_time() - cpu0
     lat = np.asarray(latencies)
     return {
-        "clients": clients, "ok": len(latencies), "errors": errors,
+        "clients": clients,
+        "ok": len(latencies),
+        "errors": errors,
         "throughput_rps": len(latencies) / wall if wall > 0 else 0.0,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
@@ -176,9 +199,13 @@ def main() -> None:
     ap.add_argument("--rss-requests", type=int, default=5000)
     ap.add_argument("--rss-clients", type=int, default=8)
     ap.add_argument("--skip-table", action="store_true")
-    ap.add_argument("--fault-delay-ms", type=float, default=0.0,
-                    help="Add a fixed sleep per inference call (BENCH_FAULTS service_delay_ms), e.g. to model a "
-                         "per-call launch/sync cost; the RSS check never uses it.")
+    ap.add_argument(
+        "--fault-delay-ms",
+        type=float,
+        default=0.0,
+        help="Add a fixed sleep per inference call (BENCH_FAULTS service_delay_ms), e.g. to model a "
+        "per-call launch/sync cost; the RSS check never uses it.",
+    )
     ap.add_argument("--json", default=None, help="Write the raw figures here.")
     args = ap.parse_args()
 
@@ -191,19 +218,26 @@ def main() -> None:
     clients = [int(x) for x in args.clients.split(",")]
     if args.fault_delay_ms:
         print(f"fault: every inference call sleeps {args.fault_delay_ms:g} ms more (BENCH_FAULTS)")
-    print(f"model: {described}\nimage: {len(data):,} bytes JPEG 256×256 · server core {args.server_core} "
-          f"(ORT threads {args.threads}) · client core {args.client_core} · {os.cpu_count()} CPUs on this machine",
-          flush=True)
+    print(
+        f"model: {described}\nimage: {len(data):,} bytes JPEG 256×256 · server core {args.server_core} "
+        f"(ORT threads {args.threads}) · client core {args.client_core} · {os.cpu_count()} CPUs on this machine",
+        flush=True,
+    )
     out: dict[str, Any] = {"model": described, "rows": [], "rss": None}
 
-    modes = [] if args.skip_table else [
-        ("on", ["--max-batch", "16", "--max-delay-ms", str(args.max_delay_ms)]),
-        ("off", ["--max-batch", "1"]),
-    ]
+    modes = (
+        []
+        if args.skip_table
+        else [
+            ("on", ["--max-batch", "16", "--max-delay-ms", str(args.max_delay_ms)]),
+            ("off", ["--max-batch", "1"]),
+        ]
+    )
     # Both servers stay up (idle costs nothing); cells run interleaved, --repeat times, and the table
     # shows medians: other processes on the machine then hit both modes alike.
-    servers = {mode: Server(bundle, args.server_core, args.threads, extra, args.fault_delay_ms)
-               for mode, extra in modes}
+    servers = {
+        mode: Server(bundle, args.server_core, args.threads, extra, args.fault_delay_ms) for mode, extra in modes
+    }
     try:
         if servers:  # what the client alone can do here: a trivial endpoint, same concurrency
             any_url = next(iter(servers.values())).url
@@ -211,8 +245,10 @@ def main() -> None:
             for n in clients:
                 ceiling = asyncio.run(closed_loop(any_url, None, n, duration_s=2.0, warmup_s=0.5))
                 out["client_ceiling_rps"][n] = ceiling["throughput_rps"]
-                print(f"client ceiling (GET /health/live) · {n:2} clients · {ceiling['throughput_rps']:.0f} req/s",
-                      flush=True)
+                print(
+                    f"client ceiling (GET /health/live) · {n:2} clients · {ceiling['throughput_rps']:.0f} req/s",
+                    flush=True,
+                )
         for rep in range(args.repeat):
             for n in clients:
                 for mode, server in servers.items():
@@ -221,20 +257,28 @@ def main() -> None:
                     row = asyncio.run(closed_loop(server.url, data, n, duration_s=args.duration))
                     cpu1 = server.cpu_s()
                     calls1, images1 = batch_stats(server.url)
-                    row.update(mode=mode, repeat=rep,
-                               mean_batch=(images1 - images0) / max(1.0, calls1 - calls0),
-                               server_cpu_ms_per_req=1000 * (cpu1 - cpu0) / max(1.0, images1 - images0))
+                    row.update(
+                        mode=mode,
+                        repeat=rep,
+                        mean_batch=(images1 - images0) / max(1.0, calls1 - calls0),
+                        server_cpu_ms_per_req=1000 * (cpu1 - cpu0) / max(1.0, images1 - images0),
+                    )
                     out["rows"].append(row)
-                    print(f"[{rep}] batching {mode:3} · {n:2} clients · {row['throughput_rps']:7.1f} req/s · "
-                          f"p50 {row['p50_ms']:7.2f} ms · p99 {row['p99_ms']:7.2f} ms · mean batch "
-                          f"{row['mean_batch']:.2f} · server CPU {row['server_cpu_ms_per_req']:.2f} ms/req · "
-                          f"errors {row['errors'] or 0} · client CPU {row['client_cpu_pct']:.0f}%", flush=True)
+                    print(
+                        f"[{rep}] batching {mode:3} · {n:2} clients · {row['throughput_rps']:7.1f} req/s · "
+                        f"p50 {row['p50_ms']:7.2f} ms · p99 {row['p99_ms']:7.2f} ms · mean batch "
+                        f"{row['mean_batch']:.2f} · server CPU {row['server_cpu_ms_per_req']:.2f} ms/req · "
+                        f"errors {row['errors'] or 0} · client CPU {row['client_cpu_pct']:.0f}%",
+                        flush=True,
+                    )
     finally:
         for server in servers.values():
             server.stop()
     if modes:
-        print("\n| batching | clients | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req |\n"
-              "|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "\n| batching | clients | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req |\n"
+            "|---|---:|---:|---:|---:|---:|---:|"
+        )
         for n in clients:
             for mode, _ in modes:
                 rows = [r for r in out["rows"] if r["mode"] == mode and r["clients"] == n]
@@ -242,8 +286,10 @@ def main() -> None:
                 def med(key: str, rows: list[dict[str, Any]] = rows) -> float:
                     return float(np.median([r[key] for r in rows]))
 
-                print(f"| {mode} | {n} | {med('throughput_rps'):.0f} | {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | "
-                      f"{med('mean_batch'):.2f} | {med('server_cpu_ms_per_req'):.2f} |")
+                print(
+                    f"| {mode} | {n} | {med('throughput_rps'):.0f} | {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | "
+                    f"{med('mean_batch'):.2f} | {med('server_cpu_ms_per_req'):.2f} |"
+                )
         print(flush=True)
 
     if args.rss_requests:
@@ -253,19 +299,30 @@ def main() -> None:
             before = server.rss_mb()
             half = asyncio.run(closed_loop(server.url, data, args.rss_clients, requests=args.rss_requests // 2))
             mid = server.rss_mb()
-            rest = asyncio.run(closed_loop(server.url, data, args.rss_clients,
-                                           requests=args.rss_requests - args.rss_requests // 2))
+            rest = asyncio.run(
+                closed_loop(server.url, data, args.rss_clients, requests=args.rss_requests - args.rss_requests // 2)
+            )
             after = server.rss_mb()
             served = httpx.get(server.url + "/health", timeout=10).json()["requests_served"]
         finally:
             server.stop()
         ok = half["ok"] + rest["ok"]
-        out["rss"] = {"warmup_requests": 500, "requests": args.rss_requests, "ok": ok,
-                      "errors": {**half["errors"], **rest["errors"]}, "requests_served": served,
-                      "rss_before_mb": before, "rss_mid_mb": mid, "rss_after_mb": after,
-                      "delta_mb": after - before}
-        print(f"RSS: {before:.1f} MB after 500 warm-up requests → {mid:.1f} MB after {args.rss_requests // 2:,} → "
-              f"{after:.1f} MB after {args.rss_requests:,} ({ok:,} ok; Δ {after - before:+.1f} MB)", flush=True)
+        out["rss"] = {
+            "warmup_requests": 500,
+            "requests": args.rss_requests,
+            "ok": ok,
+            "errors": {**half["errors"], **rest["errors"]},
+            "requests_served": served,
+            "rss_before_mb": before,
+            "rss_mid_mb": mid,
+            "rss_after_mb": after,
+            "delta_mb": after - before,
+        }
+        print(
+            f"RSS: {before:.1f} MB after 500 warm-up requests → {mid:.1f} MB after {args.rss_requests // 2:,} → "
+            f"{after:.1f} MB after {args.rss_requests:,} ({ok:,} ok; Δ {after - before:+.1f} MB)",
+            flush=True,
+        )
 
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

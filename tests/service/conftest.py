@@ -108,6 +108,7 @@ def module_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- real images ----------------------------------------------------------------------------------
 
+
 def _save(img: Image.Image, fmt: str, **kw: Any) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
@@ -200,8 +201,10 @@ class Images:
         return np.random.default_rng(13).integers(0, 256, n, dtype=np.uint8).tobytes()
 
     html = b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>"
-    svg = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
-           b'<rect width="10" height="10" fill="red"/></svg>')
+    svg = (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10" fill="red"/></svg>'
+    )
 
 
 @pytest.fixture(scope="session")

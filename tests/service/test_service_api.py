@@ -21,8 +21,9 @@ MEMORY_KEYS = {"gpu_memory_percent", "gpu_memory_used_mb", "gpu_memory_total_mb"
 
 @pytest.fixture(scope="module")
 def svc(module_bundle: Path, service_starter: Any) -> Any:
-    running = service_starter(ServiceConfig(model_dir=module_bundle, max_upload_mb=0.25, max_batch_files=4,
-                                          max_batch_upload_mb=0.5))
+    running = service_starter(
+        ServiceConfig(model_dir=module_bundle, max_upload_mb=0.25, max_batch_files=4, max_batch_upload_mb=0.5)
+    )
     yield running
     running.stop()
 
@@ -141,8 +142,12 @@ def test_exif_orientation_is_applied(client: httpx.Client, images: Any) -> None:
 
 
 def test_batch_keeps_order_and_isolates_failures(client: httpx.Client, images: Any, module_bundle: Path) -> None:
-    files = [("files", ("a.jpg", images.jpeg(seed=31))), ("files", ("b.bin", images.random_bytes())),
-             ("files", ("c.png", images.truncated_png())), ("files", ("d.png", images.png(seed=32)))]
+    files = [
+        ("files", ("a.jpg", images.jpeg(seed=31))),
+        ("files", ("b.bin", images.random_bytes())),
+        ("files", ("c.png", images.truncated_png())),
+        ("files", ("d.png", images.png(seed=32))),
+    ]
     r = client.post("/detect/batch", files=files)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -164,8 +169,10 @@ def test_batch_keeps_order_and_isolates_failures(client: httpx.Client, images: A
 
 def _chunked_upload(total: int, name: str = "file") -> Iterator[bytes]:
     """A multipart body of ``total`` bytes, sent chunked (no Content-Length)."""
-    yield (f'--bnd\r\nContent-Disposition: form-data; name="{name}"; filename="big.jpg"\r\n'
-           "Content-Type: image/jpeg\r\n\r\n").encode() + b"\xff\xd8\xff"
+    yield (
+        f'--bnd\r\nContent-Disposition: form-data; name="{name}"; filename="big.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + b"\xff\xd8\xff"
     sent = 0
     while sent < total:
         sent += 65536
@@ -183,8 +190,12 @@ def test_every_bad_input_then_a_valid_request_succeeds(client: httpx.Client, ima
         ("truncated png", {"files": {"file": ("x.png", images.truncated_png())}}, 400, "bad_image"),
         ("empty file", {"files": {"file": ("x.jpg", b"")}}, 400, "bad_image"),
         ("bomb", {"files": {"file": ("x.png", images.bomb_png())}}, 413, "image_too_large"),
-        ("over the limit", {"files": {"file": ("x.jpg", b"\xff\xd8\xff" + b"\x00" * (limit + 1))}}, 413,
-         "payload_too_large"),
+        (
+            "over the limit",
+            {"files": {"file": ("x.jpg", b"\xff\xd8\xff" + b"\x00" * (limit + 1))}},
+            413,
+            "payload_too_large",
+        ),
         ("no field", {"files": {"other": ("x.jpg", images.jpeg())}}, 422, "missing_field"),
         ("text field", {"data": {"file": "not a file"}}, 422, "missing_field"),
         ("no body", {}, 422, "missing_field"),
@@ -200,13 +211,17 @@ def test_every_bad_input_then_a_valid_request_succeeds(client: httpx.Client, ima
     assert stopped_at < limit + 1024 * 1024 < 64 * limit  # the limit plus at most a few socket reads
     # batch endpoint
     jpeg = images.jpeg()
-    assert_error(client.post("/detect/batch", files=[("files", (f"{i}.jpg", jpeg)) for i in range(5)]), 413,
-                 "too_many_files")
+    assert_error(
+        client.post("/detect/batch", files=[("files", (f"{i}.jpg", jpeg)) for i in range(5)]), 413, "too_many_files"
+    )
     assert_error(client.post("/detect/batch", files=[("files", ("", b""))]), 400, "empty_batch")
     assert_error(client.post("/detect/batch", data={"files": ""}), 400, "empty_batch")
     assert_error(client.post("/detect/batch", files={"file": ("a.jpg", jpeg)}), 422, "missing_field")
-    assert_error(client.post("/detect/batch", content=_chunked_upload(8 * limit * 3, "files"), headers=multipart),
-                 413, "payload_too_large")
+    assert_error(
+        client.post("/detect/batch", content=_chunked_upload(8 * limit * 3, "files"), headers=multipart),
+        413,
+        "payload_too_large",
+    )
     # routing errors are JSON too
     assert_error(client.get("/nope"), 404, "not_found")
     assert_error(client.get("/detect"), 405, "method_not_allowed")
@@ -222,9 +237,14 @@ def test_metrics_and_openapi(client: httpx.Client, images: Any, svc: Any) -> Non
     client.post("/detect", files={"file": ("a.jpg", images.jpeg())})
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    for name in ("bench_service_requests_total", "bench_service_request_duration_seconds_bucket",
-                 "bench_service_batch_size_bucket", "bench_service_queue_depth",
-                 "bench_service_inference_duration_seconds_bucket", "bench_service_model_info"):
+    for name in (
+        "bench_service_requests_total",
+        "bench_service_request_duration_seconds_bucket",
+        "bench_service_batch_size_bucket",
+        "bench_service_queue_depth",
+        "bench_service_inference_duration_seconds_bucket",
+        "bench_service_model_info",
+    ):
         assert name in r.text, name
     assert svc.metric("bench_service_model_ready") == 1.0
     assert svc.metric("bench_service_model_info", variant="fp32", provider="cpu") == 1.0

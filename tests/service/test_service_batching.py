@@ -26,8 +26,9 @@ def slow_inference(monkeypatch: pytest.MonkeyPatch) -> float:
     return 0.150
 
 
-def test_concurrent_requests_share_a_batch(service_factory: Any, module_bundle: Path, images: Any,
-                                           slow_inference: float) -> None:
+def test_concurrent_requests_share_a_batch(
+    service_factory: Any, module_bundle: Path, images: Any, slow_inference: float
+) -> None:
     svc = service_factory(ServiceConfig(model_dir=module_bundle, max_batch=16, max_delay_ms=20))
     responses = asyncio.run(_concurrent_detects(svc.url, images.jpeg(), 8))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
@@ -44,8 +45,9 @@ def test_concurrent_requests_share_a_batch(service_factory: Any, module_bundle: 
     assert all(r.json()["processing_time_ms"]["inference"] >= slow_inference * 1000 for r in responses)
 
 
-def test_max_batch_one_turns_batching_off(service_factory: Any, module_bundle: Path, images: Any,
-                                          slow_inference: float) -> None:
+def test_max_batch_one_turns_batching_off(
+    service_factory: Any, module_bundle: Path, images: Any, slow_inference: float
+) -> None:
     svc = service_factory(ServiceConfig(model_dir=module_bundle, max_batch=1))
     responses = asyncio.run(_concurrent_detects(svc.url, images.jpeg(), 4))
     assert [r.status_code for r in responses] == [200] * 4
@@ -54,8 +56,9 @@ def test_max_batch_one_turns_batching_off(service_factory: Any, module_bundle: P
     assert svc.metric("bench_service_batch_size_bucket", le="1.0") == 4
 
 
-def test_full_queue_answers_503_with_retry_after(service_factory: Any, module_bundle: Path, images: Any,
-                                                 slow_inference: float) -> None:
+def test_full_queue_answers_503_with_retry_after(
+    service_factory: Any, module_bundle: Path, images: Any, slow_inference: float
+) -> None:
     svc = service_factory(ServiceConfig(model_dir=module_bundle, max_batch=1, max_queue=2, retry_after_s=2))
     data = images.jpeg()
     responses = asyncio.run(_concurrent_detects(svc.url, data, 8))

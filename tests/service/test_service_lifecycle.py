@@ -25,8 +25,9 @@ from models import make_bundle
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_not_ready_until_the_warm_up_inference_succeeded(service_factory: Any, module_bundle: Path, images: Any,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_ready_until_the_warm_up_inference_succeeded(
+    service_factory: Any, module_bundle: Path, images: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_VAR, json.dumps({"service_delay_ms": 1500}))  # the warm-up inference is slow
     svc = service_factory(ServiceConfig(model_dir=module_bundle), wait_ready=False)
     r = httpx.get(svc.url + "/health/ready")
@@ -49,14 +50,18 @@ def _corrupt_bundle(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("corrupt", "not a valid ONNX model"),
-    ("no_fake_label", "--positive-label"),
-    ("unknown_variant", "available: fp32"),
-    ("missing_dir", "does not exist"),
-])
-def test_model_load_failure_keeps_the_server_up(service_factory: Any, tmp_path: Path, images: Any,
-                                                case: str, expect: str) -> None:
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("corrupt", "not a valid ONNX model"),
+        ("no_fake_label", "--positive-label"),
+        ("unknown_variant", "available: fp32"),
+        ("missing_dir", "does not exist"),
+    ],
+)
+def test_model_load_failure_keeps_the_server_up(
+    service_factory: Any, tmp_path: Path, images: Any, case: str, expect: str
+) -> None:
     variant = "fp32"
     if case == "corrupt":
         root = _corrupt_bundle(tmp_path / "m")
@@ -136,7 +141,11 @@ def test_bench_serve_subprocess_ready_line_and_graceful_drain(tmp_path: Path, im
     env.pop("BENCH_MODEL_DIR", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "serve", "--model-dir", str(bundle), "--port", "0", "--max-batch", "4"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True).start()

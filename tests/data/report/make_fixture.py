@@ -18,17 +18,26 @@ from bench.timing import LatencyStats
 HERE = Path(__file__).parent
 SHA = {"fp32": "a" * 64, "fp16": "b" * 64, "int8": "c" * 64}
 SIZE = {"fp32": 343.0, "fp16": 171.0, "int8": 87.0}
-RECIPE = {"fp16": {"variant": "fp16", "recipe": "fp16", "method": "fp16", "summary": "float16, fp32 I/O",
-                  "tool": "onnxconverter_common.float16.convert_float_to_float16",
-                  "params": {"keep_io_types": True}, "base": {"variant": "fp32", "sha256": "a" * 64}},
-          "int8": {"recipe": "int8", "method": "dynamic", "per_channel": True}}
+RECIPE = {
+    "fp16": {
+        "variant": "fp16",
+        "recipe": "fp16",
+        "method": "fp16",
+        "summary": "float16, fp32 I/O",
+        "tool": "onnxconverter_common.float16.convert_float_to_float16",
+        "params": {"keep_io_types": True},
+        "base": {"variant": "fp32", "sha256": "a" * 64},
+    },
+    "int8": {"recipe": "int8", "method": "dynamic", "per_channel": True},
+}
 PATHS = [f"{cls}/{i:02d}.png" for cls in ("fake", "real") for i in range(6)]
 TRUTH = [1] * 6 + [0] * 6
 
 
 def model(v: str) -> ModelInfo:
-    return ModelInfo(file="model.onnx" if v == "fp32" else f"model_{v}.onnx", size_mb=SIZE[v], sha256=SHA[v],
-                     recipe=RECIPE.get(v))
+    return ModelInfo(
+        file="model.onnx" if v == "fp32" else f"model_{v}.onnx", size_mb=SIZE[v], sha256=SHA[v], recipe=RECIPE.get(v)
+    )
 
 
 def accuracy(p_fake: list[float]) -> dict:
@@ -39,35 +48,73 @@ def accuracy(p_fake: list[float]) -> dict:
     fn = sum(1 for t, p in zip(TRUTH, pred, strict=True) if t == 1 and p == 0)
     acc = (tp + tn) / len(TRUTH)
     return {
-        "n": len(TRUTH), "skipped": [], "positive_label": "Deepfake", "threshold": 0.5,
-        "accuracy": acc, "balanced_accuracy": acc, "precision": tp / (tp + fp), "recall": tp / (tp + fn),
-        "f1": 2 * tp / (2 * tp + fp + fn), "roc_auc": 0.95, "average_precision": 0.94, "eer": 0.1,
-        "eer_threshold": 0.5, "log_loss": 0.21, "ece": 0.05, "confusion": [[tn, fp], [fn, tp]],
-        "agreement": None, "reasons": {},
-        "predictions": [{"path": p, "p_fake": round(q, 4), "label": "Deepfake" if t else "Real"}
-                        for p, q, t in zip(PATHS, p_fake, TRUTH, strict=True)],
+        "n": len(TRUTH),
+        "skipped": [],
+        "positive_label": "Deepfake",
+        "threshold": 0.5,
+        "accuracy": acc,
+        "balanced_accuracy": acc,
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "roc_auc": 0.95,
+        "average_precision": 0.94,
+        "eer": 0.1,
+        "eer_threshold": 0.5,
+        "log_loss": 0.21,
+        "ece": 0.05,
+        "confusion": [[tn, fp], [fn, tp]],
+        "agreement": None,
+        "reasons": {},
+        "predictions": [
+            {"path": p, "p_fake": round(q, 4), "label": "Deepfake" if t else "Real"}
+            for p, q, t in zip(PATHS, p_fake, TRUTH, strict=True)
+        ],
     }
 
 
-def ok(v: str, provider: str, batch: int, mean: float, gpu: float | None, util: float | None, seed: int,
-       acc: dict | None = None) -> CellResult:
+def ok(
+    v: str,
+    provider: str,
+    batch: int,
+    mean: float,
+    gpu: float | None,
+    util: float | None,
+    seed: int,
+    acc: dict | None = None,
+) -> CellResult:
     rng = np.random.default_rng(seed)
     samples = [round(float(x), 5) for x in rng.normal(mean, mean * 0.08, 20).clip(mean * 0.8)]
     stats = LatencyStats.from_samples(samples).as_dict()
     gpu_cell = provider != "cpu"
     return CellResult(
-        variant=v, provider=provider, batch_size=batch, status="ok",
+        variant=v,
+        provider=provider,
+        batch_size=batch,
+        status="ok",
         providers_effective=[{"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}[provider]]
         + (["CPUExecutionProvider"] if gpu_cell else []),
-        io_binding=gpu_cell, model=model(v), session_create_ms=round(300.0 + 40 * seed, 3),
+        io_binding=gpu_cell,
+        model=model(v),
+        session_create_ms=round(300.0 + 40 * seed, 3),
         latency_ms={k: round(x, 5) if isinstance(x, float) else x for k, x in stats.items()},
-        samples_ms=samples, throughput_ips=round(batch / (stats["mean"] / 1000.0), 3),
-        memory={"rss_peak_mb": 900.0 + 10 * seed, "rss_mean_mb": 880.0 + 10 * seed, "cpu_mean_pct": 99.0,
-                "system_ram_peak_pct": 14.8, "gpu_process_peak_mb": None,
-                "gpu_device_peak_mb": gpu, "gpu_total_mb": 6144.0 if gpu_cell else None,
-                "gpu_util_mean_pct": util, "gpu_util_max_pct": None if util is None else util + 6,
-                "gpu_reason": "the driver does not report per-process GPU memory here" if gpu_cell
-                else "GPU not sampled for a CPU cell", "samples": 30},
+        samples_ms=samples,
+        throughput_ips=round(batch / (stats["mean"] / 1000.0), 3),
+        memory={
+            "rss_peak_mb": 900.0 + 10 * seed,
+            "rss_mean_mb": 880.0 + 10 * seed,
+            "cpu_mean_pct": 99.0,
+            "system_ram_peak_pct": 14.8,
+            "gpu_process_peak_mb": None,
+            "gpu_device_peak_mb": gpu,
+            "gpu_total_mb": 6144.0 if gpu_cell else None,
+            "gpu_util_mean_pct": util,
+            "gpu_util_max_pct": None if util is None else util + 6,
+            "gpu_reason": "the driver does not report per-process GPU memory here"
+            if gpu_cell
+            else "GPU not sampled for a CPU cell",
+            "samples": 30,
+        },
         accuracy=acc,
     )
 
@@ -81,8 +128,10 @@ def main() -> None:
     a8["agreement"] = {"reference": "fp32", "flip_rate": 1 / 12, "max_abs_dp": 0.15, "mean_abs_dp": 0.02, "kl": 0.003}
     a32_cpu = json.loads(json.dumps(a32))
     a8_cpu = json.loads(json.dumps(a8))
-    trt = ("tensorrt: unavailable — TensorRT libraries (libnvinfer) not found (TensorrtExecutionProvider could "
-           "not start; ORT fell back to CPU)")
+    trt = (
+        "tensorrt: unavailable — TensorRT libraries (libnvinfer) not found (TensorrtExecutionProvider could "
+        "not start; ORT fell back to CPU)"
+    )
     cells = [
         ok("fp32", "cuda", 1, 11.4, 3105.0, 41.0, 1, a32),
         ok("fp32", "cuda", 8, 52.0, 3390.0, 78.0, 2),
@@ -90,11 +139,13 @@ def main() -> None:
         CellResult.not_run("fp32", "tensorrt", 1, "unavailable", trt),
         ok("fp16", "cuda", 1, 7.12, 2329.0, 30.0, 4, a16),
         ok("fp16", "cuda", 8, 30.5, 2550.0, 70.0, 5),
-        CellResult.not_run("fp16", "cpu", 1, "failed",
-                           "cpu: the cell's process crashed (SIGABRT: the process aborted)"),
+        CellResult.not_run(
+            "fp16", "cpu", 1, "failed", "cpu: the cell's process crashed (SIGABRT: the process aborted)"
+        ),
         CellResult.not_run("fp16", "tensorrt", 1, "unavailable", trt),
-        CellResult.not_run("int8", "cuda", 1, "failed",
-                           "cuda: the cell's process timed out after 900 s (a hang?) and was killed"),
+        CellResult.not_run(
+            "int8", "cuda", 1, "failed", "cuda: the cell's process timed out after 900 s (a hang?) and was killed"
+        ),
         ok("int8", "cpu", 1, 38.0, None, None, 6, a8_cpu),
         CellResult.not_run("int8", "tensorrt", 1, "unavailable", trt),
     ]
@@ -103,23 +154,51 @@ def main() -> None:
             c.model = model(c.variant)
     result = RunResult(
         environment={
-            "onnxruntime": "1.31.1", "onnxruntime_build": "gpu",
-            "onnxruntime_providers_compiled": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                               "CPUExecutionProvider"],
-            "onnx": "1.19.0", "numpy": "2.3.0", "python": "3.11.7", "bench": "0.1.0",
+            "onnxruntime": "1.31.1",
+            "onnxruntime_build": "gpu",
+            "onnxruntime_providers_compiled": [
+                "TensorrtExecutionProvider",
+                "CUDAExecutionProvider",
+                "CPUExecutionProvider",
+            ],
+            "onnx": "1.19.0",
+            "numpy": "2.3.0",
+            "python": "3.11.7",
+            "bench": "0.1.0",
             "platform": {"system": "Linux", "release": "6.8.0", "machine": "x86_64"},
             "cpu": {"model": "Example CPU @ 3.0GHz", "cores_physical": 8, "cores_logical": 16, "affinity": 16},
             "memory_total_mb": 32000,
             "gpu": {"name": "NVIDIA Example GPU 6GB", "driver": "575.51", "cuda": "12.9", "memory_total_mb": 6144},
-            "gpu_reason": None, "cuda_libraries": {}, "machine_id": "0123456789ab",
+            "gpu_reason": None,
+            "cuda_libraries": {},
+            "machine_id": "0123456789ab",
         },
         config={
-            "command": "matrix", "model_dir": "variants/seedlike", "variants": ["fp32", "fp16", "int8"],
-            "providers": ["cuda", "cpu", "tensorrt"], "batch_sizes": [1, 8], "cell_timeout_s": 900.0,
-            "with_service": False, "iterations": 20, "warmup": 5, "min_time_s": None, "threads": None,
-            "inter_op_threads": None, "graph_opt": "all", "device_id": 0, "trt_fp16": True, "trt_cache": None,
-            "io_binding": None, "sample_hz": 10.0, "seed": 0, "threshold": None, "positive_label": None,
-            "accuracy_reason": None, "reference_variant": "fp32", "policy_file": None, "policy": None,
+            "command": "matrix",
+            "model_dir": "variants/seedlike",
+            "variants": ["fp32", "fp16", "int8"],
+            "providers": ["cuda", "cpu", "tensorrt"],
+            "batch_sizes": [1, 8],
+            "cell_timeout_s": 900.0,
+            "with_service": False,
+            "iterations": 20,
+            "warmup": 5,
+            "min_time_s": None,
+            "threads": None,
+            "inter_op_threads": None,
+            "graph_opt": "all",
+            "device_id": 0,
+            "trt_fp16": True,
+            "trt_cache": None,
+            "io_binding": None,
+            "sample_hz": 10.0,
+            "seed": 0,
+            "threshold": None,
+            "positive_label": None,
+            "accuracy_reason": None,
+            "reference_variant": "fp32",
+            "policy_file": None,
+            "policy": None,
         },
         dataset={"path": "datasets/seedlike", "n": 12, "fingerprint": "d" * 64},
         cells=cells,

@@ -1,0 +1,173 @@
+"""What ``bench run`` and ``bench eval`` do, as library functions: resolve variants, measure, collect a RunResult.
+
+The CLI only parses flags and prints; these functions hold the command's orchestration so tests and
+other tools can call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import datasets, environment
+from bench.bundle import Bundle, positive_index
+from bench.datasets import LabelledSet
+from bench.engine import Engine, SessionSpec
+from bench.errors import InputError
+from bench.evaluate import LogFn, StartFn, add_agreement, check_threshold, evaluate_cell
+from bench.modelfile import output_width
+from bench.results import CellResult, RunResult
+from bench.runner import RunOptions, images_batch, measure_cell
+from bench.variants import ensure_variant
+
+
+def run_cells(
+    bundle: Bundle,
+    variants: Sequence[str],
+    providers: Sequence[str],
+    options: RunOptions,
+    dataset: Path | None = None,
+    allow_build: bool = True,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[str, int], Any] | None = None,
+) -> RunResult:
+    """Measure each variant × provider in this process (``bench run``); returns a RunResult."""
+    paths = {v: ensure_variant(bundle, v, allow_build=allow_build, log=log) for v in variants}
+    images: list[Path] = datasets.image_files(dataset) if dataset is not None else []
+    if dataset is not None and not images:
+        raise InputError(f"dataset {dataset} holds no images")
+    result = RunResult(
+        environment=environment.fingerprint(options.session.provider_options.device_id),
+        config={
+            "command": "run",
+            "model_dir": str(bundle.root),
+            "variants": list(variants),
+            "providers": list(providers),
+            **options.as_config(),
+        },
+        dataset=datasets.fingerprint(dataset, [(p, None) for p in images]) if dataset is not None else None,
+    )
+    for variant in variants:
+        for provider in providers:
+            feed = None
+            if images:
+
+                def feed(engine: Engine, _images: list[Path] = images) -> np.ndarray:
+                    fallback = engine.input.image_hw()
+                    return images_batch(_images, options.batch_size, engine, bundle.preprocess_config(fallback))
+
+            tick = progress(f"{variant}/{provider}", options.loop.iterations) if progress else None
+            result.cells.append(
+                measure_cell(
+                    paths[variant],
+                    variant,
+                    provider,
+                    options,
+                    input_batch=feed,
+                    progress=(lambda i, _ms, t=tick: t(1)) if tick else None,
+                )
+            )
+    return result
+
+
+def run_eval(
+    bundle: Bundle,
+    variants: Sequence[str],
+    providers: Sequence[str],
+    dataset: LabelledSet,
+    *,
+    reference: str | None = None,
+    positive_label: str | None = None,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    strict: bool = False,
+    allow_build: bool = True,
+    session: SessionSpec | None = None,
+    log: LogFn | None = None,
+    progress: StartFn | None = None,
+) -> RunResult:
+    """``bench eval``: every variant × provider on ``dataset`` (a LabelledSet), plus agreement; a RunResult.
+
+    The reference variant is evaluated too when it is not among ``variants``. When no label is the fake
+    class (and no ``positive_label`` says which), every cell is ``unavailable`` with that reason; a
+    ``positive_label`` that names no label is an InputError.
+    """
+    check_threshold(threshold)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
+    session = session or SessionSpec()
+    names = list(dict.fromkeys([*variants, *([reference] if reference else [])]))
+    for warning in dataset.warnings:
+        if log:
+            log(f"warning: {warning}")
+    targets: dict[str, Any] = {}
+
+    def resolve(labels: dict[int, str]) -> tuple[int | None, str | None]:
+        """Positive index (or why none) and the (path, index) items, once per label set."""
+        key = tuple(sorted(labels.items()))
+        if key not in targets:
+            pos, why = positive_index(labels, positive_label)
+            if pos is None and positive_label not in (None, ""):
+                raise InputError(why or f"--positive-label {positive_label!r} matches no label")
+            targets[key] = (pos, why, dataset.indexed(labels, pos) if pos is not None else None)
+        return targets[key]
+
+    if bundle.labels():  # check the label mapping before building or loading anything
+        resolve(bundle.labels())
+    paths = {v: ensure_variant(bundle, v, allow_build=allow_build, log=log) for v in names}
+    result = RunResult(
+        environment=environment.fingerprint(session.provider_options.device_id),
+        config={
+            "command": "eval",
+            "model_dir": str(bundle.root),
+            "variants": names,
+            "providers": list(providers),
+            "dataset": str(dataset.root),
+            "dataset_kind": dataset.kind,
+            "reference": reference,
+            "positive_label": positive_label,
+            "threshold": threshold,
+            "batch_size": batch_size,
+            "strict": strict,
+            "threads": session.threads,
+            "graph_opt": session.graph_opt,
+            "device_id": session.provider_options.device_id,
+        },
+        dataset=dataset.fingerprint(),
+    )
+    for variant in names:
+        for provider in providers:
+            labels = bundle.labels() or bundle.labels(output_width(paths[variant]))
+            pos, why, items = resolve(labels)
+            if pos is None:
+                result.cells.append(
+                    CellResult.not_run(variant, provider, batch_size, "unavailable", f"accuracy unavailable: {why}")
+                )
+                continue
+            advance = progress(f"{variant}/{provider}", len(items)) if progress else None
+            cell = evaluate_cell(
+                paths[variant],
+                variant,
+                provider,
+                items,
+                labels,
+                pos,
+                preprocess=lambda e: bundle.preprocess_config(e.input.image_hw()),
+                threshold=threshold,
+                batch_size=batch_size,
+                strict=strict,
+                root=dataset.root,
+                skipped=dataset.skipped,
+                session=session,
+                progress=advance,
+            )
+            result.cells.append(cell)
+    if reference:
+        add_agreement(result.cells, reference)
+    return result
+
+
+__all__ = ["run_cells", "run_eval"]

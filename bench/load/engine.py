@@ -1,0 +1,381 @@
+"""The request engine: sends a LoadSpec's requests with aiohttp and records what each one did.
+
+Open loop sends request *i* at its scheduled time whatever the server is doing and times it from
+then (no coordinated omission); closed loop keeps N requests in flight. Every run is bounded (duration,
+request cap, per-request timeout, drain deadline) and errors are counted by status code or exception
+name, never raised. aiohttp is imported only when a run starts, so ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench.errors import InputError
+from bench.load.payloads import Payload, build_payloads
+from bench.load.schedule import arrival_offsets
+from bench.load.spec import ENDPOINTS, LoadSpec, check_target
+from bench.load.verdicts import ceiling_warning, lag_summary, latency_summary, parse_health, server_verdict
+from bench.results import LoadResult
+
+if TYPE_CHECKING:
+    import asyncio  # at run time imported by the functions that use it: ~16 ms off `bench --help`
+
+CEILING_CONCURRENCY = 16  # in flight for the ceiling burst: within 2% of the best of 1..32 on 2 cores
+
+
+class _Recorder:
+    """What the requests of one run did; single-threaded (one event loop)."""
+
+    def __init__(self, record_lag: bool) -> None:
+        self.record_lag = record_lag
+        self.latencies: list[tuple[int, float]] = []
+        self.lags: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+        self.sent = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.last_done = 0.0
+
+    def error(self, key: str, detail: str) -> None:
+        self.errors[key] += 1
+        self.examples.setdefault(key, detail[:200])
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request, built once and re-sent as is."""
+
+    method: str
+    url: str
+    body: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _request(base: str, method: str, path: str, body: bytes = b"", content_type: str | None = None) -> _Request:
+    headers = (("user-agent", "bench-load"),) + ((("content-type", content_type),) if content_type else ())
+    return _Request(method, base + path, body or None, headers)
+
+
+def error_key(exc: BaseException) -> str:
+    """A stable name for a failed request: ``timeout``, ``connect`` (refused/unreachable), ``disconnected``
+    (the server closed the connection mid-request), else the exception's class name."""
+    import asyncio
+
+    import aiohttp
+
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return "disconnected"
+    return type(exc).__name__
+
+
+async def _send(session: Any, request: _Request, index: int, when: float, rec: _Recorder) -> None:
+    """One request, body read in full; latency from ``when`` (its scheduled time in open loop). Never raises."""
+    clock = time.perf_counter
+    rec.sent += 1
+    rec.in_flight += 1
+    rec.max_in_flight = max(rec.max_in_flight, rec.in_flight)
+    if rec.record_lag:
+        rec.lags.append((clock() - when) * 1e3)
+    try:
+        async with session.request(request.method, request.url, data=request.body, headers=request.headers) as response:
+            body = await response.read()
+    except Exception as exc:  # refused, reset, timed out, protocol errors, ...: counted, never raised
+        rec.error(error_key(exc), f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    else:
+        done = clock()
+        if 200 <= response.status < 300:
+            rec.latencies.append((index, (done - when) * 1e3))
+        else:
+            rec.error(str(response.status), body.decode(errors="replace"))
+    finally:
+        rec.in_flight -= 1
+        rec.last_done = clock()
+
+
+async def _drain(tasks: set[asyncio.Task[Any]], deadline_s: float, rec: _Recorder) -> None:
+    """Wait for in-flight requests up to ``deadline_s``; the rest are cancelled and counted as timeouts."""
+    import asyncio
+
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(set(tasks), timeout=max(0.0, deadline_s))
+    if pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        rec.errors["timeout"] += len(pending)
+        rec.examples.setdefault("timeout", "still in flight at the drain deadline (cancelled)")
+        rec.last_done = time.perf_counter()
+
+
+async def _open_loop(
+    session: Any,
+    requests: Sequence[_Request],
+    offsets: np.ndarray,
+    spec: LoadSpec,
+    rec: _Recorder,
+    on_mid: Callable[[], Any] | None,
+) -> tuple[float, float, int]:
+    """Send request i at start + offsets[i]; returns (start, end of sending, number not sent)."""
+    import asyncio
+
+    clock = time.perf_counter
+    tasks: set[asyncio.Task[Any]] = set()
+    start = clock() + 0.02
+    give_up = start + spec.duration_s + spec.timeout_s  # a generator this far behind stops scheduling
+    mid_at = start + spec.duration_s / 2
+    mid_task = None
+    unsent = 0
+    for i, offset in enumerate(offsets):
+        when = start + float(offset)
+        now = clock()
+        if now > give_up:
+            unsent = len(offsets) - i
+            break
+        if on_mid is not None and mid_task is None and now >= mid_at:
+            mid_task = asyncio.create_task(on_mid())
+        if when > now:
+            await asyncio.sleep(when - now)
+        else:
+            await asyncio.sleep(0)  # behind schedule: send now, but let in-flight requests progress
+        task = asyncio.create_task(_send(session, requests[i % len(requests)], i, when, rec))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    send_end = clock()
+    if on_mid is not None and mid_task is None:
+        mid_task = asyncio.create_task(on_mid())
+    await _drain(tasks, spec.timeout_s + 1.0, rec)
+    if mid_task is not None:
+        await asyncio.wait({mid_task}, timeout=spec.timeout_s)
+    return start, send_end, unsent
+
+
+async def _closed_loop(
+    session: Any,
+    requests: Sequence[_Request],
+    spec: LoadSpec,
+    concurrency: int,
+    rec: _Recorder,
+    on_mid: Callable[[], Any] | None,
+) -> tuple[float, float]:
+    """``concurrency`` workers, each sending its next request when the previous one returned."""
+    import asyncio
+
+    clock = time.perf_counter
+    start = clock()
+    deadline = start + spec.duration_s
+    counter = itertools.count()
+    cap = spec.cap
+
+    async def worker() -> None:
+        while clock() < deadline:
+            i = next(counter)
+            if i >= cap:
+                return
+            await _send(session, requests[i % len(requests)], i, clock(), rec)
+
+    workers = {asyncio.create_task(worker()) for _ in range(concurrency)}
+    mid_task = None
+    if on_mid is not None:
+        done, _ = await asyncio.wait(workers, timeout=spec.duration_s / 2)
+        if len(done) < len(workers):
+            mid_task = asyncio.create_task(on_mid())
+    await _drain({w for w in workers if not w.done()}, deadline - clock() + spec.timeout_s + 1.0, rec)
+    end = clock()
+    if mid_task is not None:
+        await asyncio.wait({mid_task}, timeout=spec.timeout_s)
+    return start, end
+
+
+def _session(connections: int, timeout_s: float) -> Any:
+    """An aiohttp session for one run: ``connections`` kept alive, ``timeout_s`` per request (pool wait
+    included), no proxies or cookies from the environment, no automatic headers beyond Host."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        trust_env=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+async def _health(session: Any, base: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    import aiohttp
+
+    try:
+        async with session.get(base + "/health", timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            body = await response.read()
+    except Exception as exc:
+        return {"rss_mb": None, "gpu_mb": None, "reason": f"/health failed: {error_key(exc)}"}
+    try:  # 503 (not ready) still carries the process figures
+        return parse_health(json.loads(body))
+    except ValueError:
+        return {"rss_mb": None, "gpu_mb": None, "reason": f"/health answered {response.status} without JSON"}
+
+
+async def _ceiling(
+    base: str, seconds: float, concurrency: int = CEILING_CONCURRENCY, cap: int = 50_000
+) -> tuple[float | None, str]:
+    """The generator's own ceiling: a closed-loop burst against /health/live (the server's cheapest path).
+
+    A lower bound (the server answers too). ``concurrency`` in flight: CEILING_CONCURRENCY.
+    """
+    spec = LoadSpec(
+        url=base,
+        endpoint="health",
+        rate=None,
+        concurrency=concurrency,
+        duration_s=seconds,
+        max_requests=cap,
+        timeout_s=5.0,
+        allow_remote=True,
+        measure_ceiling=False,
+    )
+    rec = _Recorder(record_lag=False)
+    request = _request(base, "GET", ENDPOINTS["health"][1])
+    async with _session(concurrency, spec.timeout_s) as session:
+        await _send(session, request, 0, time.perf_counter(), rec)  # one probe: a dead target costs one request
+        if rec.errors:
+            return None, f"generator ceiling not measured: /health/live failed ({dict(rec.errors)})"
+        rec = _Recorder(record_lag=False)
+        start, end = await _closed_loop(session, [request], spec, concurrency, rec, None)
+    ok = len(rec.latencies)
+    if ok == 0 or sum(rec.errors.values()) > 0.01 * max(1, rec.sent):
+        return None, f"ceiling burst against /health/live failed ({dict(rec.errors)})"
+    return round(ok / max(1e-9, end - start), 1), ""
+
+
+def generator_ceiling(base: str, seconds: float) -> tuple[float | None, str]:
+    """The generator's ceiling against ``base`` (req/s, or None with the reason), measured on its own event loop."""
+    import asyncio
+
+    return asyncio.run(_ceiling(base, seconds))
+
+
+async def _run_async(spec: LoadSpec, base: str, payloads: list[Payload]) -> LoadResult:
+    method, path, _ = ENDPOINTS[spec.endpoint]
+    warnings: list[str] = []
+    ceiling = None
+    if spec.measure_ceiling:
+        ceiling, why = await _ceiling(base, spec.ceiling_s)
+        warning = why if ceiling is None else ceiling_warning(spec.rate, ceiling)
+        if warning:
+            warnings.append(warning)
+    connections = spec.concurrency if spec.concurrency is not None else spec.connections
+    rec = _Recorder(record_lag=spec.mode == "open")
+    mid: dict[str, Any] = {}
+
+    requests = [_request(base, method, path, p.body, p.content_type) for p in payloads]
+    health_timeout = min(spec.timeout_s, 5.0)
+    async with _session(connections, spec.timeout_s) as session:
+
+        async def on_mid() -> None:
+            mid.update(await _health(session, base, health_timeout))
+
+        health_start = await _health(session, base, health_timeout)
+        offsets = None
+        unsent = 0
+        if spec.mode == "open":
+            assert spec.rate is not None
+            offsets = arrival_offsets(spec.rate, spec.duration_s, spec.arrival, spec.seed, spec.cap)
+            if offsets.size == 0:
+                raise InputError(f"--rate {spec.rate:g} × --duration {spec.duration_s:g} schedules no request")
+            start, send_end, unsent = await _open_loop(session, requests, offsets, spec, rec, on_mid)
+            window = max(float(offsets[-1]) + 1.0 / spec.rate, send_end - start)
+            wall = max(rec.last_done, send_end) - start
+        else:
+            assert spec.concurrency is not None
+            start, end = await _closed_loop(session, requests, spec, spec.concurrency, rec, on_mid)
+            window = wall = end - start
+        health_end = await _health(session, base, health_timeout)
+
+    if unsent:
+        warnings.append(
+            f"the generator fell more than --timeout behind schedule; {unsent} scheduled requests were not sent"
+        )
+    if spec.mode == "open" and rec.lags and np.percentile(rec.lags, 99) > 10.0:
+        warnings.append(
+            f"send lag p99 {np.percentile(rec.lags, 99):.1f} ms: the generator was late; "
+            "latencies still count from the scheduled time"
+        )
+    rec.latencies.sort()
+    samples = [round(ms, 3) for _, ms in rec.latencies]
+    ok = len(samples)
+    wall = max(wall, 1e-9)
+    result = LoadResult(
+        url=base,
+        endpoint=spec.endpoint,
+        mode=spec.mode,
+        arrival=spec.arrival if spec.mode == "open" else None,
+        target_rate=spec.rate,
+        achieved_rate=round(rec.sent / max(window, 1e-9), 3),
+        duration_s=round(window, 3),
+        requests=rec.sent,
+        ok=ok,
+        errors=dict(sorted(rec.errors.items())),
+        latency_ms=latency_summary(samples),
+        send_lag_ms=lag_summary(rec.lags)
+        if spec.mode == "open"
+        else {
+            "p50": None,
+            "p99": None,
+            "max": None,
+            "reason": "closed loop: each request is sent when the previous one returned; there is no schedule",
+        },
+        generator_ceiling_rps=ceiling,
+        server=server_verdict(health_start, mid, health_end),
+        concurrency=spec.concurrency,
+        throughput_rps=round(ok / wall, 3),
+        wall_s=round(wall, 3),
+        max_in_flight=rec.max_in_flight,
+        files_per_request=payloads[0].files if spec.endpoint == "batch" else None,
+        error_examples=dict(sorted(rec.examples.items())),
+        warnings=warnings,
+        config={
+            "duration_requested_s": spec.duration_s,
+            "max_requests": spec.cap,
+            "timeout_s": spec.timeout_s,
+            "seed": spec.seed,
+            "connections": connections,
+            "payloads": len(payloads),
+            "scheduled": int(offsets.size) if offsets is not None else None,
+            "unsent": unsent,
+            "latency_from": "scheduled send time" if spec.mode == "open" else "actual send time",
+            "latency_of": "2xx responses (errors are counted, not timed)",
+        },
+        samples_ms=samples,
+    )
+    return result
+
+
+def run_load(spec: LoadSpec, log: Callable[[str], None] | None = None) -> LoadResult:
+    """Run one bounded load test against ``spec.url``; errors are counted in the result, never raised."""
+    import asyncio
+
+    base = check_target(spec.url, spec.allow_remote)
+    payloads = build_payloads(spec.endpoint, spec.images, spec.files_per_request, seed=spec.seed)
+    if log is not None:
+        what = f"{spec.rate:g} req/s {spec.arrival}" if spec.mode == "open" else f"{spec.concurrency} in flight"
+        target = base + ENDPOINTS[spec.endpoint][1]
+        log(f"load: {spec.mode} loop, {what}, {spec.duration_s:g} s (cap {spec.cap}) → {target}")
+    result = asyncio.run(_run_async(spec, base, payloads))
+    if log is not None:
+        for warning in result.warnings:
+            log(f"warning: {warning}")
+    return result

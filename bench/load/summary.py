@@ -1,0 +1,48 @@
+"""The short human summary ``bench load`` prints without --json."""
+
+from __future__ import annotations
+
+from bench.formatting import fmt
+from bench.load.spec import ENDPOINTS
+from bench.results import LoadResult
+
+
+def summary_lines(result: LoadResult) -> list[str]:
+    """A short human summary of a LoadResult (``bench load`` without --json)."""
+    lat, lag, srv = result.latency_ms, result.send_lag_ms, result.server
+    how = (
+        f"open loop, {result.arrival} arrivals, target {fmt(result.target_rate, 1)}/s"
+        if result.mode == "open"
+        else f"closed loop, {result.concurrency} in flight (mode: closed)"
+    )
+    errors = ", ".join(f"{k}: {v}" for k, v in result.errors.items()) or "none"
+    lines = [
+        f"bench load · {result.url}{ENDPOINTS[result.endpoint][1]} · {how}",
+        f"requests {result.requests} in {fmt(result.duration_s)} s · achieved {fmt(result.achieved_rate, 1)}/s · "
+        f"ok {result.ok} · throughput {fmt(result.throughput_rps, 1)}/s · errors {errors}",
+        "latency ms"
+        + (" (from scheduled send)" if result.mode == "open" else "")
+        + ": "
+        + " · ".join(f"{k} {fmt(lat.get(k), 1)}" for k in ("p50", "p90", "p99", "p999", "max", "mean")),
+    ]
+    if result.mode == "open":
+        lines.append(f"send lag ms: p50 {fmt(lag.get('p50'))} · p99 {fmt(lag.get('p99'))} · max {fmt(lag.get('max'))}")
+    lines.append(f"generator ceiling: {fmt(result.generator_ceiling_rps, 0)}/s (closed-loop burst on /health/live)")
+    lines.append(
+        f"server RSS MB {fmt(srv.get('rss_start_mb'), 1)} → {fmt(srv.get('rss_end_mb'), 1)} · GPU MB "
+        f"{fmt(srv.get('gpu_start_mb'), 1)} → {fmt(srv.get('gpu_end_mb'), 1)} · leak suspected: "
+        f"{fmt(srv.get('leak_suspected'))}"
+    )
+    if result.max_rate is not None:
+        mr = result.max_rate
+        lines.append(
+            f"find-max (p99 ≤ {mr['slo_p99_ms']:g} ms, no errors): "
+            f"{fmt(mr['rate_rps'], 1) + '/s' if mr['rate_rps'] is not None else 'none'} "
+            f"(stopped by {mr['limited_by']})" + (f" — {mr['reason']}" if mr.get("reason") else "")
+        )
+        for s in mr["steps"]:
+            lines.append(
+                f"  {s['rate']:>9.2f}/s  p50 {fmt(s['p50_ms'], 1):>7}  p99 {fmt(s['p99_ms'], 1):>7}  "
+                f"{'pass' if s['passed'] else 'FAIL'}  {s['why']}"
+            )
+    return lines

@@ -1,0 +1,256 @@
+"""Start ``bench serve`` and measure it, for ``bench matrix --with-service`` (and the load tests).
+
+``serve_subprocess`` runs the real CLI in a child process on a free loopback port and stops it after;
+``service_figures`` loads /detect and /detect/batch, finds the max rate under an SLO and compares the service's
+p50 with the in-process p50 of the same variant, so the report can show the HTTP overhead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from bench import datasets
+from bench.bundle import Bundle, resolve_model_dir
+from bench.errors import BenchError
+from bench.load import LoadSpec, run_find_max, run_load
+from bench.runner import RunOptions, measure_cell
+from bench.service.server import LISTENING_PREFIX
+from bench.timing import LoopSpec
+from bench.variants import ensure_variant
+
+
+class ServiceStartError(BenchError):
+    """``bench serve`` did not become ready (exited, or not ready in time)."""
+
+    exit_code = 4
+
+
+def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int | None, Any]:
+    """(status, parsed JSON body or None) of a GET, without proxies; (None, None) when nothing answered."""
+    import urllib.error  # urllib.request pulls in ssl and http.client: ~8 ms off `bench --help`
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:  # 503 while loading still carries a JSON body
+        status, body = exc.code, exc.read()
+    except OSError:
+        return None, None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
+
+
+@contextlib.contextmanager
+def serve_subprocess(
+    model_dir: str | Path | None,
+    variant: str = "fp32",
+    provider: str = "cpu",
+    *,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 120.0,
+) -> Iterator[str]:
+    """Start ``bench serve`` on a free loopback port, wait for /health/ready, yield its base URL, stop it.
+
+    ``env`` entries are added to this process's environment (e.g. BENCH_FAULTS for a slow server).
+    """
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "serve",
+        "--variant",
+        variant,
+        "--provider",
+        provider,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port or 0),
+        *extra_args,
+    ]
+    if model_dir is not None:
+        cmd[4:4] = ["--model-dir", str(model_dir)]
+    base = None  # port 0: the server binds a free port itself and names it on its first line (no race)
+    with tempfile.TemporaryFile(mode="w+b") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
+
+        def tail() -> str:
+            log_file.seek(0)
+            lines = log_file.read().decode(errors="replace").strip().splitlines()
+            return " | ".join(lines[-5:]) or "(no output)"
+
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise ServiceStartError(f"bench serve exited with {proc.returncode} before it was ready: {tail()}")
+                if base is None:
+                    base = _listening_url(log_file)
+                    if base is None:
+                        if time.monotonic() > deadline:
+                            raise ServiceStartError(f"bench serve did not bind after {ready_timeout_s:g} s: {tail()}")
+                        time.sleep(0.05)
+                        continue
+                if _get_json(base + "/health/ready")[0] == 200:
+                    break
+                health = _get_json(base + "/health")[1]
+                if isinstance(health, dict) and health.get("model_state") == "failed":
+                    raise ServiceStartError(f"bench serve could not load the model: {health.get('reason')}")
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(f"bench serve was not ready after {ready_timeout_s:g} s: {tail()}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def _listening_url(log_file: IO[bytes]) -> str | None:
+    """The base URL from ``bench serve``'s "listening on URL;" line, once it has been written."""
+    log_file.seek(0)
+    for line in log_file.read().decode(errors="replace").splitlines():
+        if line.startswith(LISTENING_PREFIX):
+            return line[len(LISTENING_PREFIX) :].split(";", 1)[0].strip()
+    return None
+
+
+def inprocess_p50(model_dir: str | Path | None, variant: str, provider: str, iterations: int = 200) -> float | None:
+    """bench's in-process latency p50 (ms) of one variant/provider at batch 1 (bench.runner.measure_cell)."""
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    path = ensure_variant(bundle, variant, allow_build=True)
+    cell = measure_cell(path, variant, provider, RunOptions(batch_size=1, loop=LoopSpec(iterations, 10), sample_hz=0))
+    return None if cell.status != "ok" or not cell.latency_ms else float(cell.latency_ms["p50"])
+
+
+def service_figures(
+    model_dir: str | Path | None,
+    variant: str = "fp32",
+    provider: str = "cpu",
+    *,
+    images: Sequence[Path] | str | Path | None = None,
+    rate: float = 20.0,
+    duration_s: float = 5.0,
+    batch_files: int = 8,
+    batch_rate: float = 4.0,
+    slo_p99_ms: float = 50.0,
+    find_max_start: float = 10.0,
+    find_max_step_s: float = 3.0,
+    find_max_steps: int = 10,
+    find_max_timeout_s: float = 5.0,
+    inprocess_p50_ms: float | None = None,
+    serve_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 180.0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One RunResult.service entry: start ``bench serve``, load /detect, /detect/batch, find the max rate, stop.
+
+    Never raises for a service that cannot start or a provider that cannot run: the entry then has
+    ``status`` "unavailable"/"failed" and a ``reason``, with the figures null.
+    """
+    if images is None or isinstance(images, (str, Path)):
+        paths = tuple(datasets.image_files(datasets.resolve_dataset(images)))
+    else:
+        paths = tuple(images)
+    entry: dict[str, Any] = {
+        "variant": variant,
+        "provider": provider,
+        "status": "ok",
+        "reason": None,
+        "load": None,
+        "inprocess_p50_ms": None,
+        "overhead_p50_ms": None,
+        "batch_endpoint": None,
+        "max_rate": None,
+    }
+    say = log or (lambda _msg: None)
+    if inprocess_p50_ms is None:
+        say(f"service {variant}/{provider}: in-process p50 at batch 1")
+        inprocess_p50_ms = inprocess_p50(model_dir, variant, provider)
+        if inprocess_p50_ms is None:
+            return {
+                **entry,
+                "status": "unavailable",
+                "reason": f"{variant} on {provider} cannot run in-process here, so the service was not started",
+            }
+    entry["inprocess_p50_ms"] = round(inprocess_p50_ms, 3)
+    try:
+        with serve_subprocess(
+            model_dir, variant, provider, extra_args=serve_args, env=env, ready_timeout_s=ready_timeout_s
+        ) as base:
+            say(f"service {variant}/{provider}: ready at {base}; detect load {rate:g}/s for {duration_s:g} s")
+            detect = run_load(LoadSpec(url=base, endpoint="detect", rate=rate, duration_s=duration_s, images=paths))
+            say(f"service {variant}/{provider}: batch endpoint, {batch_files} files × {batch_rate:g}/s")
+            batch = run_load(
+                LoadSpec(
+                    url=base,
+                    endpoint="batch",
+                    rate=batch_rate,
+                    duration_s=duration_s,
+                    images=paths,
+                    files_per_request=batch_files,
+                    measure_ceiling=False,
+                )
+            )
+            say(f"service {variant}/{provider}: find-max under p99 ≤ {slo_p99_ms:g} ms")
+            best = run_find_max(
+                LoadSpec(
+                    url=base,
+                    endpoint="detect",
+                    rate=find_max_start,
+                    duration_s=find_max_step_s,
+                    images=paths,
+                    timeout_s=find_max_timeout_s,
+                ),
+                slo_p99_ms,
+                step_duration_s=find_max_step_s,
+                max_steps=find_max_steps,
+                log=log,
+                ceiling=detect.generator_ceiling_rps,
+            )
+    except ServiceStartError as exc:
+        return {**entry, "status": "failed", "reason": str(exc)}
+    p50 = detect.latency_ms.get("p50")
+    bp50 = batch.latency_ms.get("p50")
+    entry.update(
+        {
+            "load": detect.to_dict(),
+            "overhead_p50_ms": None if p50 is None else round(p50 - inprocess_p50_ms, 3),
+            "batch_endpoint": {
+                "files_per_request": batch_files,
+                "rate": batch_rate,
+                "requests": batch.requests,
+                "ok": batch.ok,
+                "errors": batch.errors,
+                "latency_ms": batch.latency_ms,
+                "ms_per_image_p50": None if bp50 is None else round(bp50 / batch_files, 3),
+                "images_per_s": round(batch.throughput_rps * batch_files, 3) if batch.throughput_rps else None,
+            },
+            "max_rate": {k: v for k, v in (best.max_rate or {}).items()},
+        }
+    )
+    if detect.ok == 0:
+        entry.update(status="failed", reason=f"no successful /detect responses ({detect.errors})")
+    return entry
