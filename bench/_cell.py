@@ -28,7 +28,7 @@ from bench.bundle import Bundle
 from bench.engine import Engine, probe_provider
 from bench.errors import BenchError
 from bench.evaluate import labelled_set_evaluator
-from bench.results import CellResult, atomic_write_text, json_default
+from bench.results import CellResult, ModelInfo, atomic_write_text, json_default
 from bench.runner import RunOptions, images_batch, measure_cell
 
 _SIGNALS = {
@@ -52,8 +52,12 @@ def cell_spec(
     options: RunOptions,
     input_images: list[str] | None = None,
     evaluate: dict[str, Any] | None = None,
+    model: ModelInfo | None = None,
 ) -> dict[str, Any]:
-    """The JSON a worker needs to measure one cell (``evaluate``: the labelled set to score, or None)."""
+    """The JSON a worker needs to measure one cell (``evaluate``: the labelled set to score, or None).
+
+    ``model``: the file's ModelInfo when the parent hashed it already (a 343 MB file is hashed once per run).
+    """
     return {
         "variant": variant,
         "provider": provider,
@@ -62,6 +66,7 @@ def cell_spec(
         "options": options.to_dict(),
         "input_images": list(input_images or []),
         "evaluate": evaluate,
+        "model": asdict(model) if model is not None else None,
     }
 
 
@@ -102,7 +107,11 @@ def _child(args: list[str], out: Path, timeout_s: float, log_path: Path) -> tupl
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill(proc)
-            return None, f"timed out after {timeout_s:g} s (a hang?) and was killed"
+            last = _last_line(log_path)
+            doing = (
+                f" while {last.removeprefix('bench: ')}" if last.startswith("bench: building a TensorRT engine") else ""
+            )
+            return None, f"timed out after {timeout_s:g} s{doing or ' (a hang?)'} and was killed"
         except BaseException:
             _kill(proc)
             raise
@@ -169,7 +178,10 @@ def run_cell(spec: dict[str, Any]) -> CellResult:
             return images_batch(images, options.batch_size, engine, bundle.preprocess_config(engine.input.image_hw()))
 
     evaluate = labelled_set_evaluator(bundle, spec["evaluate"], options.batch_size) if spec.get("evaluate") else None
-    return measure_cell(Path(spec["model_path"]), variant, provider, options, input_batch=feed, evaluate=evaluate)
+    model = ModelInfo(**spec["model"]) if spec.get("model") else None
+    return measure_cell(
+        Path(spec["model_path"]), variant, provider, options, input_batch=feed, evaluate=evaluate, model=model
+    )
 
 
 def main(argv: list[str]) -> int:

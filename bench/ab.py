@@ -1,42 +1,50 @@
-"""``bench ab``: two model files (or two variants) measured alternately in blocks in one process.
+"""``bench ab``: two model files (or two variants) measured alternately in blocks, in one job.
 
 Cross-run noise on a shared machine is large (one process's median can be 2× another's), so the
-release gate measures both sides in the same process, interleaved: block ``i`` runs the current side
-first when ``i`` is even and the baseline first when odd (ABBA…), so drift, thermal state and
-neighbours' load fall on both sides alike. Latency comes from those interleaved blocks; memory from a
-short run of each side in its own fresh process (RSS is per process, and both sessions live in this
-one); the verdicts are :func:`bench.compare.compare_runs`'.
+release gate measures both sides in the same job, interleaved, in a randomised balanced order (as many
+AB as BA blocks), so drift, thermal state and neighbours' load fall on both sides alike. Each block of
+each side is a replicate: a fresh session (one alive at a time: a session settles into a fast or slow
+state for many calls, and how many sessions are alive changes the figure), or with ``isolation="process"``
+a fresh process. The verdicts are :func:`bench.compare.compare_runs`', whose two-level bootstrap
+resamples these blocks, then calls within them. Memory comes from a short run of each side in its own
+fresh process (RSS is per process).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench import datasets, environment
+from bench import datasets, environment, stats
 from bench._cell import cell_spec, run_cell_process
+from bench.backends import open_engine
 from bench.bundle import Bundle, positive_index, resolve_model_dir
 from bench.compare import CompareResult, Tolerances, compare_runs
-from bench.engine import Engine, ModelLoadError, ProviderUnavailable, cell_failure
+from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.evaluate import evaluate_engine
 from bench.modelfile import model_info
+from bench.noise import NoiseProbe
+from bench.perturb import parse_perturbations
 from bench.providers import parse_providers
-from bench.results import CellResult, RunResult
-from bench.runner import RunOptions, images_batch
+from bench.results import CellResult, DatasetInfo, RunResult
+from bench.runner import RunOptions, images_batch, replicate_figures
 from bench.sampling import ResourceSampler
 from bench.timing import LatencyStats, LoopSpec, timed_loop
 from bench.variants import ensure_variant
 
 LogFn = Callable[[str], None]
 MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed, not waited on forever
-SETTLE_CALLS = 2  # untimed calls after each switch of session, so a block does not time the other side's cache
+BLOCK_TIMEOUT_S = 600.0  # a block in its own process (--isolation process) that hangs longer is a failed side
+DEFAULT_BLOCKS = 10  # replicates per side: 0 false verdicts in 20 A/A runs at this count (README, "Verdicts")
+ISOLATIONS = ("session", "process")
 
 
 @dataclass(frozen=True)
@@ -52,93 +60,99 @@ class AbSide:
         return f"{self.model_dir} [{self.variant}]"
 
 
-def block_orders(blocks: int) -> list[tuple[int, int]]:
-    """Side order per block: (0, 1), (1, 0), (0, 1), … — ABBA, so neither side always runs first."""
-    return [(0, 1) if i % 2 == 0 else (1, 0) for i in range(blocks)]
-
-
 def measure_ab(
     current: AbSide,
     baseline: AbSide,
     provider: str,
     options: RunOptions,
-    blocks: int = 10,
-    input_batch: Callable[[Any, AbSide], np.ndarray] | None = None,
-    evaluate: Callable[[Any, AbSide], dict[str, Any] | None] | None = None,
+    blocks: int = DEFAULT_BLOCKS,
+    input_batch: Callable[[Engine, AbSide], np.ndarray] | None = None,
+    evaluate: Callable[[Engine, AbSide], dict[str, Any] | None] | None = None,
     isolated_memory: bool = True,
-    dataset: dict[str, Any] | None = None,
+    dataset: DatasetInfo | None = None,
     log: LogFn | None = None,
+    isolation: str = "session",
 ) -> tuple[RunResult, RunResult]:
     """Measure both sides interleaved; returns (baseline RunResult, current RunResult), one cell each.
 
-    ``options.loop.iterations`` is the number of timed calls per side, spread over ``blocks`` blocks
-    (rounded up to whole blocks); ``min_time_s``, when set, is per side too.
+    ``options.loop.iterations`` timed calls per side are spread over ``blocks`` blocks (rounded up to
+    whole blocks); each block of each side is a replicate: a fresh session (``isolation="session"``; one
+    alive at a time) or a fresh process (``"process"``), warmed up, then timed. The side order per block
+    is randomised but balanced (as many AB as BA), seeded by ``options.seed`` and recorded.
     """
     if blocks < 1:
         raise InputError(f"--blocks must be ≥ 1, got {blocks}")
+    if isolation not in ISOLATIONS:
+        raise InputError(f"--isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
     sides = (current, baseline)
-    per_block = math.ceil(options.loop.iterations / blocks)
-    block_spec = LoopSpec(
-        iterations=per_block,
-        warmup=min(SETTLE_CALLS, options.loop.warmup),
-        min_time_s=options.loop.min_time_s / blocks if options.loop.min_time_s else None,
+    block_options = replace(
+        options,
+        loop=LoopSpec(
+            iterations=math.ceil(options.loop.iterations / blocks),
+            warmup=options.loop.warmup,
+            min_time_s=options.loop.min_time_s / blocks if options.loop.min_time_s else None,
+        ),
+        replicates=1,
     )
     env = environment.fingerprint(options.session.provider_options.device_id)
     cells = [CellResult(variant=s.variant, provider=provider, batch_size=options.batch_size) for s in sides]
     for cell, side in zip(cells, sides, strict=True):
         cell.model = model_info(side.model_path)
-
-    engines: list[Any] = [None, None]
-    calls: list[Callable[[], Any] | None] = [None, None]
-    for i, side in enumerate(sides):
-        try:
-            engine = Engine(side.model_path, provider, options.session)
-        except (ProviderUnavailable, ModelLoadError) as exc:
-            cells[i].status, cells[i].reason = cell_failure(exc, provider)
-            continue
-        engines[i] = engine
-        cells[i].session_create_ms = round(engine.session_create_ms, 3)
-        cells[i].providers_effective = engine.providers_effective
-        batch = input_batch(engine, side) if input_batch else engine.random_batch(options.batch_size, options.seed)
-        engine.check_batch_size(batch.shape[0])
-        use_binding = engine.io_binding_default if options.io_binding is None else options.io_binding
-        cells[i].io_binding = use_binding
-        calls[i] = engine.timed_call(batch, io_binding=use_binding)
-
-    samples: list[list[float]] = [[], []]
-    live = [i for i in (0, 1) if calls[i] is not None]
-    if log and live:
+    orders = stats.balanced_order(blocks, options.seed)
+    order_text = "".join("AB" if o == (0, 1) else "BA" for o in orders)
+    if log:
         log(
-            f"ab: {blocks} blocks × {per_block} calls per side, order ABBA… (A = {current.label}, B = {baseline.label})"
+            f"ab: {blocks} blocks × {block_options.loop.iterations} calls per side, a fresh {isolation} per block, "
+            f"order {order_text} (A = {current.label}, B = {baseline.label})"
         )
-
-    def step(i: int, spec: LoopSpec) -> list[float]:
-        try:
-            return timed_loop(calls[i], spec)  # type: ignore[arg-type]
-        except Exception as exc:  # an inference that throws: that cell failed; the other side goes on
-            cells[i].status, cells[i].reason = cell_failure(exc, provider)
-            live.remove(i)
-            return []
-
-    for i in list(live):  # warm-up, in the same order as the first block
-        step(i, LoopSpec(iterations=1, warmup=options.loop.warmup))
-    for order in block_orders(blocks):
-        for i in order:
-            if i in live:
-                samples[i].extend(step(i, block_spec))
-    for i in live:
-        if cells[i].status != "ok":
+    samples: list[list[float]] = [[], []]
+    creates: list[list[float]] = [[], []]
+    noise = [NoiseProbe(), NoiseProbe()]
+    batches: list[np.ndarray | None] = [None, None]
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        for block, order in enumerate(orders):
+            for i in order:
+                if cells[i].status != "ok":
+                    continue
+                if isolation == "process":
+                    _block_in_process(
+                        sides[i], provider, block_options, cells[i], block, samples[i], creates[i], Path(tmp)
+                    )
+                else:
+                    _block_in_session(
+                        sides[i],
+                        provider,
+                        block_options,
+                        cells[i],
+                        block,
+                        samples[i],
+                        creates[i],
+                        noise[i],
+                        batches,
+                        i,
+                        input_batch,
+                    )
+    for i, side in enumerate(sides):
+        cell = cells[i]
+        if cell.status != "ok" or not samples[i]:
+            cell.sample_replicates = []
             continue
-        stats = LatencyStats.from_samples(samples[i])
-        cells[i].samples_ms = [round(s, 5) for s in samples[i]]
-        cells[i].latency_ms = {k: round(v, 5) if isinstance(v, float) else v for k, v in stats.as_dict().items()}
-        cells[i].throughput_ips = round(options.batch_size / (stats.mean / 1000.0), 3)
+        latency = LatencyStats.from_samples(samples[i])
+        cell.session_create_ms = creates[i][0] if creates[i] else None
+        cell.samples_ms = [round(x, 5) for x in samples[i]]
+        cell.latency_ms = {k: round(v, 5) if isinstance(v, float) else v for k, v in latency.as_dict().items()}
+        cell.throughput_ips = round(options.batch_size / (latency.mean / 1000.0), 3)
+        cell.replicates = replicate_figures(
+            samples[i], cell.sample_replicates, creates[i], block_options.loop.iterations, isolation
+        )
+        if isolation == "session":
+            cell.noise = noise[i].figures()
         if evaluate is not None:
-            cells[i].accuracy = evaluate(engines[i], sides[i])
-        if log and evaluate is not None and cells[i].accuracy is None:
-            log(f"ab: accuracy not measured for {sides[i].label}")
-    engines = [None, None]
-    calls = [None, None]
+            engine = open_engine(side.model_path, side.variant, provider, options.session)  # alone: timed ones are gone
+            cell.accuracy = evaluate(engine, side)
+            del engine
+            if cell.accuracy is None and log:
+                log(f"ab: accuracy not measured for {side.label}")
     for i, side in enumerate(sides):
         if cells[i].status == "ok":
             cells[i].memory = _memory(side, provider, options, isolated_memory, log)
@@ -147,10 +161,12 @@ def measure_ab(
         "command": "ab",
         "provider": provider,
         "blocks": blocks,
-        "iterations_per_block": per_block,
-        "order": "ABBA",
+        "iterations_per_block": block_options.loop.iterations,
+        "order": order_text,
+        "isolation": isolation,
         "memory": "isolated process per side" if isolated_memory and options.sample_hz > 0 else "off",
         **options.as_config(),
+        "replicates": blocks,
     }
     runs = []
     for role, side, cell in (("current", current, cells[0]), ("baseline", baseline, cells[1])):
@@ -171,6 +187,73 @@ def measure_ab(
     return runs[1], runs[0]
 
 
+def _block_in_session(
+    side: AbSide,
+    provider: str,
+    options: RunOptions,
+    cell: CellResult,
+    block: int,
+    samples: list[float],
+    creates: list[float],
+    noise: NoiseProbe,
+    batches: list[np.ndarray | None],
+    index: int,
+    input_batch: Callable[[Engine, AbSide], np.ndarray] | None,
+) -> None:
+    """One replicate of one side in this process: a fresh session, warm-up, timed calls; the session then goes."""
+    gc.collect()  # the other side's session of the previous step is gone before this one is made
+    try:
+        engine = open_engine(side.model_path, side.variant, provider, options.session)
+        batch = batches[index]
+        if batch is None:
+            batch = input_batch(engine, side) if input_batch else engine.random_batch(options.batch_size, options.seed)
+            engine.check_batch_size(batch.shape[0])
+            batches[index] = batch
+            cell.providers_effective = engine.providers_effective
+            cell.io_binding = engine.io_binding_default if options.io_binding is None else options.io_binding
+        call = engine.timed_call(batch, io_binding=bool(cell.io_binding))
+        with noise:
+            times = timed_loop(call, options.loop)
+    except InputError:
+        raise
+    except Exception as exc:  # provider trouble or an inference that throws: that side failed, the other goes on
+        cell.status, cell.reason = cell_failure(exc, provider)
+        return
+    creates.append(round(engine.session_create_ms, 3))
+    samples.extend(times)
+    cell.sample_replicates.extend([block] * len(times))
+
+
+def _block_in_process(
+    side: AbSide,
+    provider: str,
+    options: RunOptions,
+    cell: CellResult,
+    block: int,
+    samples: list[float],
+    creates: list[float],
+    workdir: Path,
+) -> None:
+    """One replicate of one side in a fresh process (bench._cell): process-level state is not shared either."""
+    spec = cell_spec(side.variant, provider, side.model_dir, side.model_path, options)
+    result = run_cell_process(spec, BLOCK_TIMEOUT_S, workdir, tag=f"block{block}-{id(side)}")
+    if result.status != "ok":
+        cell.status, cell.reason = result.status, result.reason
+        return
+    cell.providers_effective, cell.io_binding = result.providers_effective, result.io_binding
+    creates.append(result.session_create_ms or 0.0)
+    samples.extend(result.samples_ms)
+    cell.sample_replicates.extend([block] * len(result.samples_ms))
+    merged = cell.noise or {}
+    if (result.noise or {}).get("noisy"):
+        cell.noise = {
+            **(result.noise or {}),
+            "why": "; ".join(filter(None, [merged.get("why"), (result.noise or {}).get("why")])),
+        }
+    elif not merged:
+        cell.noise = result.noise
+
+
 def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, log: LogFn | None) -> dict[str, Any]:
     """The side's memory figures from a short run in a fresh process (the same sampler as ``bench run``)."""
     if not isolated or options.sample_hz <= 0:
@@ -179,7 +262,9 @@ def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, lo
             stats["gpu_reason"] = "memory not measured (isolated memory runs turned off)"
         return stats
     short = replace(
-        options, loop=LoopSpec(iterations=min(options.loop.iterations, 30), warmup=min(options.loop.warmup, 5))
+        options,
+        loop=LoopSpec(iterations=min(options.loop.iterations, 30), warmup=min(options.loop.warmup, 5)),
+        replicates=1,
     )
     spec = cell_spec(side.variant, provider, side.model_dir, side.model_path, short)
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
@@ -202,15 +287,20 @@ def run_ab(
     provider: str,
     options: RunOptions,
     tolerances: Tolerances | None = None,
-    blocks: int = 10,
+    blocks: int = DEFAULT_BLOCKS,
     dataset: Path | None = None,
     positive_label: str | None = None,
     threshold: float = 0.5,
     allow_build: bool = True,
     isolated_memory: bool = True,
     log: LogFn | None = None,
+    isolation: str = "session",
+    perturb: Sequence[str] = (),
 ) -> tuple[CompareResult, RunResult, RunResult]:
     """``bench ab``: resolve both sides, measure them interleaved, compare (baseline = ``against``)."""
+    perturbations = parse_perturbations(perturb) if perturb else []
+    if perturbations and dataset is None:
+        raise InputError("--perturb needs --dataset (a labelled set to evaluate both sides on)")
     if against is None and against_variant is None:
         raise InputError("bench ab needs --against DIR (the old model folder) or --against-variant NAME")
     providers = parse_providers(provider)
@@ -258,6 +348,7 @@ def run_ab(
                 preprocess=bundle.preprocess_config(engine.input.image_hw()),
                 root=lset.root,
                 skipped=lset.skipped,
+                perturbations=perturbations,
             )
 
     base_run, cur_run = measure_ab(
@@ -271,6 +362,7 @@ def run_ab(
         isolated_memory=isolated_memory,
         dataset=dataset_fp,
         log=log,
+        isolation=isolation,
     )
     result = compare_runs(
         base_run, cur_run, tolerances, pairs=[(base_run.cells[0], cur_run.cells[0])], labels=(base.label, cur.label)
@@ -278,4 +370,4 @@ def run_ab(
     return result, base_run, cur_run
 
 
-__all__ = ["AbSide", "block_orders", "measure_ab", "run_ab"]
+__all__ = ["DEFAULT_BLOCKS", "ISOLATIONS", "AbSide", "measure_ab", "run_ab"]

@@ -17,6 +17,10 @@ from bench.errors import InputError
 from bench.preprocess import PreprocessConfig
 
 KNOWN_VARIANTS = ("fp32", "fp16", "int8", "uint8", "quantized", "q4", "q4f16", "bnb4")
+# Eager PyTorch rows (bench.torch_engine): fp32, and half precision on CUDA. Not ONNX files: they run the
+# Hugging Face checkpoint (config.json + one of PYTORCH_WEIGHT_FILES) in the model folder itself.
+PYTORCH_VARIANTS = ("pytorch", "pytorch-fp16")
+PYTORCH_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 POSITIVE_LABEL_NAMES = ("fake", "deepfake", "spoof", "manipulated", "generated", "ai", "artificial")
 PACKAGE_DATA = Path(__file__).parent / "_data"
 SOURCE_TREE = Path(__file__).resolve().parent.parent
@@ -35,6 +39,11 @@ def variant_name(path: Path) -> str:
     if stem.startswith("model_"):
         return stem[len("model_") :]
     return stem
+
+
+def is_pytorch_variant(variant: str) -> bool:
+    """Whether ``variant`` runs the PyTorch checkpoint rather than an ONNX file."""
+    return variant in PYTORCH_VARIANTS
 
 
 def find_default(kind: str, flag: str | Path | None, env_var: str) -> Path:
@@ -77,10 +86,11 @@ class Bundle:
         variants = {variant_name(p): p for p in sorted(onnx_dir.glob("*.onnx"))}
         config = _read_json(root / "config.json")
         preprocessor = _read_json(root / "preprocessor_config.json")
-        if not variants:
+        if not variants and not (config is not None and _pytorch_weights(root)):
             raise InputError(
-                f"no model in {root}: looked for onnx/model*.onnx and *.onnx; "
-                "pass --model-dir pointing at a transformers.js-style bundle or a folder of .onnx files"
+                f"no model in {root}: looked for onnx/model*.onnx, *.onnx and config.json + "
+                f"{' or '.join(PYTORCH_WEIGHT_FILES)}; pass --model-dir pointing at a transformers.js-style "
+                "bundle, a Hugging Face checkpoint or a folder of .onnx files"
             )
         return cls(root=root, onnx_dir=onnx_dir, variants=variants, config=config or {}, preprocessor=preprocessor)
 
@@ -91,6 +101,40 @@ class Bundle:
     def variant_path(self, variant: str) -> Path:
         """Path where ``variant`` lives (or would be built)."""
         return self.variants.get(variant) or self.onnx_dir / variant_filename(variant)
+
+    @property
+    def pytorch_weights(self) -> Path | None:
+        """The PyTorch checkpoint next to config.json (safetensors preferred), or None."""
+        return _pytorch_weights(self.root) if (self.root / "config.json").is_file() else None
+
+    @property
+    def pytorch_variants(self) -> list[str]:
+        """The PyTorch rows this folder can offer: all of them when it holds a checkpoint, else none."""
+        return list(PYTORCH_VARIANTS) if self.pytorch_weights is not None else []
+
+    def require_pytorch_weights(self, variant: str) -> Path:
+        """The checkpoint a PyTorch variant runs; InputError naming what is missing otherwise."""
+        weights = _pytorch_weights(self.root)
+        has_config = (self.root / "config.json").is_file()
+        if weights is not None and has_config:
+            return weights
+        missing = [
+            name
+            for name, absent in (("config.json", not has_config), (" or ".join(PYTORCH_WEIGHT_FILES), weights is None))
+            if absent
+        ]
+        raise InputError(
+            f"variant {variant!r} needs a Hugging Face checkpoint in {self.root}, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing there; put the checkpoint (config.json + "
+            "model.safetensors) in the model folder or choose an ONNX variant"
+        )
+
+    def pytorch_labels(self) -> dict[int, str]:
+        """The labels transformers gives the checkpoint: config.json's id2label, else LABEL_0..LABEL_k-1."""
+        id2label = self.config.get("id2label")
+        if id2label:
+            return {int(k): str(v) for k, v in id2label.items()}
+        return {i: f"LABEL_{i}" for i in range(int(self.config.get("num_labels") or 2))}
 
     def refresh(self) -> None:
         """Re-scan the variant files (after a build)."""
@@ -133,6 +177,10 @@ def positive_index(labels: dict[int, str], override: str | int | None = None) ->
 
 def _label_list(labels: dict[int, str]) -> str:
     return ", ".join(f"{i}={n}" for i, n in sorted(labels.items()))
+
+
+def _pytorch_weights(root: Path) -> Path | None:
+    return next((root / name for name in PYTORCH_WEIGHT_FILES if (root / name).is_file()), None)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -18,10 +18,12 @@ from typing import Any
 import click
 
 from bench import __version__
-from bench.ab import run_ab
+from bench.ab import DEFAULT_BLOCKS, ISOLATIONS, run_ab
 from bench.bundle import Bundle, resolve_model_dir
+from bench.calibrate import CALIBRATION_FILE, load_calibration, run_calibration, write_calibration
+from bench.calibrate import summary_lines as calibration_lines
 from bench.commands import run_cells, run_eval
-from bench.compare import CompareResult, Tolerances, compare_runs, compare_schema, load_pair
+from bench.compare import CompareResult, Tolerances, compare_runs, compare_schema, load_pair, parse_tolerance
 from bench.console import (
     accuracy_table,
     build_table,
@@ -32,20 +34,23 @@ from bench.console import (
     log,
     print_environment,
     print_table,
+    robustness_table,
     variants_table,
 )
 from bench.datasets import image_files, load_images, load_labelled_set, resolve_dataset
 from bench.engine import SessionSpec, probe_provider
-from bench.environment import fingerprint
+from bench.environment import fingerprint, provider_libraries
 from bench.errors import BenchError, CellNotRun, InputError, VerdictFailed
 from bench.evaluate import check_threshold
 from bench.load import LoadSpec, run_find_max, run_load, summary_lines
 from bench.matrix import DEFAULT_PROVIDERS, EvalSpec, parse_batch_sizes, run_matrix
+from bench.perturb import parse_perturbations, perturbation_names
 from bench.providers import PROVIDER_NAMES, ProviderOptions, parse_providers
 from bench.report import REPORT_FILES, load_policy, policy_for, write_report
 from bench.results import RunResult, atomic_write_text, results_schema, schema_text
-from bench.runner import RunOptions
+from bench.runner import DEFAULT_REPLICATES, RunOptions
 from bench.service import ServiceConfig
+from bench.service.config import BATCH_PIXEL_FACTOR, DEFAULT_MAX_PIXELS, LOOPBACK_HOSTS
 from bench.service.server import serve as run_server
 from bench.timing import LoopSpec
 from bench.variants import (
@@ -152,10 +157,19 @@ def measure_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device-id", type=int, default=0, show_default=True, help="GPU index for cuda/tensorrt."),
         click.option("--trt-fp16/--no-trt-fp16", default=True, show_default=True, help="TensorRT fp16 kernels."),
         click.option(
+            "--trt-int8/--no-trt-int8", default=False, show_default=True, help="TensorRT int8 kernels (QDQ models)."
+        ),
+        click.option(
             "--trt-cache",
             type=click.Path(path_type=Path),
             default=None,
-            help="TensorRT engine cache folder (re-used across runs).",
+            help="TensorRT engine + timing cache folder, keyed by model sha256, TensorRT version, GPU and "
+            "options; re-used across cells and runs (engine build time is reported apart).",
+        ),
+        click.option(
+            "--cuda-graph",
+            is_flag=True,
+            help="Capture the model as a CUDA graph and replay it (cuda/tensorrt; needs IOBinding and fixed shapes).",
         ),
         click.option(
             "--io-binding/--no-io-binding",
@@ -170,6 +184,14 @@ def measure_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Memory/utilisation sampling rate; 0 turns sampling off.",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input tensor."),
+        click.option(
+            "--replicates",
+            type=int,
+            default=DEFAULT_REPLICATES,
+            show_default=True,
+            help="Fresh sessions (one alive at a time) the timed calls are split over; the statistics resample them. "
+            "(bench ab: its --blocks are the replicates.)",
+        ),
         click.option("--no-build", is_flag=True, help="Never build a missing variant; fail instead (exit 2)."),
     ]
     return functools.reduce(lambda g, opt: opt(g), reversed(opts), f)
@@ -177,6 +199,8 @@ def measure_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_options_from(kw: dict[str, Any]) -> RunOptions:
     """RunOptions from the shared measuring flags."""
+    if kw["cuda_graph"] and kw["io_binding"] is False:
+        raise InputError("--cuda-graph needs IOBinding (fixed device addresses); drop --no-io-binding")
     return RunOptions(
         batch_size=kw["batch_size"],
         loop=LoopSpec(iterations=kw["iterations"], warmup=kw["warmup"], min_time_s=kw["min_time"]),
@@ -185,12 +209,17 @@ def run_options_from(kw: dict[str, Any]) -> RunOptions:
             inter_op_threads=kw["inter_op_threads"],
             graph_opt=kw["graph_opt"],
             provider_options=ProviderOptions(
-                device_id=kw["device_id"], trt_fp16=kw["trt_fp16"], trt_cache_dir=kw["trt_cache"]
+                device_id=kw["device_id"],
+                trt_fp16=kw["trt_fp16"],
+                trt_cache_dir=kw["trt_cache"],
+                trt_int8=kw["trt_int8"],
+                cuda_graph=kw["cuda_graph"],
             ),
         ),
         io_binding=kw["io_binding"],
         sample_hz=kw["sample_hz"],
         seed=kw["seed"],
+        replicates=kw["replicates"],
     )
 
 
@@ -236,11 +265,23 @@ def schema(what: str) -> None:
 def info(as_json: bool) -> None:
     """Environment fingerprint and which providers are usable here, with the reason when not."""
     env = fingerprint()
-    env["providers"] = {name: probe_provider(name) for name in PROVIDER_NAMES}
+    env["providers"] = {name: {**probe_provider(name), **provider_libraries(name)} for name in PROVIDER_NAMES}
     if as_json:
         emit_json(json.dumps(env, indent=2))
         return
     print_environment(env, __version__)
+    for name, state in env["providers"].items():
+        if not state["libraries"]:
+            continue
+        click.echo(f"{name} libraries ({state['extra']} installs the pip ones):")
+        for lib in state["libraries"]:
+            where = lib["found"] or f"missing (looked in {', '.join(lib['looked'])})"
+            optional = "" if lib["required"] else " [optional]"
+            click.echo(f"  {lib['name']:<22} {lib['what']}{optional}: {where}")
+        if state["fix"]:
+            click.echo(f"  fix: {state['fix']}")
+        if state["driver_missing"]:
+            click.echo("  fix: install the NVIDIA driver (libcuda.so.1 comes with it, not with pip)")
 
 
 @main.command()
@@ -321,6 +362,13 @@ def run(
     is_flag=True,
     help="Fail (exit 2) on an unreadable image or a missing manifest file instead of skipping and listing it.",
 )
+@click.option(
+    "--perturb",
+    "perturb",
+    multiple=True,
+    help="Also evaluate under perturbations (repeatable): standard, extended, jpeg:Q, resize:F, blur:SIGMA, "
+    "noise:SIGMA, crop:F, comma lists (jpeg:90,70) or combinations (jpeg:50+resize:0.5); clean is always included.",
+)
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index for cuda/tensorrt.")
 @click.option("--no-build", is_flag=True, help="Never build a missing variant; fail instead (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON on stdout, nothing else.")
@@ -336,6 +384,7 @@ def eval_(
     threshold: float,
     batch_size: int,
     strict: bool,
+    perturb: tuple[str, ...],
     device_id: int,
     no_build: bool,
     as_json: bool,
@@ -349,6 +398,7 @@ def eval_(
     """
     if images is not None and dataset is not None:
         raise InputError("--dataset and --images exclude each other; pass one")
+    parse_perturbations(perturb)  # a bad --perturb is a usage error before anything loads
     providers = parse_providers(provider)
     bundle = Bundle.discover(resolve_model_dir(model_dir))
     variants = parse_variants(variant, bundle)
@@ -375,10 +425,13 @@ def eval_(
             session=session,
             log=log,
             progress=progress,
+            perturb=perturb,
         )
 
     def show() -> None:
         print_table(accuracy_table(result.cells, title=f"bench eval · {bundle.root} · {lset.root} ({lset.kind})"))
+        if perturb:
+            print_table(robustness_table(result.cells, title="robustness · Δ vs the same variant on clean images"))
         for line in footnotes(result.cells):
             click.echo(line)
 
@@ -411,6 +464,11 @@ def tolerance_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help='Also append the Markdown table to this file (e.g. "$GITHUB_STEP_SUMMARY").',
         ),
+        click.option(
+            "--fail-on-inconclusive",
+            is_flag=True,
+            help="Exit 1 when a row is inconclusive (the noise hid the answer); default: exit 0 and say so.",
+        ),
     ]
     return functools.reduce(lambda g, opt: opt(g), reversed(opts), f)
 
@@ -425,6 +483,7 @@ def _tolerances(kw: dict[str, Any]) -> Tolerances:
 
 
 def _emit_compare(result: CompareResult, as_json: bool, summary: Path | None, title: str) -> None:
+    log(f"{title}: {result.summary_line()}")
     markdown = result.to_markdown(title)
     if summary is not None:
         with summary.open("a", encoding="utf-8") as fh:
@@ -444,19 +503,42 @@ def _emit_compare(result: CompareResult, as_json: bool, summary: Path | None, ti
     is_flag=True,
     help="Compare runs from different machines anyway (a warning in the table) instead of exit 2.",
 )
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="bench calibrate's calibration.json (default: the one beside BASELINE, if any): widens the "
+    "cross-run interval by the run-to-run spread measured on this machine.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the CompareResult as JSON on stdout, nothing else.")
-def compare(baseline: Path, current: Path, cross_machine: bool, as_json: bool, **kw: Any) -> None:
+def compare(
+    baseline: Path, current: Path, cross_machine: bool, calibration: Path | None, as_json: bool, **kw: Any
+) -> None:
     """Verdicts between two results files (or folders holding results.json): BASELINE vs CURRENT.
 
     Cells are matched by variant, provider, batch size and model sha256. Latency: regression when the
-    p50 (or p95) ratio exceeds 1 + tolerance and its 95% bootstrap interval lies wholly above 1.
-    Exit 0 pass · 1 regression · 2 bad input or incomparable (different machines, nothing in common).
+    p50 (or p95) ratio exceeds 1 + tolerance and its 95% two-level bootstrap interval (replicates, then
+    calls) lies wholly above 1; same when the interval lies inside the tolerance band; inconclusive
+    otherwise (each row gives its minimum detectable effect). Separate runs also differ by what the
+    machine did in between: for a release gate prefer `bench ab` (both sides in one job).
+    Exit 0 pass (also with inconclusive rows, unless --fail-on-inconclusive) · 1 regression · 2 bad input
+    or incomparable (different machines, nothing in common).
     """
     tolerances = _tolerances(kw)
     base, cur = load_pair(baseline, current)
-    result = compare_runs(base, cur, tolerances, cross_machine=cross_machine, labels=(baseline, current))
+    beside = (baseline if baseline.is_dir() else baseline.parent) / CALIBRATION_FILE
+    if calibration is None and beside.is_file():
+        calibration = beside
+    result = compare_runs(
+        base,
+        cur,
+        tolerances,
+        cross_machine=cross_machine,
+        labels=(baseline, current),
+        calibration=load_calibration(calibration) if calibration is not None else None,
+    )
     _emit_compare(result, as_json, kw["summary"], "bench compare")
-    result.raise_for_verdict()
+    result.raise_for_verdict(fail_on_inconclusive=kw["fail_on_inconclusive"])
 
 
 @main.command()
@@ -475,9 +557,18 @@ def compare(baseline: Path, current: Path, cross_machine: bool, as_json: bool, *
 @click.option(
     "--blocks",
     type=int,
-    default=10,
+    default=DEFAULT_BLOCKS,
     show_default=True,
-    help="Alternating blocks (ABBA…); --iterations timed calls per side are spread over them.",
+    help="Replicates per side, interleaved in a randomised balanced order (AB/BA); --iterations timed calls "
+    "per side are spread over them.",
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(ISOLATIONS),
+    default="session",
+    show_default=True,
+    help="What each block gets fresh: a session (one alive at a time) or a whole process (slower; also "
+    "catches process-level state).",
 )
 @click.option(
     "--dataset",
@@ -487,6 +578,12 @@ def compare(baseline: Path, current: Path, cross_machine: bool, as_json: bool, *
 )
 @click.option("--positive-label", default=None, help="The fake class by id2label name or index (with --dataset).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Predict fake when p(fake) ≥ T.")
+@click.option(
+    "--perturb",
+    "perturb",
+    multiple=True,
+    help="With --dataset: also compare accuracy under perturbations (repeatable; as in bench eval).",
+)
 @click.option(
     "--memory/--no-memory",
     "isolated_memory",
@@ -509,19 +606,23 @@ def ab(
     against_variant: str | None,
     provider: str,
     blocks: int,
+    isolation: str,
     dataset: Path | None,
     positive_label: str | None,
     threshold: float,
     isolated_memory: bool,
+    perturb: tuple[str, ...],
     as_json: bool,
     out: Path | None,
     no_build: bool,
     **kw: Any,
 ) -> None:
-    """Measure two model folders (or two variants) alternately in one process, then compare.
+    """Measure two model folders (or two variants) alternately in one job, then compare.
 
-    The noise-robust release gate: both sides share the process, the machine's state and its
-    neighbours' load, block by block. Exit 0 pass · 1 regression (the --model-dir side is worse) · 2 bad input.
+    The noise-robust release gate: both sides share the machine's state and its neighbours' load, block
+    by block; each block is a fresh session (or process) and the verdict resamples blocks, then calls.
+    Exit 0 pass (also with inconclusive rows, unless --fail-on-inconclusive) · 1 regression (the
+    --model-dir side is worse) · 2 bad input.
     """
     tolerances = _tolerances(kw)
     result, base_run, cur_run = run_ab(
@@ -539,6 +640,8 @@ def ab(
         allow_build=not no_build,
         isolated_memory=isolated_memory,
         log=log,
+        isolation=isolation,
+        perturb=perturb,
     )
     if out is not None:
         base_run.write(out / "baseline")
@@ -547,7 +650,7 @@ def ab(
         atomic_write_text(out / "compare.md", result.to_markdown("bench ab"))
         log(f"wrote {out}/compare.json, compare.md, baseline/ and current/")
     _emit_compare(result, as_json, kw["summary"], "bench ab")
-    result.raise_for_verdict()
+    result.raise_for_verdict(fail_on_inconclusive=kw["fail_on_inconclusive"])
 
 
 @main.command()
@@ -593,7 +696,16 @@ def ab(
 @click.option("--batch-files", type=int, default=4, show_default=True, help="Files per /detect/batch request.")
 @click.option("--find-max", is_flag=True, help="Step the rate up; report the highest meeting --p99-slo, no errors.")
 @click.option("--p99-slo", type=float, default=50.0, show_default=True, help="p99 latency SLO (ms) for --find-max.")
-@click.option("--max-steps", type=int, default=10, show_default=True, help="Most rate steps of --find-max.")
+@click.option(
+    "--max-steps", type=int, default=10, show_default=True, help="Most rate probes of --find-max (retests count)."
+)
+@click.option(
+    "--step-requests",
+    type=int,
+    default=300,
+    show_default=True,
+    help="--find-max: each step runs until this many requests were sent (and --duration): a steady state.",
+)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Per-request timeout (s).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of Poisson arrivals.")
 @click.option("--connections", type=int, default=256, show_default=True, help="Open loop: connection pool size.")
@@ -614,6 +726,7 @@ def load(
     find_max: bool,
     p99_slo: float,
     max_steps: int,
+    step_requests: int,
     timeout: float,
     seed: int,
     connections: int,
@@ -650,7 +763,14 @@ def load(
         measure_ceiling=not no_ceiling,
     )
     if find_max:
-        result = run_find_max(spec, p99_slo, step_duration_s=spec.duration_s, max_steps=max_steps, log=log)
+        result = run_find_max(
+            spec,
+            p99_slo,
+            step_duration_s=spec.duration_s,
+            max_steps=max_steps,
+            log=log,
+            min_step_requests=step_requests,
+        )
     else:
         result = run_load(spec, log=log)
     if out is not None:
@@ -794,6 +914,76 @@ def variants_check(
 
 @main.command()
 @model_dir_option
+@click.option("--variant", default="fp32", show_default=True, help="Variant to calibrate (one).")
+@click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (one).")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Images per call.")
+@measure_options
+@click.option("--runs", type=int, default=10, show_default=True, help="A/A gates (and separate runs) to make.")
+@click.option("--blocks", type=int, default=DEFAULT_BLOCKS, show_default=True, help="Replicates per side per gate.")
+@click.option("--target-mde", default="5%", show_default=True, help="The smallest slowdown the gate should catch.")
+@click.option("--latency-tolerance", default="10%", show_default=True, help="The gate's tolerance (as in compare).")
+@click.option(
+    "--cross-run/--no-cross-run",
+    default=True,
+    show_default=True,
+    help="Also make separate runs in fresh processes and compare them (the cross-run false-alarm rate).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON on stdout, nothing else.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write calibration.json here (e.g. beside a baseline's results.json: compare then uses it).",
+)
+def calibrate(
+    model_dir: Path | None,
+    variant: str,
+    provider: str,
+    runs: int,
+    blocks: int,
+    target_mde: str,
+    latency_tolerance: str,
+    cross_run: bool,
+    as_json: bool,
+    out: Path | None,
+    no_build: bool,
+    **kw: Any,
+) -> None:
+    """A/A gates of one model on this machine: false-alarm rate, MDE, replicates needed for a target MDE.
+
+    Runs --runs `bench ab` gates of the model against itself (both sides interleaved), and --runs + 1
+    separate runs compared in sequence. Store the result beside a baseline (--out DIR): `bench compare`
+    then widens cross-run intervals by the run-to-run spread measured here. Exit 3 when the provider
+    cannot run here.
+    """
+    providers = parse_providers(provider)
+    if len(providers) != 1 or "," in variant or variant == "all":
+        raise InputError("bench calibrate measures one variant on one provider; pass single names")
+    bundle = Bundle.discover(resolve_model_dir(model_dir))
+    calibration = run_calibration(
+        bundle,
+        variant,
+        providers[0],
+        run_options_from(kw),
+        runs=runs,
+        blocks=blocks,
+        target_mde=parse_tolerance(target_mde),
+        tolerances=Tolerances.parse(latency=latency_tolerance),
+        cross_run=cross_run,
+        allow_build=not no_build,
+        log=log,
+    )
+    if out is not None:
+        log(f"wrote {write_calibration(calibration, out)}")
+    if as_json:
+        emit_json(json.dumps(calibration, indent=2))
+    else:
+        for line in calibration_lines(calibration):
+            click.echo(line)
+
+
+@main.command()
+@model_dir_option
 @click.option("--variant", default="fp32", show_default=True, help="Variant to serve (built first when a recipe can).")
 @click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -832,6 +1022,52 @@ def variants_check(
 @click.option(
     "--max-batch-upload-mb", type=float, default=64.0, show_default=True, help="Largest /detect/batch request body."
 )
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Most pixels one image may decode to (a JPEG at its reduced decode scale); 413 above.",
+)
+@click.option(
+    "--max-batch-pixels",
+    type=int,
+    default=None,
+    help=f"Most pixels one /detect/batch may decode in all; 413 above. [default: {BATCH_PIXEL_FACTOR} x --max-pixels]",
+)
+@click.option(
+    "--allowed-hosts",
+    default=",".join(LOOPBACK_HOSTS),
+    show_default=True,
+    callback=lambda _ctx, _param, value: tuple(h.strip() for h in value.split(",") if h.strip()),
+    help="Comma list of Host header values answered (*.example.com patterns, * for any); others get 400. "
+    "The --host address is added.",
+)
+@click.option("--expose-paths", is_flag=True, help="Show absolute model paths and the PID in /health and errors.")
+@click.option("--docs", is_flag=True, help="Serve /docs and /redoc (off by default: their pages load a CDN's scripts).")
+@click.option(
+    "--header-timeout",
+    "header_timeout_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection has to send a complete request head, then it is closed.",
+)
+@click.option(
+    "--keep-alive",
+    "keep_alive_s",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--limit-concurrency",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Most requests in flight; beyond it 503 (idle connections do not count, the longest-idle are closed).",
+)
 @click.option("--threads", type=int, default=None, help="ORT intra-op threads (default: ORT's, all cores).")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index for cuda/tensorrt.")
 @click.option(
@@ -850,6 +1086,11 @@ def variants_check(
 )
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn access log).")
 @click.option("--no-build", is_flag=True, help="Never build a missing variant; the model fails to load instead.")
+@click.option(
+    "--fallback",
+    default=None,
+    help="Serve this PyTorch variant (pytorch, pytorch-fp16) when --variant cannot load; /health says which and why.",
+)
 def serve(
     model_dir: Path | None,
     host: str,
@@ -903,6 +1144,13 @@ def serve(
     "Default: $BENCH_DATASET, ./datasets/demo, then the bundled demo set.",
 )
 @click.option("--no-accuracy", is_flag=True, help="Skip accuracy evaluation (latency on a seeded random tensor).")
+@click.option(
+    "--perturb",
+    "perturb",
+    multiple=True,
+    help="Also evaluate under perturbations (repeatable): standard, extended, jpeg:Q, resize:F, blur:SIGMA, "
+    "noise:SIGMA, crop:F, comma lists (jpeg:90,70) or combinations (jpeg:50+resize:0.5); clean is always included.",
+)
 @click.option("--threshold", type=float, default=None, help="Predict fake when p(fake) ≥ T (default: argmax).")
 @click.option("--positive-label", default=None, help="The fake class by id2label name or index (default: by name).")
 @click.option(
@@ -943,6 +1191,7 @@ def matrix(
     batch_sizes_text: str,
     dataset: Path | None,
     no_accuracy: bool,
+    perturb: tuple[str, ...],
     threshold: float | None,
     positive_label: str | None,
     policy_path: Path | None,
@@ -975,8 +1224,13 @@ def matrix(
         check_threshold(threshold)
     bundle = Bundle.discover(resolve_model_dir(model_dir))
     variants = parse_variants(variants_text, bundle)
+    if perturb and no_accuracy:
+        raise InputError("--perturb needs accuracy evaluation; drop --no-accuracy")
     evaluation = EvalSpec(
-        dataset=None if no_accuracy else resolve_dataset(dataset), threshold=threshold, positive_label=positive_label
+        dataset=None if no_accuracy else resolve_dataset(dataset),
+        threshold=threshold,
+        positive_label=positive_label,
+        perturbations=tuple(perturbation_names(perturb)) if perturb else (),
     )
     outcome = run_matrix(
         bundle,
@@ -1002,6 +1256,8 @@ def matrix(
         )
         ctx.exit(130)
     report = write_report(result, out_dir, langs=("en", "th"), policy=policy)
+    result.recommendation = report.detail  # type: ignore[assignment]
+    result.write(out_dir)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -1015,6 +1271,13 @@ def matrix(
         f"release checks: {verdict} ({len(report.verdict.passing)} of {len(report.verdict.candidates)} candidate "
         f"cells pass every check) · recommendation: {report.recommendation or 'none'}"
     )
+    tied = (report.detail or {}).get("tied") or []
+    if tied:
+        names = ", ".join(f"{t['variant']}/{t['provider']}/b{t['batch_size']}" for t in tied)
+        log(
+            f"recommendation tied on {report.detail['rank_by']} (95% intervals overlap): {names}; "  # type: ignore[index]
+            f"chosen by: {report.detail['rule']}"
+        )  # type: ignore[index]
     not_run = [c for c in result.cells if c.status != "ok"]
     if strict and not_run:
         raise CellNotRun(

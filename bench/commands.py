@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from bench import datasets, environment
-from bench.bundle import Bundle, positive_index
+from bench.bundle import Bundle, is_pytorch_variant, positive_index
 from bench.datasets import LabelledSet
 from bench.engine import Engine, SessionSpec
 from bench.errors import InputError
-from bench.evaluate import LogFn, StartFn, add_agreement, check_threshold, evaluate_cell
+from bench.evaluate import CACHE_BYTES, ImageSource, LogFn, StartFn, add_agreement, check_threshold, evaluate_cell
 from bench.modelfile import output_width
+from bench.perturb import DEFAULT_SEED, parse_perturbations
 from bench.results import CellResult, RunResult
 from bench.runner import RunOptions, images_batch, measure_cell
 from bench.variants import ensure_variant
@@ -67,7 +68,7 @@ def run_cells(
                     provider,
                     options,
                     input_batch=feed,
-                    progress=(lambda i, _ms, t=tick: t(1)) if tick else None,
+                    progress=(lambda n, _ms, t=tick: t(n)) if tick else None,
                 )
             )
     return result
@@ -88,9 +89,12 @@ def run_eval(
     session: SessionSpec | None = None,
     log: LogFn | None = None,
     progress: StartFn | None = None,
+    perturb: Sequence[str] = (),
 ) -> RunResult:
     """``bench eval``: every variant × provider on ``dataset`` (a LabelledSet), plus agreement; a RunResult.
 
+    ``perturb`` (``--perturb`` specs, bench.perturb) evaluates each cell under those perturbations too
+    (``accuracy.perturbations``); images are decoded once and shared by every cell of the run.
     The reference variant is evaluated too when it is not among ``variants``. When no label is the fake
     class (and no ``positive_label`` says which), every cell is ``unavailable`` with that reason; a
     ``positive_label`` that names no label is an InputError.
@@ -99,6 +103,7 @@ def run_eval(
     if batch_size < 1:
         raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
     session = session or SessionSpec()
+    perturbations = parse_perturbations(perturb) if perturb else []
     names = list(dict.fromkeys([*variants, *([reference] if reference else [])]))
     for warning in dataset.warnings:
         if log:
@@ -135,19 +140,25 @@ def run_eval(
             "threads": session.threads,
             "graph_opt": session.graph_opt,
             "device_id": session.provider_options.device_id,
+            "perturbations": [p.name for p in perturbations],
+            "perturb_seed": DEFAULT_SEED,
         },
         dataset=dataset.fingerprint(),
     )
+    source = ImageSource([item.path for item in dataset.items], cache_bytes=CACHE_BYTES)
     for variant in names:
         for provider in providers:
-            labels = bundle.labels() or bundle.labels(output_width(paths[variant]))
+            labels = bundle.labels() or (
+                bundle.pytorch_labels() if is_pytorch_variant(variant) else bundle.labels(output_width(paths[variant]))
+            )
             pos, why, items = resolve(labels)
             if pos is None:
                 result.cells.append(
                     CellResult.not_run(variant, provider, batch_size, "unavailable", f"accuracy unavailable: {why}")
                 )
                 continue
-            advance = progress(f"{variant}/{provider}", len(items)) if progress else None
+            passes = max(1, len(perturbations))
+            advance = progress(f"{variant}/{provider}", len(items) * passes) if progress else None
             cell = evaluate_cell(
                 paths[variant],
                 variant,
@@ -163,6 +174,8 @@ def run_eval(
                 skipped=dataset.skipped,
                 session=session,
                 progress=advance,
+                perturbations=perturbations,
+                source=source,
             )
             result.cells.append(cell)
     if reference:

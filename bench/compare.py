@@ -13,20 +13,20 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from typing_extensions import TypedDict
 
+from bench import stats
 from bench.environment import machine_id
 from bench.errors import InputError, VerdictFailed
 from bench.results import SCHEMA_VERSION, CellKey, CellResult, RunResult, schema_of
-from bench.timing import bootstrap_ratio
+from bench.robustness_compare import perturbed_accuracy_rows
 
-VERDICTS = ("regression", "improvement", "same", "incomparable")
-Verdict = Literal["regression", "improvement", "same", "incomparable"]
+VERDICTS = ("regression", "improvement", "same", "inconclusive", "incomparable")
+Verdict = Literal["regression", "improvement", "same", "inconclusive", "incomparable"]
 Side = Literal["baseline", "current"]
 MemoryMetric = Literal["rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb"]
 MEMORY_METRICS: tuple[MemoryMetric, ...] = ("rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb")
@@ -34,17 +34,7 @@ MEMORY_METRICS: tuple[MemoryMetric, ...] = ("rss_peak_mb", "gpu_process_peak_mb"
 _CONFIG_WATCH = ("threads", "inter_op_threads", "graph_opt", "io_binding", "sample_hz", "device_id", "trt_fp16")
 
 
-TAIL_CHUNK = 20  # calls per chunk of the p95 statistic (see _tail_row)
-MIN_TAIL_CHUNKS, MAX_TAIL_CHUNKS = 5, 50
-_MAX_BOOT_SAMPLES = 20_000
-_MAX_BOOT_ELEMENTS = 10_000_000
-
-
-def _p95(x: np.ndarray) -> float:
-    return float(np.percentile(x, 95))
-
-
-LATENCY_METRICS: dict[str, Callable[[np.ndarray], float]] = {"latency_p50_ms": np.median, "latency_p95_ms": _p95}
+LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms")
 
 
 # --- tolerances -----------------------------------------------------------------------------------
@@ -154,6 +144,9 @@ class UnmatchedCell(TypedDict):
     why: str
 
 
+_OPTIONAL_ROW_FIELDS = ("baseline_key", "mde", "replicates_needed", "resampled", "cv_between", "cv_within", "noisy")
+
+
 @dataclass
 class CompareRow:
     """One metric of one cell: both values, their ratio with its interval, the verdict and why."""
@@ -170,6 +163,13 @@ class CompareRow:
     delta: float | None = None  # accuracy: current - baseline, in points
     p_value: float | None = None  # accuracy: exact McNemar on per-image correctness
     baseline_key: CellKey | None = None  # bench ab with --against-variant: the other side's cell (omitted if None)
+    # latency rows (omitted when None): the noise behind the verdict
+    mde: float | None = None  # minimum detectable slowdown at this noise (fraction; 0.08 = +8 %), 80 % power
+    replicates_needed: int | None = None  # inconclusive: replicates (or blocks) per side that would decide it
+    resampled: str | None = None  # the bootstrap's top-level unit: "replicates" or "blocks" (older files)
+    cv_between: list[float | None] | None = None  # [baseline, current] CV of replicate medians
+    cv_within: list[float | None] | None = None  # [baseline, current] median CV of calls within a replicate
+    noisy: list[Side] | None = None  # sides measured while other processes used the CPU (cell.noise)
 
 
 @dataclass
@@ -185,6 +185,7 @@ class CompareResult:
     cross_machine: bool = False
     tolerances: AppliedTolerances = field(default_factory=AppliedTolerances)
     warnings: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # the bench calibrate figures used (cross-run), if any
 
     @property
     def exit_code(self) -> int:
@@ -193,8 +194,9 @@ class CompareResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for row in data["rows"]:
-            if row.get("baseline_key") is None:
-                row.pop("baseline_key", None)
+            for optional in _OPTIONAL_ROW_FIELDS:
+                if row.get(optional) is None:
+                    row.pop(optional, None)
         return data
 
     def to_json(self) -> str:
@@ -203,8 +205,27 @@ class CompareResult:
     def regressions(self) -> list[CompareRow]:
         return [r for r in self.rows if r.verdict == "regression"]
 
-    def raise_for_verdict(self) -> None:
-        """Exit code as CLI.md says: 1 (VerdictFailed) on a regression, 2 (InputError) when incomparable."""
+    @property
+    def inconclusive(self) -> list[CompareRow]:
+        return [r for r in self.rows if r.verdict == "inconclusive"]
+
+    def summary_line(self) -> str:
+        """One line for a log: the verdict and how many rows were inconclusive (noise hid the answer)."""
+        counts = {v: sum(r.verdict == v for r in self.rows) for v in ("regression", "improvement", "same")}
+        text = f"{self.verdict}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+        return (
+            text
+            + f", {len(self.inconclusive)} inconclusive"
+            + (" (noise hid the answer: see each row's MDE and replicates needed)" if self.inconclusive else "")
+        )
+
+    def raise_for_verdict(self, fail_on_inconclusive: bool = False) -> None:
+        """Exit code as CLI.md says: 1 (VerdictFailed) on a regression, 2 (InputError) when incomparable;
+        inconclusive rows exit 0 unless ``fail_on_inconclusive`` (then 1)."""
+        if self.verdict == "pass" and fail_on_inconclusive and self.inconclusive:
+            rows = self.inconclusive
+            first = "; ".join(f"{_key_text(r.key)} {r.metric}: {r.why}" for r in rows[:3])
+            raise VerdictFailed(f"{len(rows)} inconclusive row(s) (--fail-on-inconclusive): {first}")
         if self.verdict == "regression":
             rows = self.regressions()
             first = "; ".join(f"{_key_text(r.key)} {r.metric}: {r.why}" for r in rows[:3])
@@ -289,11 +310,14 @@ def compare_runs(
     *,
     pairs: Sequence[tuple[CellResult, CellResult]] | None = None,
     labels: tuple[str | Path | None, str | Path | None] = (None, None),
+    calibration: Mapping[str, Any] | None = None,
 ) -> CompareResult:
     """Verdicts for every cell present in both runs, matched by (variant, provider, batch size, model sha256).
 
     ``pairs`` overrides the matching (``bench ab`` pairs its two cells explicitly: different model files
     by design). Different machines make every row ``incomparable`` unless ``cross_machine``.
+    ``calibration`` (``bench calibrate``'s object, made on this machine) widens cross-run latency
+    intervals by its measured run-to-run spread; one made on another machine is named and not used.
     """
     tol = tolerances or Tolerances()
     if not baseline.cells:
@@ -313,8 +337,17 @@ def compare_runs(
     if pairs is None:
         pairs = _match(baseline, current, result)
     dataset_ok, dataset_why = _same_dataset(baseline, current)
+    sigma_run = _calibrated_sigma(calibration, mc, result) if calibration is not None else 0.0
     for b, c in pairs:
-        result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why))
+        result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why, sigma_run))
+    for side, run in (("baseline", baseline), ("current", current)):
+        noisy = [
+            f"{_key_text(cell_key(c))} ({(c.noise or {}).get('why')})"
+            for c in run.cells
+            if (c.noise or {}).get("noisy")
+        ]
+        if noisy:
+            result.warnings.append(f"the {side} run was measured on a noisy machine: " + "; ".join(noisy[:3]))
 
     if not same_machine:
         where = f"baseline machine {mb or 'unknown'} vs current {mc or 'unknown'}"
@@ -334,7 +367,7 @@ def compare_runs(
                     row.verdict = "incomparable"
     if any(r.verdict == "regression" for r in result.rows):
         result.verdict = "regression"
-    elif any(r.verdict in ("same", "improvement") for r in result.rows):
+    elif any(r.verdict in ("same", "improvement", "inconclusive") for r in result.rows):
         result.verdict = "pass"
     else:
         result.verdict = "incomparable"
@@ -349,6 +382,19 @@ def compare_runs(
                 ),
             )
     return result
+
+
+def _calibrated_sigma(calibration: Mapping[str, Any], machine: str | None, result: CompareResult) -> float:
+    """The run-to-run spread a calibration measured on this machine; 0 (and a warning) when it does not apply."""
+    where = calibration.get("machine_id")
+    if where != machine:
+        result.warnings.append(
+            f"calibration made on another machine ({where}, this run: {machine}): not used; run bench calibrate here"
+        )
+        return 0.0
+    sigma = float((calibration.get("cross_run") or {}).get("sigma_run") or 0.0)
+    result.calibration = {"machine_id": where, "sigma_run": sigma, "created": calibration.get("created")}
+    return sigma
 
 
 def _match(baseline: RunResult, current: RunResult, result: CompareResult) -> list[tuple[CellResult, CellResult]]:
@@ -434,7 +480,7 @@ def _same_dataset(baseline: RunResult, current: RunResult) -> tuple[bool, str]:
 
 
 def _compare_cells(
-    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str
+    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str, sigma_run: float = 0.0
 ) -> list[CompareRow]:
     key = cell_key(c)
     other = cell_key(b) if cell_key(b) != key else None
@@ -445,8 +491,8 @@ def _compare_cells(
     if b.status != "ok" or c.status != "ok":
         return [_status_row(b, c, row)]
     rows: list[CompareRow] = []
-    for metric, stat in LATENCY_METRICS.items():
-        rows.append(_latency_row(metric, stat, b, c, tol, row))
+    for metric in LATENCY_METRICS:
+        rows.append(_latency_row(metric, b, c, tol, row, sigma_run))
     rows.extend(_memory_rows(b, c, tol, row))
     size = _size_row(b, c, tol, row)
     if size is not None:
@@ -454,6 +500,7 @@ def _compare_cells(
     acc = _accuracy_row(b, c, tol, dataset_ok, dataset_why, row)
     if acc is not None:
         rows.append(acc)
+    rows.extend(perturbed_accuracy_rows(b, c, lambda pb, pc: _accuracy_row(pb, pc, tol, dataset_ok, dataset_why, row)))
     return rows
 
 
@@ -478,12 +525,13 @@ def _status_row(b: CellResult, c: CellResult, row: Callable[..., CompareRow]) ->
 
 def _latency_row(
     metric: str,
-    stat: Callable[[np.ndarray], float],
     b: CellResult,
     c: CellResult,
     tol: Tolerances,
     row: Callable[..., CompareRow],
+    sigma_run: float = 0.0,
 ) -> CompareRow:
+    """Ratio of a latency statistic with a hierarchical-bootstrap interval, and the four-way verdict."""
     name = "median" if metric.endswith("p50_ms") else "p95"
     if not b.samples_ms or not c.samples_ms:
         side = "baseline" if not b.samples_ms else "current"
@@ -496,86 +544,56 @@ def _latency_row(
             verdict="incomparable",
             why=f"the {side} cell has no raw samples_ms: no interval, no verdict",
         )
-    xb = np.asarray(b.samples_ms, dtype=np.float64)
-    xc = np.asarray(c.samples_ms, dtype=np.float64)
-    if name == "p95":
-        return _tail_row(metric, xb, xc, tol, row)
-    point = stat(xc) / stat(xb)
-    # bootstrap_ratio holds n_boot × n indices per side: long --min-time runs are thinned (a seeded random
-    # subset, which only widens the interval) and given fewer resamples, so memory stays ~100 MB.
-    rng = np.random.default_rng(0)
-    sb, sc = (x if x.size <= _MAX_BOOT_SAMPLES else rng.choice(x, _MAX_BOOT_SAMPLES, replace=False) for x in (xb, xc))
-    n_boot = max(500, min(tol.n_boot, _MAX_BOOT_ELEMENTS // max(sb.size, sc.size)))
-    _, low, high = bootstrap_ratio(sc, sb, statistic=stat, n_boot=n_boot, confidence=tol.confidence)
-    low, high = round(low, 4), round(high, 4)  # the why text shows the interval as the table does
-    verdict, why = latency_verdict(point, low, high, tol.latency, name)
-    return row(
-        metric=metric,
-        baseline=_r(stat(xb), 5),
-        current=_r(stat(xc), 5),
-        ratio=_r(point, 4),
-        ci_low=_r(low, 4),
-        ci_high=_r(high, 4),
-        verdict=verdict,
-        why=why,
-    )
-
-
-def chunk_p95s(x: np.ndarray) -> np.ndarray:
-    """p95 of each contiguous chunk of ``TAIL_CHUNK`` calls (time order), at most ``MAX_TAIL_CHUNKS`` chunks."""
-    k = min(MAX_TAIL_CHUNKS, x.size // TAIL_CHUNK)
-    return np.array([_p95(part) for part in np.array_split(x, k)])
-
-
-def _tail_row(
-    metric: str, xb: np.ndarray, xc: np.ndarray, tol: Tolerances, row: Callable[..., CompareRow]
-) -> CompareRow:
-    """p95 as the median over contiguous chunks of each chunk's p95, with a bootstrap over chunks.
-
-    A tail is a handful of calls, and on a shared machine slow calls come in bursts (a neighbour's
-    load), not one by one: resampling single calls calls one burst "significant" (a quarter of A/A
-    pairs here). A burst moves one chunk's p95; a real tail regression moves every chunk's.
-    """
-    n = min(xb.size, xc.size)
-    if n < MIN_TAIL_CHUNKS * TAIL_CHUNK:
-        return row(
-            metric=metric,
-            baseline=_r(_p95(xb), 5),
-            current=_r(_p95(xc), 5),
-            ratio=_r(_p95(xc) / _p95(xb), 4),
-            verdict="incomparable",
-            why=f"{n} calls: too few for a p95 verdict (needs ≥ {MIN_TAIL_CHUNKS * TAIL_CHUNK} per side)",
+    gb, unit_b = stats.replicate_groups(b.samples_ms, b.sample_replicates or None)
+    gc, unit_c = stats.replicate_groups(c.samples_ms, c.sample_replicates or None)
+    unit = unit_b if unit_b == unit_c else "blocks"
+    if unit_b != unit_c:  # one side has replicates, the other not: resample both as blocks of calls
+        gb, _ = stats.replicate_groups(b.samples_ms, None)
+        gc, _ = stats.replicate_groups(c.samples_ms, None)
+    est = stats.ratio_interval(gc, gb, name, n_boot=tol.n_boot, confidence=tol.confidence, unit=unit)
+    est = stats.with_extra_noise(est, sigma_run, tol.confidence)
+    decided = stats.decide(est, tol.latency, tol.confidence, name)
+    if sigma_run > 0 and decided.verdict == "inconclusive" and decided.replicates_needed:
+        # more replicates cannot shrink what differs between processes: only measuring both in one job can
+        head = decided.why.split(";")[0]
+        decided = replace(
+            decided,
+            replicates_needed=None,
+            why=f"{head}; the run-to-run spread dominates: measure both sides in one job (bench ab)",
         )
-    pb, pc = chunk_p95s(xb), chunk_p95s(xc)
-    point, low, high = bootstrap_ratio(pc, pb, n_boot=tol.n_boot, confidence=tol.confidence)
-    low, high = round(low, 4), round(high, 4)
-    verdict, why = latency_verdict(point, low, high, tol.latency, "p95")
-    why += f" (p95 = median of {min(pb.size, pc.size)} per-{TAIL_CHUNK}-call p95s, robust to bursts)"
+    noise_b, noise_c = stats.noise_components(gb), stats.noise_components(gc)
+    why = decided.why + f" (two-level bootstrap over {unit}: {est.groups[0]} vs {est.groups[1]}"
+    why += f"; widened by the calibrated run-to-run σ {sigma_run * 100:.1f}%)" if sigma_run > 0 else ")"
+    noisy: list[Side] = []
+    sides: tuple[tuple[Side, CellResult], ...] = (("baseline", b), ("current", c))
+    for side, cell in sides:
+        if (cell.noise or {}).get("noisy"):
+            noisy.append(side)
+            why += f"; {side} measured on a noisy machine ({(cell.noise or {}).get('why')})"
+    q = stats.statistic_of(name)
     return row(
         metric=metric,
-        baseline=_r(float(np.median(pb)), 5),
-        current=_r(float(np.median(pc)), 5),
-        ratio=_r(point, 4),
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict,
+        baseline=_r(stats.quantile(b.samples_ms, q), 5),
+        current=_r(stats.quantile(c.samples_ms, q), 5),
+        ratio=_r(est.point, 4),
+        ci_low=_r(est.low, 4),
+        ci_high=_r(est.high, 4),
+        verdict=decided.verdict,
         why=why,
+        mde=_r(decided.mde, 4),
+        replicates_needed=decided.replicates_needed,
+        resampled=unit,
+        cv_between=_pair(noise_b.cv_between, noise_c.cv_between),
+        cv_within=_pair(noise_b.cv_within, noise_c.cv_within),
+        noisy=noisy or None,
     )
 
 
-def latency_verdict(point: float, low: float, high: float, tolerance: float, name: str = "median") -> tuple[str, str]:
-    """asv's rule: a regression needs the point ratio above 1 + tolerance *and* the whole interval above 1."""
-    limit_hi, limit_lo = 1 + tolerance, 1 / (1 + tolerance)
-    ci = f"[{low:.3f}, {high:.3f}]"
-    if point > limit_hi and low > 1:
-        return "regression", f"{name} ×{point:.3f} > {limit_hi:.3f} and interval {ci} above 1"
-    if point < limit_lo and high < 1:
-        return "improvement", f"{name} ×{point:.3f} < {limit_lo:.3f} and interval {ci} below 1"
-    if point > limit_hi or point < limit_lo:
-        return "same", f"{name} ×{point:.3f} beyond tolerance but interval {ci} includes 1: noise, not a verdict"
-    if low > 1 or high < 1:
-        return "same", f"{name} ×{point:.3f} within ±{tolerance:.0%} (a real but small difference, interval {ci})"
-    return "same", f"{name} ×{point:.3f} within ±{tolerance:.0%}, interval {ci}"
+def _pair(baseline: float | None, current: float | None) -> list[float | None] | None:
+    """[baseline, current] of a noise figure, rounded; None when neither side has it."""
+    if baseline is None and current is None:
+        return None
+    return [_r(baseline, 4), _r(current, 4)]
 
 
 def _plain_verdict(ratio: float, tolerance: float, what: str) -> tuple[str, str]:
@@ -859,7 +877,6 @@ __all__ = [
     "Tolerances",
     "compare_runs",
     "compare_schema",
-    "latency_verdict",
     "load_pair",
     "mcnemar",
     "parse_tolerance",

@@ -45,9 +45,10 @@ def log(message: str) -> None:
 
 def cells_table(cells: Sequence[CellResult], title: str | None = None) -> Table:
     """A rich Table of cells (status, latency percentiles, throughput, memory, accuracy); reasons as a caption."""
+    from rich.markup import escape  # reasons carry text like bench[torch] that rich would read as markup
     from rich.table import Table
 
-    reasons = [f"{c.variant}/{c.provider}/b{c.batch_size}: {c.reason}" for c in cells if c.reason]
+    reasons = [escape(f"{c.variant}/{c.provider}/b{c.batch_size}: {c.reason}") for c in cells if c.reason]
     table = Table(title=title, caption="\n".join(reasons) or None, caption_justify="left")
     for name in (
         "variant",
@@ -110,13 +111,16 @@ def cell_progress(enabled: bool = True) -> Iterator[Callable[[str, int], Callabl
         TimeRemainingColumn(),
         console=Console(file=sys.stderr),
         transient=True,
+        auto_refresh=False,  # no drawing thread: the bar redraws only when told, i.e. between replicates
     ) as bar:
 
         def start(label: str, total: int) -> Callable[[int], None]:
             task = bar.add_task(label, total=total)
+            bar.refresh()
 
             def advance(n: int = 1) -> None:
                 bar.advance(task, n)
+                bar.refresh()
 
             return advance
 
@@ -250,6 +254,7 @@ def check_table(report: CheckReport, title: str) -> Table:
 
 def accuracy_table(cells: Sequence[CellResult], title: str | None = None) -> Table:
     """A rich Table: one row per cell with the headline accuracy figures, agreement and images/s."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
@@ -273,7 +278,7 @@ def accuracy_table(cells: Sequence[CellResult], title: str | None = None) -> Tab
     for c in cells:
         a = c.accuracy or {}
         if c.status != "ok":
-            table.add_row(c.variant, c.provider, f"[red]{c.status}[/]: {c.reason}", *[""] * 11)
+            table.add_row(c.variant, c.provider, f"[red]{c.status}[/]: {escape(c.reason or '')}", *[""] * 11)
             continue
         agree = a.get("agreement") or {}
 
@@ -296,6 +301,47 @@ def accuracy_table(cells: Sequence[CellResult], title: str | None = None) -> Tab
             fmt(agree.get("mean_abs_dp"), 4),
             fmt(a.get("images_per_s"), 1),
         )
+    return table
+
+
+def robustness_table(cells: Sequence[CellResult], title: str | None = None) -> Table:
+    """A rich Table: one row per cell × perturbation (clean first), its figures and the changes they cause."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    heads = ("variant", "provider", "perturbation", "accuracy", "bal. acc", "AUC", "AP", "EER", "ECE")
+    heads += ("ΔAUC pt", "Δacc pt", "flips vs clean", "flips vs ref", "max |Δp| vs ref")
+    for name in heads:
+        table.add_column(name, justify="left" if name in ("variant", "provider", "perturbation") else "right")
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{v * 100:.2f}%"
+
+    def pt(v: float | None) -> str:
+        return "—" if v is None else f"{v * 100:+.2f}"
+
+    for c in cells:
+        a = c.accuracy or {}
+        if c.status != "ok" or not a:
+            continue
+        for entry in [{**a, "perturbation": "clean"}, *(a.get("perturbations") or [])]:
+            vs, agree = entry.get("vs_clean") or {}, entry.get("agreement") or {}
+            table.add_row(
+                c.variant,
+                c.provider,
+                entry["perturbation"],
+                pct(entry.get("accuracy")),
+                pct(entry.get("balanced_accuracy")),
+                fmt(entry.get("roc_auc"), 4),
+                fmt(entry.get("average_precision"), 4),
+                pct(entry.get("eer")),
+                fmt(entry.get("ece"), 4),
+                pt(vs.get("delta_roc_auc")),
+                pt(vs.get("delta_accuracy")),
+                pct(vs.get("flip_rate")),
+                pct(agree.get("flip_rate")),
+                fmt(agree.get("max_abs_dp"), 4),
+            )
     return table
 
 

@@ -21,9 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.environment import preload_tensorrt, tensorrt_version
 from bench.errors import InputError
 from bench.faults import slow_down
-from bench.providers import EP_NAMES, ProviderOptions, compiled_in, is_gpu, provider_chain
+from bench.gpu import probe as probe_gpu
+from bench.modelfile import file_sha256
+from bench.providers import EP_NAMES, ProviderOptions, TrtCache, compiled_in, is_gpu, provider_chain, trt_cache_for
+from bench.timing import LatencyStats
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -52,6 +56,10 @@ class ProviderUnavailable(RuntimeError):
 
 class ModelLoadError(RuntimeError):
     """The model loads as ONNX but this ORT cannot build a session for it on this provider."""
+
+
+class CudaGraphUnsupported(ModelLoadError):
+    """This model cannot be captured as a CUDA graph (dynamic output shape, nodes off the GPU, ...)."""
 
 
 @dataclass(frozen=True)
@@ -165,25 +173,37 @@ def cell_failure(exc: Exception, provider: str) -> tuple[str, str]:
     return "failed", f"{provider}: inference failed — {first_line(exc)}"
 
 
-def _preload_cuda_dlls() -> None:
-    """ORT finds CUDA/cuDNN from pip (onnxruntime-gpu[cuda,cudnn]) only after preload_dlls()."""
+def _preload_cuda_dlls(provider: str) -> None:
+    """ORT finds CUDA/cuDNN from pip (``bench[cuda]``) only after preload_dlls(), and TensorRT from pip
+    (``bench[tensorrt]``) only once its libraries are loaded: both before the session is made."""
     import onnxruntime as ort
 
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
         with contextlib.suppress(Exception):
             preload()
+    if provider == "tensorrt":
+        preload_tensorrt()
 
 
 class Engine:
     """An ONNX Runtime session for one variant on one provider."""
 
-    def __init__(self, model_path: str | Path, provider: str = "cpu", spec: SessionSpec | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        provider: str = "cpu",
+        spec: SessionSpec | None = None,
+        model_sha256: str | None = None,
+    ):
+        """``model_sha256``: the file's hash when the caller has it (it keys the TensorRT cache; else hashed here)."""
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
         self.provider = provider
         self.spec = spec or SessionSpec()
+        self.trt_cache: TrtCache | None = None
+        self.cache_state = "off"
         if not self.model_path.is_file():
             raise InputError(f"model file {self.model_path} not found")
         if provider not in EP_NAMES:
@@ -203,12 +223,23 @@ class Engine:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.spec.graph_opt]
-        chain = provider_chain(provider, self.spec.provider_options)
+        po = self.spec.provider_options
+        if provider == "tensorrt" and po.trt_cache_dir is not None:
+            self.trt_cache = self._trt_cache(po, model_sha256, ort.__version__)
+            self.cache_state = self.trt_cache.state()
+            if self.cache_state == "cold":  # before ORT's output is captured: a build can take minutes
+                print(
+                    f"bench: building a TensorRT engine for {self.model_path.name} (cold cache "
+                    f"{self.trt_cache.engine_dir}); later runs with the same key load it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        chain = provider_chain(provider, po, self.trt_cache)
 
         start = time.perf_counter_ns()
         with capture_native_output() as log:
             if is_gpu(provider):
-                _preload_cuda_dlls()
+                _preload_cuda_dlls(provider)
             try:
                 self.session = ort.InferenceSession(
                     str(self.model_path),
@@ -239,6 +270,43 @@ class Engine:
             )
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.num_classes = self._num_classes()
+
+    def _trt_cache(self, po: ProviderOptions, model_sha256: str | None, ort_version: str) -> TrtCache:
+        assert po.trt_cache_dir is not None
+        gpu, _ = probe_gpu(po.device_id)
+        gpu_name = gpu.describe()["name"] if gpu is not None else "unknown-gpu"
+        return trt_cache_for(
+            Path(po.trt_cache_dir),
+            model_sha256 or file_sha256(self.model_path),
+            tensorrt_version() or "unknown",
+            gpu_name,
+            po,
+            ort_version,
+        )
+
+    def gpu_run(self) -> dict[str, Any] | None:
+        """What a GPU cell ran with: CUDA graph, TensorRT precision flags, and the engine build (cold or warm
+        cache, build time apart from inference). None for a CPU cell."""
+        if not is_gpu(self.provider):
+            return None
+        po = self.spec.provider_options
+        out: dict[str, Any] = {"cuda_graph": po.cuda_graph, "engine_build": None}
+        if self.provider == "tensorrt":
+            cold = self.cache_state in ("cold", "off")
+            out["engine_build"] = {
+                "tensorrt": tensorrt_version(),
+                "fp16": po.trt_fp16,
+                "int8": po.trt_int8,
+                "cache": self.cache_state,
+                "cache_key": self.trt_cache.key if self.trt_cache else None,
+                "cache_dir": str(self.trt_cache.engine_dir) if self.trt_cache else None,
+                "key_inputs": self.trt_cache.key_inputs if self.trt_cache else None,
+                "engine_files": [p.name for p in self.trt_cache.engine_files()] if self.trt_cache else [],
+                # a cold session builds the engine (a warm one deserialises it): its creation time is the build
+                "build_ms": round(self.session_create_ms, 3) if cold else None,
+                "load_ms": None if cold else round(self.session_create_ms, 3),
+            }
+        return out
 
     def _raise_load_error(self, exc: Exception) -> None:
         text = str(exc)
@@ -294,6 +362,9 @@ class Engine:
         each call is a plain ``session.run`` on host arrays, copies included.
         """
         use_binding = self.io_binding_default if io_binding is None else io_binding
+        graph = self.uses_cuda_graph
+        if graph and not use_binding:
+            raise InputError("--cuda-graph needs IOBinding (fixed device addresses); drop --no-io-binding")
         feed = {self.input.name: batch.astype(self.input.dtype, copy=False)}
         if not use_binding:
             names = self.output_names[:1]
@@ -305,15 +376,85 @@ class Engine:
         binding = self.session.io_binding()
         value = ort.OrtValue.ortvalue_from_numpy(feed[self.input.name], device, device_id)
         binding.bind_ortvalue_input(self.input.name, value)
-        for name in self.output_names:
-            binding.bind_output(name, device, device_id)
+        outputs = []
+        for name, shape, dtype in self._output_buffers(batch.shape[0]) if graph else []:
+            # a CUDA graph replays fixed addresses: the outputs are allocated once, before capture
+            out = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, device_id)
+            binding.bind_ortvalue_output(name, out)
+            outputs.append(out)
+        if not graph:
+            for name in self.output_names:
+                binding.bind_output(name, device, device_id)
 
         def call() -> None:
             self.session.run_with_iobinding(binding)
             binding.synchronize_outputs()
 
-        call.keepalive = value  # type: ignore[attr-defined]  # the OrtValue must outlive the binding
+        call.keepalive = (value, outputs)  # type: ignore[attr-defined]  # OrtValues must outlive the binding
         return slow_down(call, str(self.model_path))
+
+    @property
+    def uses_cuda_graph(self) -> bool:
+        return self.spec.provider_options.cuda_graph and is_gpu(self.provider)
+
+    def _output_buffers(self, batch_size: int) -> list[tuple[str, list[int], type]]:
+        """(name, shape, dtype) of every output at ``batch_size``; a CUDA graph needs them all fixed."""
+        buffers = []
+        for out in self.session.get_outputs():
+            dims = list(out.shape)
+            if dims and not isinstance(dims[0], int):
+                dims[0] = batch_size
+            if not all(isinstance(d, int) and d > 0 for d in dims):
+                raise CudaGraphUnsupported(
+                    f"{self.provider}: CUDA graph not possible for {self.model_path.name}: output {out.name!r} "
+                    f"has a dynamic shape {list(out.shape)} (a graph replays fixed shapes); run without --cuda-graph"
+                )
+            buffers.append((out.name, dims, _ORT_DTYPES.get(out.type, np.float32)))
+        return buffers
+
+    def copy_breakdown(self, batch: np.ndarray, calls: int = 50, warmup: int = 3) -> dict[str, Any] | None:
+        """Where an end-to-end GPU call (``--no-io-binding``) spends its time: host→device copy of the input,
+        compute (outputs left on the device), device→host copy of the outputs; per-stage medians and means
+        over ``calls`` staged calls. None for a CPU cell (no copies)."""
+        if not is_gpu(self.provider) or self.uses_cuda_graph:
+            return None
+        import onnxruntime as ort
+
+        device_id = self.spec.provider_options.device_id
+        host = batch.astype(self.input.dtype, copy=False)
+        binding = self.session.io_binding()
+        stages: dict[str, list[float]] = {"copy_in": [], "compute": [], "copy_out": []}
+        for i in range(warmup + calls):
+            t0 = time.perf_counter_ns()
+            value = ort.OrtValue.ortvalue_from_numpy(host, "cuda", device_id)
+            t1 = time.perf_counter_ns()
+            binding.bind_ortvalue_input(self.input.name, value)
+            for name in self.output_names:
+                binding.bind_output(name, "cuda", device_id)
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            t2 = time.perf_counter_ns()
+            binding.copy_outputs_to_cpu()
+            t3 = time.perf_counter_ns()
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
+            if i >= warmup:
+                for key, ns in (("copy_in", t1 - t0), ("compute", t2 - t1), ("copy_out", t3 - t2)):
+                    stages[key].append(ns / 1e6)
+        return breakdown_stats(stages, input_bytes=host.nbytes)
+
+
+def breakdown_stats(stages: dict[str, list[float]], input_bytes: int | None = None) -> dict[str, Any]:
+    """Per-stage p50/mean (ms) of staged calls, and each stage's share of the summed medians."""
+    out: dict[str, Any] = {}
+    for key, samples in stages.items():
+        stats = LatencyStats.from_samples(samples)
+        out[key] = {"n": stats.n, "p50": round(stats.p50, 5), "mean": round(stats.mean, 5)}
+    total = sum(v["p50"] for v in out.values())
+    out["total_p50"] = round(total, 5)
+    out["copy_share"] = round((out["copy_in"]["p50"] + out["copy_out"]["p50"]) / total, 4) if total > 0 else None
+    out["input_bytes"] = input_bytes
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

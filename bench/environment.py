@@ -1,22 +1,29 @@
-"""Environment fingerprint: versions, CPU, GPU, driver, CUDA libraries. Hostname-free."""
+"""Environment fingerprint: versions, CPU, GPU, driver, CUDA libraries (found where, or the fix). Hostname-free."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from bench.gpu import probe
+from bench.providers import PROVIDER_EXTRA, PROVIDER_LIBRARIES, TENSORRT_LIBRARIES, Library, fix_command
 
-_CUDA_LIBS = {
-    "cudart": ("cudart",),
-    "cublas": ("cublas", "cublasLt"),
-    "cudnn": ("cudnn",),
-    "tensorrt": ("nvinfer",),
+# The legacy ``cuda_libraries`` summary: key → the library that stands for it.
+_SUMMARY_LIBS = {
+    "cudart": "libcudart.so.13",
+    "cublas": "libcublasLt.so.13",
+    "cudnn": "libcudnn.so.9",
+    "tensorrt": "libnvinfer.so.10",
 }
+# Where CUDA lives when it was installed without pip (toolkit, distribution packages, containers).
+_SYSTEM_DIRS = ("/usr/local/cuda/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib")
 
 
 def _version(dist: str) -> str | None:
@@ -45,28 +52,124 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cuda_libraries() -> dict[str, str | None]:
-    """Which CUDA/cuDNN/TensorRT shared libraries the dynamic loader (or pip's nvidia-* wheels) can find."""
-    import ctypes.util  # ~5 ms (it imports subprocess machinery): only when a fingerprint is taken
+def site_packages_dirs() -> list[Path]:
+    """Every site-packages folder of this Python (where pip puts the nvidia-* and tensorrt wheels)."""
+    import site
 
-    found: dict[str, str | None] = {}
-    for key, names in _CUDA_LIBS.items():
-        hit = None
-        for name in names:
-            hit = ctypes.util.find_library(name)
-            if hit:
-                break
-        if not hit:
-            dist = {
-                "cudart": "nvidia-cuda-runtime-cu12",
-                "cublas": "nvidia-cublas-cu12",
-                "cudnn": "nvidia-cudnn-cu12",
-                "tensorrt": "tensorrt",
-            }[key]
-            ver = _version(dist) or _version(dist.replace("cu12", "cu13"))
-            hit = f"pip:{dist}=={ver}" if ver else None
-        found[key] = hit
-    return found
+    dirs = [*site.getsitepackages(), site.getusersitepackages(), *(p for p in sys.path if p.endswith("-packages"))]
+    return list(dict.fromkeys(Path(d) for d in dirs if d))
+
+
+@functools.cache
+def ld_cache() -> dict[str, str]:
+    """soname → path from the dynamic loader's cache (``ldconfig -p``); empty where there is none."""
+    import subprocess
+
+    for tool in ("ldconfig", "/sbin/ldconfig"):
+        try:
+            text = subprocess.run([tool, "-p"], capture_output=True, text=True, timeout=10, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        entries = [line.strip().partition(" => ") for line in text.splitlines()]
+        rows = sorted((e for e in entries if e[1]), key=lambda e: "64" not in e[0])  # 64-bit builds first
+        found: dict[str, str] = {}
+        for name, _, path in rows:
+            found.setdefault(name.split(" (", 1)[0], path.strip())
+        return found
+    return {}
+
+
+def find_library(
+    lib: Library, site_dirs: list[Path] | None = None, cache: dict[str, str] | None = None
+) -> tuple[str | None, list[str]]:
+    """(path of ``lib`` or None, the places looked): pip's folder first, then LD_LIBRARY_PATH, the
+    loader cache and the usual system folders, the order in which ORT's preload and the loader find it."""
+    site_dirs = site_packages_dirs() if site_dirs is None else site_dirs
+    cache = ld_cache() if cache is None else cache
+    looked: list[str] = []
+    candidates = [d / rel for rel in lib.pip_dirs for d in site_dirs]
+    candidates += [Path(d) for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
+    for folder in candidates:
+        looked.append(str(folder))
+        if (folder / lib.soname).is_file():
+            return str(folder / lib.soname), looked
+    looked.append("ldconfig cache")
+    if lib.soname in cache:
+        return cache[lib.soname], looked
+    for folder in map(Path, _SYSTEM_DIRS):
+        looked.append(str(folder))
+        if (folder / lib.soname).is_file():
+            return str(folder / lib.soname), looked
+    return None, looked
+
+
+def provider_libraries(
+    provider: str, site_dirs: list[Path] | None = None, cache: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Each library ``provider`` loads: found (where) or missing (where looked, and the pip command that fixes it)."""
+    rows = []
+    for lib in PROVIDER_LIBRARIES[provider]:
+        path, looked = find_library(lib, site_dirs, cache)
+        fix = None
+        if path is None:
+            fix = fix_command([lib.pip]) if lib.pip else "install the NVIDIA driver (not a pip package)"
+        rows.append(
+            {
+                "name": lib.soname,
+                "what": lib.what,
+                "required": lib.required,
+                "found": path,
+                "looked": looked,
+                "package": lib.pip,
+                "fix": fix,
+            }
+        )
+    missing = [r for r in rows if r["found"] is None and r["required"]]
+    packages = list(dict.fromkeys(r["package"] for r in missing if r["package"]))
+    return {
+        "libraries": rows,
+        "missing": [r["name"] for r in missing],
+        "fix": fix_command(packages) if packages else None,
+        "extra": PROVIDER_EXTRA.get(provider),
+        "driver_missing": any(r["package"] is None for r in missing),
+    }
+
+
+def cuda_libraries(site_dirs: list[Path] | None = None, cache: dict[str, str] | None = None) -> dict[str, str | None]:
+    """The summary stored in every fingerprint: where cudart, cuBLAS, cuDNN and TensorRT were found (None: missing)."""
+    libs = {lib.soname: lib for lib in PROVIDER_LIBRARIES["tensorrt"]}
+    return {key: find_library(libs[soname], site_dirs, cache)[0] for key, soname in _SUMMARY_LIBS.items()}
+
+
+def tensorrt_version() -> str | None:
+    """The TensorRT version ORT's TensorRT provider will load: the pip wheel's, else the system library's."""
+    for dist in ("tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs", "tensorrt-cu13", "tensorrt"):
+        version = _version(dist)
+        if version:
+            return version
+    path, _ = find_library(PROVIDER_LIBRARIES["tensorrt"][-2])
+    if path:
+        real = Path(path).resolve().name  # libnvinfer.so.10.16.1 → 10.16.1
+        return real.split(".so.", 1)[1] if ".so." in real else None
+    return None
+
+
+def preload_tensorrt() -> list[str]:
+    """Load pip's TensorRT libraries globally, so ORT's TensorRT provider finds them (it does not look in
+    site-packages itself, and ``onnxruntime.preload_dlls`` covers only CUDA and cuDNN). Returns what it loaded."""
+    import ctypes
+
+    loaded = []
+    for lib in TENSORRT_LIBRARIES:
+        path, _ = find_library(lib)
+        if path is None:
+            continue
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            loaded.append(path)
+        except OSError:
+            continue
+    return loaded
 
 
 def fingerprint(gpu_index: int = 0) -> dict[str, Any]:
@@ -95,6 +198,7 @@ def fingerprint(gpu_index: int = 0) -> dict[str, Any]:
         "gpu": gpu.describe() if gpu is not None else None,
         "gpu_reason": gpu_reason,
         "cuda_libraries": cuda_libraries(),
+        "tensorrt": tensorrt_version(),
     }
     env["machine_id"] = machine_id(env)
     return env

@@ -7,26 +7,32 @@ reason (``strict=True``: an InputError instead); an evaluation in which no image
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.backends import open_engine
 from bench.bundle import Bundle, positive_index
 from bench.datasets import LabelledSet, load_labelled_set
 from bench.engine import Engine, SessionSpec, cell_failure
 from bench.errors import InputError
-from bench.metrics import agreement, binary_metrics, decide, unlabelled_metrics
+from bench.metrics import agreement, binary_metrics, decide, unlabelled_metrics, versus_clean
 from bench.modelfile import model_info
+from bench.perturb import DEFAULT_SEED, Perturbation, parse_perturbations
 from bench.preprocess import ImageError, PreprocessConfig, load_image, to_tensor
 from bench.results import CellResult
 
 AdvanceFn = Callable[[int], None]
 StartFn = Callable[[str, int], AdvanceFn]
 LogFn = Callable[[str], None]
+CACHE_BYTES = 1 << 30  # decoded images and tensors kept for reuse across passes (perturbations, variants)
 _ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")  # Pillow names the BytesIO: keep results diffable
 
 
@@ -43,6 +49,8 @@ def evaluate_engine(
     preprocess: PreprocessConfig | None = None,
     root: Path | None = None,
     skipped: Sequence[dict[str, str]] = (),
+    perturbations: Sequence[Perturbation] = (),
+    source: ImageSource | None = None,
 ) -> dict[str, Any]:
     """The results contract's ``accuracy`` object for ``engine`` on ``items``.
 
@@ -52,6 +60,11 @@ def evaluate_engine(
     the model file (``onnx/..`` or its own folder), else Hugging Face ViT defaults at the model's input
     size. Paths in ``predictions``/``skipped`` are relative to ``root`` when given. ``skipped`` (e.g.
     manifest rows whose file is missing) is listed first.
+
+    ``perturbations`` (bench.perturb; ``clean`` among them is the object itself) add ``perturbations``: one
+    entry per perturbation with the same metrics, the change against this variant's clean figures
+    (``vs_clean``) and its own predictions. ``source`` shares decoded and preprocessed images between
+    the variants of one run (it must hold the paths of ``items``, in order).
     """
     if positive_index is None:
         raise InputError("no positive (fake) class: pass --positive-label NAME|INDEX to evaluate accuracy")
@@ -66,57 +79,28 @@ def evaluate_engine(
     batch_size = fixed or batch_size
     cfg = preprocess or default_preprocess(engine)
     labelled = bool(items) and all(idx is not None for _, idx in items)
+    perturbed = [p for p in perturbations if not p.is_clean]
+    paths = [path for path, _ in items]
+    if source is None:
+        source = ImageSource(paths, cache_bytes=CACHE_BYTES if perturbed else 0)
+    elif source.paths != paths:
+        raise ValueError("the ImageSource holds other images than the items to evaluate")
 
     def rel(path: Path) -> str:
         return path.relative_to(root).as_posix() if root is not None and path.is_relative_to(root) else str(path)
 
-    skip: list[dict[str, str]] = [dict(s) for s in skipped]
-    done_paths: list[str] = []
-    done_truth: list[int | None] = []
-    probs: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
-    infer_s = 0.0
     start = time.perf_counter()
-
-    def flush() -> None:
-        nonlocal infer_s
-        if not pending:
-            return
-        x = np.stack(pending)
-        if fixed and len(pending) < fixed:  # a model with a fixed batch axis: pad the last batch, drop the pad
-            x = np.concatenate([x, np.repeat(x[-1:], fixed - len(pending), axis=0)])
-        if not probs:  # one untimed call first: ORT's lazy set-up would otherwise dominate a small set's img/s
-            engine.predict_proba(x)
-        t0 = time.perf_counter()
-        out = engine.predict_proba(x)
-        infer_s += time.perf_counter() - t0
-        probs.append(np.asarray(out, dtype=np.float64)[: len(pending)])
-        if progress is not None:
-            progress(len(pending))
-        pending.clear()
-
-    for path, idx in items:
-        try:
-            tensor = to_tensor(load_image(path), cfg)
-        except ImageError as exc:
-            if strict:
-                raise InputError(f"{rel(path)}: {exc}; fix or remove the file, or drop --strict to skip it") from exc
-            skip.append({"path": rel(path), "reason": f"{exc.kind}: {_ADDRESS.sub('', str(exc))}"})
-            if progress is not None:
-                progress(1)
-            continue
-        pending.append(tensor)
-        done_paths.append(rel(path))
-        done_truth.append(idx)
-        if len(pending) == batch_size:
-            flush()
-    flush()
+    done, matrix, infer_s = _run_pass(engine, source, Perturbation(), cfg, batch_size, progress, warm_up=True)
     wall_s = time.perf_counter() - start
-
-    if not done_paths:
+    skip: list[dict[str, str]] = [dict(s) for s in skipped]
+    for i in sorted(source.failed):
+        exc = source.failed[i]
+        if strict:
+            raise InputError(f"{rel(paths[i])}: {exc}; fix or remove the file, or drop --strict to skip it") from exc
+        skip.append({"path": rel(paths[i]), "reason": f"{exc.kind}: {_ADDRESS.sub('', str(exc))}"})
+    if not done:
         first = f" (first: {skip[0]['path']}: {skip[0]['reason']})" if skip else ""
         raise InputError(f"no image could be evaluated: {len(skip)} skipped{first}; check the dataset")
-    matrix = np.concatenate(probs)
     if matrix.ndim != 2 or (labels and matrix.shape[1] != len(labels)):
         raise InputError(
             f"{engine.model_path.name} outputs shape {list(matrix.shape)} but config.json names "
@@ -124,17 +108,25 @@ def evaluate_engine(
         )
     if not 0 <= positive_index < matrix.shape[1]:
         raise InputError(f"positive label index {positive_index} is outside the model's {matrix.shape[1]} classes")
-    p_fake = matrix[:, positive_index]
-    pred_idx = decide(matrix, positive_index, threshold)
+    done_paths = [rel(paths[i]) for i in done]
+    done_truth = [items[i][1] for i in done]
+    y = np.array([int(i == positive_index) for i in done_truth], dtype=np.int64) if labelled else None
 
     def name(i: int | None) -> str | None:
         return None if i is None else labels.get(i, str(i))
 
-    if labelled:
-        y = np.array([int(i == positive_index) for i in done_truth], dtype=np.int64)
-        metrics = binary_metrics(y, p_fake, threshold)
-    else:
-        metrics = unlabelled_metrics(len(done_paths), threshold)
+    def scored(probs: np.ndarray) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]]]:
+        """p(fake), the metrics and the per-image predictions of one pass."""
+        p_fake = probs[:, positive_index]
+        pred_idx = decide(probs, positive_index, threshold)
+        metrics = binary_metrics(y, p_fake, threshold) if y is not None else unlabelled_metrics(len(done), threshold)
+        predictions = [
+            {"path": p, "p_fake": float(pf), "label": name(t), "pred": name(int(pi))}
+            for p, pf, t, pi in zip(done_paths, p_fake, done_truth, pred_idx, strict=True)
+        ]
+        return p_fake, metrics, predictions
+
+    clean_p, metrics, predictions = scored(matrix)
     result: dict[str, Any] = {
         "n": len(done_paths),
         "skipped": skip,
@@ -144,12 +136,158 @@ def evaluate_engine(
         "images_per_s": round(len(done_paths) / infer_s, 3) if infer_s > 0 else None,
         "wall_s": round(wall_s, 4),
         "batch_size": batch_size,
-        "predictions": [
-            {"path": p, "p_fake": float(pf), "label": name(t), "pred": name(int(pi))}
-            for p, pf, t, pi in zip(done_paths, p_fake, done_truth, pred_idx, strict=True)
-        ],
+        "predictions": predictions,
     }
+    if perturbed:
+        entries = []
+        for perturbation in perturbed:
+            t0 = time.perf_counter()
+            again, probs, _ = _run_pass(engine, source, perturbation, cfg, batch_size, progress)
+            if again != done:  # decoding failures are fixed by the clean pass; a perturbation cannot add any
+                raise AssertionError(f"{perturbation.name}: evaluated other images than the clean pass")
+            p_fake, pmetrics, ppredictions = scored(probs)
+            entries.append(
+                {
+                    "perturbation": perturbation.name,
+                    **pmetrics,
+                    "vs_clean": versus_clean(metrics, clean_p, pmetrics, p_fake, threshold),
+                    "agreement": None,
+                    "wall_s": round(time.perf_counter() - t0, 4),
+                    "predictions": ppredictions,
+                }
+            )
+        result["perturbations"] = entries
     return result
+
+
+def _run_pass(
+    engine: Engine,
+    source: ImageSource,
+    perturbation: Perturbation,
+    cfg: PreprocessConfig,
+    batch_size: int,
+    progress: AdvanceFn | None,
+    warm_up: bool = False,
+) -> tuple[list[int], np.ndarray, float]:
+    """Every image of ``source`` under ``perturbation`` through ``engine``: (indices evaluated, probabilities,
+    seconds spent in inference). ``warm_up``: one untimed call first, as ORT's lazy set-up would otherwise
+    dominate a small set's img/s."""
+    fixed = engine.input.fixed_batch
+    done: list[int] = []
+    probs: list[np.ndarray] = []
+    infer_s = 0.0
+    for indices, tensors, failed in source.chunks(perturbation, cfg, batch_size):
+        if progress is not None and failed:
+            progress(failed)
+        for lo in range(0, len(indices), batch_size):
+            x = tensors[lo : lo + batch_size]
+            n = len(x)
+            if fixed and n < fixed:  # a model with a fixed batch axis: pad the last batch, drop the pad
+                x = np.concatenate([x, np.repeat(x[-1:], fixed - n, axis=0)])
+            if warm_up:
+                engine.predict_proba(x)
+                warm_up = False
+            t0 = time.perf_counter()
+            out = engine.predict_proba(x)
+            infer_s += time.perf_counter() - t0
+            probs.append(np.asarray(out, dtype=np.float64)[:n])
+            if progress is not None:
+                progress(n)
+        done.extend(indices)
+    return done, (np.concatenate(probs) if probs else np.empty((0, 0))), infer_s
+
+
+class ImageSource:
+    """The images of one evaluation: decoded once, perturbed and preprocessed in parallel threads.
+
+    Threads, not processes: nothing is copied between processes and no fork happens under ONNX Runtime's
+    threads. Pillow releases the GIL while decoding, resizing and JPEG coding; numpy's noise generation and
+    scipy's blur mostly hold it, so the gain depends on the mix (on the 64-px demo set, 1.1× with 2 threads
+    on a shared 2-core box; inference, not this stage, dominates a perturbed evaluation there).
+
+    Decoded images and finished tensors are kept while they fit in ``cache_bytes``, so later passes (each
+    perturbation, each variant of a run) reuse them; beyond the budget they are recomputed. A file that
+    does not decode is recorded in ``failed`` once and left out of every pass.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        *,
+        seed: int = DEFAULT_SEED,
+        workers: int | None = None,
+        cache_bytes: int = 0,
+    ) -> None:
+        self.paths = list(paths)
+        self.seed = seed
+        self.workers = workers or _cores()
+        self.failed: dict[int, ImageError] = {}
+        self._budget = cache_bytes
+        self._used = 0
+        self._lock = threading.Lock()
+        self._decoded: dict[int, Any] = {}
+        self._tensors: dict[tuple[str, PreprocessConfig], tuple[list[int], np.ndarray]] = {}
+
+    def _reserve(self, nbytes: int) -> bool:
+        with self._lock:
+            if self._used + nbytes > self._budget:
+                return False
+            self._used += nbytes
+            return True
+
+    def _image(self, i: int) -> Any:
+        if i in self.failed:
+            return None
+        img = self._decoded.get(i)
+        if img is None:
+            try:
+                img = load_image(self.paths[i])
+            except ImageError as exc:
+                self.failed[i] = exc
+                return None
+            if self._reserve(img.width * img.height * 3):
+                self._decoded[i] = img
+        return img
+
+    def _tensor(self, i: int, perturbation: Perturbation, cfg: PreprocessConfig) -> np.ndarray | None:
+        img = self._image(i)
+        if img is None:
+            return None
+        return to_tensor(perturbation.apply(img, str(self.paths[i]), self.seed), cfg)
+
+    def chunks(
+        self, perturbation: Perturbation, cfg: PreprocessConfig, batch_size: int
+    ) -> Iterator[tuple[list[int], np.ndarray, int]]:
+        """(indices, NCHW tensors, images that failed to decode) in dataset order, a few batches at a time."""
+        cached = self._tensors.get((perturbation.name, cfg))
+        if cached is not None:
+            yield cached[0], cached[1], 0
+            return
+        window = max(batch_size, 16) * 4
+        kept: list[tuple[list[int], np.ndarray]] | None = []  # None once the pass outgrows the cache budget
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bench-images") as pool:
+            for lo in range(0, len(self.paths), window):
+                indices = range(lo, min(lo + window, len(self.paths)))
+                tensors = list(pool.map(lambda i: self._tensor(i, perturbation, cfg), indices))
+                ok = [i for i, t in zip(indices, tensors, strict=True) if t is not None]
+                stacked = np.stack([t for t in tensors if t is not None]) if ok else np.empty((0,), np.float32)
+                if kept is not None and ok:
+                    kept.append((ok, stacked))
+                    if sum(t.nbytes for _, t in kept) > self._budget - self._used:
+                        kept = None
+                yield ok, stacked, len(indices) - len(ok)
+        if kept and self._reserve(sum(t.nbytes for _, t in kept)):
+            self._tensors[(perturbation.name, cfg)] = (
+                [i for ok, _ in kept for i in ok],
+                np.concatenate([t for _, t in kept]),
+            )
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def default_preprocess(engine: Engine) -> PreprocessConfig:
@@ -178,30 +316,41 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
 
     The reference is the ``reference_variant`` cell of the same provider (and batch size, when there are
     several), else that variant's cell on any provider. Images are matched by path; a cell without a
-    usable reference keeps ``agreement: null`` with ``reasons.agreement`` saying why.
+    usable reference keeps ``agreement: null`` with ``reasons.agreement`` saying why. Each perturbed entry
+    (``accuracy.perturbations``) is compared likewise with the reference's entry of the same perturbation.
     """
     refs = [c for c in cells if c.variant == reference_variant and c.status == "ok" and _preds(c)]
     for cell in cells:
         acc = cell.accuracy
         if cell.status != "ok" or not isinstance(acc, dict) or not acc.get("predictions"):
             continue
-        acc.setdefault("reasons", {})
         same_provider = [r for r in refs if r.provider == cell.provider]
         ranked = [r for r in same_provider if r.batch_size == cell.batch_size] + same_provider + refs
-        if not ranked:
-            acc["agreement"] = None
-            acc["reasons"]["agreement"] = f"reference variant {reference_variant!r} has no evaluated cell in this run"
-            continue
-        ref = ranked[0]
-        ref_p = {p["path"]: p["p_fake"] for p in _preds(ref)}
-        pairs = [(ref_p[p["path"]], p["p_fake"]) for p in acc["predictions"] if p["path"] in ref_p]
-        if not pairs:
-            acc["agreement"] = None
-            acc["reasons"]["agreement"] = f"no image in common with the reference {reference_variant}/{ref.provider}"
-            continue
-        ref_arr, cur_arr = (np.array(col, dtype=np.float64) for col in zip(*pairs, strict=True))
-        acc["agreement"] = {**agreement(reference_variant, ref_arr, cur_arr), "reference_provider": ref.provider}
-        acc["reasons"].pop("agreement", None)
+        ref = ranked[0] if ranked else None
+        ref_acc: dict[str, Any] = dict(ref.accuracy or {}) if ref is not None else {}
+        ref_entries = {e["perturbation"]: e for e in ref_acc.get("perturbations") or []}
+        targets: list[tuple[Any, dict[str, Any] | None, str]] = [(acc, ref_acc if ref else None, "")]
+        for entry in acc.get("perturbations") or []:
+            name = entry["perturbation"]
+            targets.append((entry, ref_entries.get(name), f" under {name}"))
+        for target, ref_target, under in targets:
+            target.setdefault("reasons", {})
+            if ref is None:
+                why = f"reference variant {reference_variant!r} has no evaluated cell in this run"
+            elif ref_target is None:
+                why = f"the reference {reference_variant}/{ref.provider} was not evaluated{under}"
+            else:
+                ref_p = {p["path"]: p["p_fake"] for p in ref_target.get("predictions") or []}
+                pairs = [(ref_p[p["path"]], p["p_fake"]) for p in target["predictions"] if p["path"] in ref_p]
+                why = f"no image in common with the reference {reference_variant}/{ref.provider}{under}"
+                if pairs:
+                    ref_arr, cur_arr = (np.array(col, dtype=np.float64) for col in zip(*pairs, strict=True))
+                    found = agreement(reference_variant, ref_arr, cur_arr)
+                    target["agreement"] = {**found, "reference_provider": ref.provider}
+                    target["reasons"].pop("agreement", None)
+                    continue
+            target["agreement"] = None
+            target["reasons"]["agreement"] = why
 
 
 def _preds(cell: CellResult) -> list[dict[str, Any]]:
@@ -224,16 +373,19 @@ def evaluate_cell(
     skipped: Sequence[dict[str, str]] = (),
     session: SessionSpec | None = None,
     progress: AdvanceFn | None = None,
+    perturbations: Sequence[Perturbation] = (),
+    source: ImageSource | None = None,
 ) -> CellResult:
     """One variant × provider evaluated into a CellResult; provider trouble becomes the cell's status.
 
     ``preprocess`` maps the open Engine to its PreprocessConfig (e.g.
-    ``lambda e: bundle.preprocess_config(e.input.image_hw())``).
+    ``lambda e: bundle.preprocess_config(e.input.image_hw())``); ``perturbations`` and ``source`` as in
+    :func:`evaluate_engine`.
     """
     cell = CellResult(variant=variant, provider=provider, batch_size=batch_size)
     cell.model = model_info(model_path)
     try:
-        engine = Engine(model_path, provider, session)
+        engine = open_engine(model_path, variant, provider, session)
         cell.session_create_ms = round(engine.session_create_ms, 3)
         cell.providers_effective = engine.providers_effective
         cell.batch_size = engine.input.fixed_batch or batch_size
@@ -249,6 +401,8 @@ def evaluate_cell(
             preprocess=preprocess(engine),
             root=root,
             skipped=skipped,
+            perturbations=perturbations,
+            source=source,
         )
     except InputError:
         raise
@@ -258,8 +412,10 @@ def evaluate_cell(
 
 
 def labelled_set_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int) -> Callable[[Engine], dict[str, Any]]:
-    """``evaluate(engine)`` for a matrix cell: accuracy of the engine on the labelled set ``spec`` names."""
+    """``evaluate(engine)`` for a matrix cell: accuracy of the engine on the labelled set ``spec`` names,
+    under each of ``spec["perturb"]`` (bench.perturb specs) as well when given."""
     labelled = load_labelled_set(spec["dataset"], strict=spec.get("strict", False))
+    perturbations = parse_perturbations(spec.get("perturb") or [])
 
     def run(engine: Engine) -> dict[str, Any]:
         labels = bundle.labels(engine.num_classes)
@@ -275,6 +431,7 @@ def labelled_set_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int
             batch_size,
             strict=spec.get("strict", False),
             preprocess=preprocess,
+            perturbations=perturbations,
         )
 
     return run

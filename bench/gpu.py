@@ -1,4 +1,4 @@
-"""NVML boundary: one GPU's name, driver, memory and utilisation (nvidia-ml-py, imported as ``pynvml``).
+"""NVML boundary: one GPU's name, driver, memory, utilisation, clocks, power and energy (nvidia-ml-py, ``pynvml``).
 
 Everything GPU-related that bench reads goes through :class:`Gpu`, so tests fake exactly one thing:
 the ``pynvml`` module.
@@ -76,14 +76,85 @@ class Gpu:
     def utilization_pct(self) -> float:
         return float(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
 
-    def process_memory_mb(self, pid: int) -> float | None:
-        """Device memory held by ``pid``; None when the driver does not say (e.g. in some containers)."""
+    def process_memory(self, pid: int) -> tuple[float | None, str | None]:
+        """(MB held by ``pid``, None) or (None, why it cannot be attributed).
+
+        A process NVML does not list is *not measured*, never 0 MB: in containers with their own PID
+        namespace the driver lists host PIDs, so this process is absent even while it holds memory.
+        """
         try:
             procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
-        except Exception:
-            return None
-        used = [p.usedGpuMemory for p in procs if p.pid == pid and p.usedGpuMemory is not None]
-        return sum(used) / _MB if used else 0.0
+        except Exception as exc:
+            return None, f"NVML cannot list the processes on GPU {self.index} ({_reason(exc)})"
+        mine = [p for p in procs if p.pid == pid]
+        if not mine:
+            return None, (
+                f"NVML does not list this process (PID {pid}) on GPU {self.index} "
+                f"({len(procs)} other process(es) listed; a container's PID namespace hides it)"
+            )
+        used = [p.usedGpuMemory for p in mine if p.usedGpuMemory is not None]
+        if not used:
+            return None, "the driver lists this process but not its memory (usedGpuMemory unavailable)"
+        return sum(used) / _MB, None
+
+    def process_memory_mb(self, pid: int) -> float | None:
+        """Device memory held by ``pid``; None when it cannot be attributed (:meth:`process_memory` says why)."""
+        return self.process_memory(pid)[0]
+
+    def telemetry(self) -> dict[str, Any]:
+        """One reading of clocks, power, temperature, throttle reasons and the energy counter.
+
+        A reading the GPU does not support is None (e.g. the energy counter before Volta); the keys
+        are always there, so a series of readings has one shape.
+        """
+        nvml, h = self.nvml, self.handle
+        reasons = _optional(lambda: _clock_event_reasons(nvml, h))
+        power_mw = _optional(lambda: nvml.nvmlDeviceGetPowerUsage(h))
+        energy_mj = _optional(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h))
+        return {
+            "sm_clock_mhz": _optional(lambda: float(nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))),
+            "mem_clock_mhz": _optional(lambda: float(nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))),
+            "power_w": None if power_mw is None else power_mw / 1000.0,
+            "temperature_c": _optional(lambda: float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))),
+            "throttle_reasons": None if reasons is None else throttle_reason_names(reasons),
+            "energy_j": None if energy_mj is None else energy_mj / 1000.0,
+        }
+
+
+# NVML's clocks-event (formerly "throttle") reason bits; stable across driver versions.
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+
+def throttle_reason_names(mask: int) -> list[str]:
+    """NVML's reason bitmask → names, e.g. ``0x24`` → ``["sw_power_cap", "sw_thermal_slowdown"]``."""
+    names = [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    unknown = mask & ~sum(THROTTLE_REASONS)
+    return [*names, f"other_0x{unknown:x}"] if unknown else names
+
+
+def _clock_event_reasons(nvml: Any, handle: Any) -> int:
+    get = (
+        getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    )
+    return int(get(handle))
+
+
+def _optional(read: Any) -> Any:
+    """A reading, or None when this GPU or driver does not support it."""
+    try:
+        return read()
+    except Exception:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

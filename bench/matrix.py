@@ -26,6 +26,7 @@ from bench.errors import InputError
 from bench.evaluate import add_agreement
 from bench.formatting import fmt
 from bench.modelfile import model_info, output_width
+from bench.perturb import DEFAULT_SEED
 from bench.providers import is_gpu
 from bench.results import CellResult, ModelInfo, RunResult
 from bench.runner import RunOptions
@@ -55,6 +56,7 @@ MEASURE_KEYS = (
     "seed",
     "threshold",
     "positive_label",
+    "perturbations",
 )
 
 
@@ -80,6 +82,7 @@ class EvalSpec:
     threshold: float | None = None
     positive_label: str | None = None
     strict: bool = False
+    perturbations: tuple[str, ...] = ()  # bench.perturb names, evaluated with the clean images (robustness)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ def run_matrix(
         "threshold": evaluation.threshold,
         "positive_label": evaluation.positive_label,
         "accuracy_reason": accuracy_reason,
+        "perturbations": list(evaluation.perturbations),
+        "perturb_seed": DEFAULT_SEED,
         "reference_variant": str((policy or {}).get("reference") or REFERENCE_VARIANT),
         "policy_file": policy_file,
         "policy": policy,
@@ -221,6 +226,7 @@ def run_matrix(
                     evaluation if evaluate else None,
                     cell_timeout_s,
                     Path(tmp),
+                    infos[plan_cell.variant],
                 )
                 if cell.model is None:
                     cell.model = infos[plan_cell.variant]
@@ -281,6 +287,7 @@ def _run_cell_process(
     evaluation: EvalSpec | None,
     timeout_s: float,
     workdir: Path,
+    model: ModelInfo | None = None,
 ) -> CellResult:
     evaluate = (
         None
@@ -290,9 +297,10 @@ def _run_cell_process(
             "threshold": evaluation.threshold,
             "positive_label": evaluation.positive_label,
             "strict": evaluation.strict,
+            "perturb": list(evaluation.perturbations),
         }
     )
-    spec = cell_spec(plan.variant, plan.provider, bundle.root, model_path, options, input_images, evaluate)
+    spec = cell_spec(plan.variant, plan.provider, bundle.root, model_path, options, input_images, evaluate, model)
     return run_cell_process(spec, timeout_s, workdir, tag=f"{plan.variant}-{plan.provider}-{plan.batch_size}")
 
 

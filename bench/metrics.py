@@ -185,3 +185,31 @@ def decide(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
     others = probs.copy()
     others[:, positive] = -np.inf
     return np.where(probs[:, positive] >= threshold, positive, others.argmax(axis=1))
+
+
+def versus_clean(
+    clean: dict[str, Any], clean_p: np.ndarray, perturbed: dict[str, Any], perturbed_p: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """How a variant's figures under a perturbation differ from its own on the clean images (same images, same
+    order): Δ ROC AUC and Δ accuracy (perturbed − clean, fractions), decision flips and |Δp(fake)|.
+
+    A Δ is None, with ``reasons[name]``, when either side's figure is None (e.g. AUC on a one-class set).
+    """
+    cp, pp = np.asarray(clean_p, dtype=np.float64), np.asarray(perturbed_p, dtype=np.float64)
+    if cp.shape != pp.shape or not len(cp):
+        raise ValueError(f"clean and perturbed p(fake) must be non-empty and of one shape, got {cp.shape}, {pp.shape}")
+    out: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    for name, field in (("delta_roc_auc", "roc_auc"), ("delta_accuracy", "accuracy")):
+        a, b = clean.get(field), perturbed.get(field)
+        out[name] = None if a is None or b is None else float(b) - float(a)
+        if out[name] is None:
+            reasons[name] = (perturbed.get("reasons") or {}).get(field) or (clean.get("reasons") or {}).get(
+                field, f"{field} not measured"
+            )
+    dp = np.abs(pp - cp)
+    out["flip_rate"] = float(((cp >= threshold) != (pp >= threshold)).mean())
+    out["max_abs_dp"] = float(dp.max())
+    out["mean_abs_dp"] = float(dp.mean())
+    out["reasons"] = reasons
+    return out

@@ -15,7 +15,9 @@ coercion: ``"8"`` is not a batch size).
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 import os
 import tempfile
@@ -106,6 +108,8 @@ class RunConfig(TypedDict, total=False):
     graph_opt: str
     device_id: int
     trt_fp16: bool
+    trt_int8: bool
+    cuda_graph: bool
     trt_cache: str | None
     io_binding: bool | None
     sample_hz: float
@@ -116,6 +120,8 @@ class RunConfig(TypedDict, total=False):
     threshold: float | None
     positive_label: str | None
     accuracy_reason: str | None
+    perturbations: list[str]  # eval/matrix --perturb: the perturbation names evaluated ("clean" first); [] none
+    perturb_seed: int
     reference_variant: str
     policy_file: str | None
     policy: dict[str, Any] | None  # the release policy as bench.report.policy.Policy.to_dict() writes it
@@ -156,20 +162,145 @@ class CellLatency(TypedDict, total=False):
     p99: float
 
 
+class RankedCell(TypedDict, total=False):
+    """A cell named by the recommendation, with its ranking figure and 95 % interval."""
+
+    variant: str
+    provider: str
+    batch_size: int
+    value: float | None
+    interval: list[float] | None
+
+
+class RecommendationInfo(TypedDict, total=False):
+    """The release recommendation: the choice, cells tied with it on the ranking figure, the tie rule."""
+
+    choice: RankedCell | None
+    rank_by: str
+    tied: list[RankedCell]
+    rule: str | None
+    passing: int
+    candidates: int
+
+
+class Replicates(TypedDict, total=False):
+    """How a cell's timed calls were split into replicates (fresh sessions, one alive at a time)."""
+
+    count: int
+    isolation: Literal["session", "process"]
+    iterations_per_replicate: int
+    session_create_ms: list[float]  # per replicate; the first is the cold start
+    p50_ms: list[float]  # median of each replicate's calls
+    cv_between: float | None  # CV of the replicate medians
+    cv_within: float | None  # median robust CV (IQR/1.349/median) of calls within a replicate
+    gc_disabled: bool  # Python's garbage collector was off during timed calls
+
+
+class Noise(TypedDict, total=False):
+    """The machine's load while a cell was timed (bench.noise); ``noisy`` flags a cell to distrust."""
+
+    wall_s: float
+    loadavg_1m: list[float]  # [start, end]
+    cpu_count: int
+    others_cpu_cores: float  # CPU time used by other processes during the timed phase, in cores
+    steal_pct: float | None  # hypervisor steal, % of all CPUs' time (None where the kernel reports none)
+    cpu_freq_mhz: list[float] | None  # [start, end] mean current frequency, where readable
+    noisy: bool
+    why: str | None
+
+
+class Spread(TypedDict, total=False):
+    """Mean, min and max of a sampled reading."""
+
+    mean: float | None
+    min: float | None
+    max: float | None
+
+
+class GpuTelemetry(TypedDict, total=False):
+    """NVML readings over the timed phase (bench.sampling.summarise_telemetry); None where the GPU lacks one."""
+
+    over: Literal["timed", "cell"]
+    readings: int
+    sm_clock_mhz: Spread | None
+    mem_clock_mhz: Spread | None
+    power_w: Spread | None
+    temperature_c: Spread | None
+    throttle_reasons: list[str] | None  # every NVML clocks-event reason seen (gpu_idle, sw_power_cap, ...)
+    energy_j: float | None  # NVML total-energy counter, end minus start of the timed phase
+    energy_per_image_j: float | None
+    timed_s: float | None
+    energy_reason: str | None
+    clocks_changed: bool  # SM or memory clock moved > 2 % during the timed phase
+    noise: list[str]  # why the figures may be noisy (clocks changed, throttling)
+
+
+class EngineBuild(TypedDict, total=False):
+    """A TensorRT cell's engine: cache key and state, build (cold) or load (warm) time, precision flags."""
+
+    tensorrt: str | None
+    fp16: bool
+    int8: bool
+    cache: Literal["cold", "warm", "off"]
+    cache_key: str | None  # sha256 of key_inputs, first 16 hex digits
+    cache_dir: str | None
+    key_inputs: dict[str, Any] | None  # model_sha256, tensorrt, gpu, onnxruntime, fp16, int8, cuda_graph
+    engine_files: list[str]
+    build_ms: float | None  # session creation with a cold cache: the engine build
+    load_ms: float | None  # session creation with a warm cache: the engine load
+
+
+class StageTime(TypedDict, total=False):
+    """One stage of a staged call, in ms."""
+
+    n: int
+    p50: float
+    mean: float
+
+
+class CopyBreakdown(TypedDict, total=False):
+    """Where an end-to-end GPU call (no IOBinding) spends its time (bench.engine.Engine.copy_breakdown)."""
+
+    copy_in: StageTime  # host → device copy of the input
+    compute: StageTime  # the model, outputs left on the device
+    copy_out: StageTime  # device → host copy of the outputs
+    total_p50: float
+    copy_share: float | None  # (copy in + copy out) / total, of the medians
+    input_bytes: int | None
+
+
+class GpuRun(TypedDict, total=False):
+    """What a GPU cell ran with (bench.engine.Engine.gpu_run), plus its copy breakdown when measured."""
+
+    cuda_graph: bool
+    engine_build: EngineBuild | None
+    copy_breakdown_ms: CopyBreakdown | None
+    backend: str  # "pytorch" for a PyTorch cell (absent for ONNX Runtime)
+    clock_sync: str  # PyTorch on CUDA: what is called before the clock is read
+
+
 class CellMemory(TypedDict, total=False):
-    """Peaks and means over the timed loop (bench.sampling.MemoryStats); GPU figures None with ``gpu_reason``."""
+    """Peaks over the whole cell, means over the timed phase (bench.sampling.MemoryStats); GPU figures None
+    with ``gpu_reason``. Files from before the GPU telemetry lack the keys after ``samples``."""
 
     rss_peak_mb: float | None
     rss_mean_mb: float | None
     cpu_mean_pct: float | None
     system_ram_peak_pct: float | None
-    gpu_process_peak_mb: float | None
-    gpu_device_peak_mb: float | None
+    gpu_process_peak_mb: float | None  # None when NVML does not attribute memory to this process
+    gpu_device_peak_mb: float | None  # device-wide: every process on the GPU
     gpu_total_mb: float | None
     gpu_util_mean_pct: float | None
     gpu_util_max_pct: float | None
     gpu_reason: str | None
     samples: int
+    gpu_process_reason: str | None
+    gpu_device_scope: str | None
+    means_over: Literal["timed", "cell"] | None
+    peaks_over: Literal["cell"] | None
+    timed_samples: int | None
+    gpu_telemetry: GpuTelemetry | None
+    gpu_run: GpuRun | None
 
 
 class SkippedImage(TypedDict):
@@ -200,6 +331,44 @@ class Agreement(TypedDict, total=False):
     kl: float
 
 
+class VersusClean(TypedDict, total=False):
+    """A perturbed pass against the same variant's clean pass (bench.metrics.versus_clean); fractions, not points."""
+
+    delta_roc_auc: float | None  # perturbed − clean
+    delta_accuracy: float | None  # perturbed − clean
+    flip_rate: float  # share of images whose decision changed
+    max_abs_dp: float
+    mean_abs_dp: float
+    reasons: dict[str, str]
+
+
+class PerturbedAccuracy(TypedDict, total=False):
+    """One perturbation (bench.perturb name, e.g. ``jpeg:50+resize:0.5``) of one (variant, provider): the
+    accuracy figures on the perturbed images, the change against clean, agreement with the reference variant
+    under the same perturbation, and the per-image predictions."""
+
+    perturbation: Required[str]
+    n: int
+    threshold: float
+    accuracy: float | None
+    balanced_accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    roc_auc: float | None
+    average_precision: float | None
+    eer: float | None
+    eer_threshold: float | None
+    log_loss: float | None
+    ece: float | None
+    confusion: list[list[int]] | None
+    reasons: dict[str, str]
+    vs_clean: VersusClean
+    agreement: Agreement | None
+    wall_s: float
+    predictions: list[Prediction]
+
+
 class Accuracy(TypedDict, total=False):
     """Accuracy figures of one (variant, provider) on the dataset; None with ``reasons[field]`` when undefined."""
 
@@ -225,6 +394,7 @@ class Accuracy(TypedDict, total=False):
     wall_s: float
     batch_size: int
     predictions: list[Prediction]
+    perturbations: list[PerturbedAccuracy]  # bench eval/matrix --perturb: one entry per perturbation, clean excluded
 
 
 class CellKey(TypedDict):
@@ -297,6 +467,8 @@ class MaxRateStep(TypedDict, total=False):
     p50_ms: float | None
     p99_ms: float | None
     passed: bool
+    retest: bool  # the same rate run again because the first run failed
+    flaky: bool  # failed, then passed on the retest
     why: str
 
 
@@ -305,9 +477,15 @@ class MaxRate(TypedDict, total=False):
 
     slo_p99_ms: float
     rate_rps: float | None
+    bracket: list[float | None]  # [highest pass, lowest fail]
+    probes: int  # steps run, retests included
     limited_by: Literal["slo", "max_steps", "min_rate", "max_rate", "generator"]
     steps: list[MaxRateStep]
     reason: str
+    closed_loop_capacity_rps: float  # throughput of a closed loop at closed_loop_concurrency in flight
+    closed_loop_concurrency: int
+    littles_law_rps: float  # concurrency / mean latency of that closed loop
+    warning: str
 
 
 class BatchEndpoint(TypedDict, total=False):
@@ -368,6 +546,10 @@ class CellResult:
     throughput_ips: float | None = None
     memory: CellMemory | None = None
     accuracy: Accuracy | None = None
+    # Second wave (omitted from the JSON while empty, so older files round-trip unchanged):
+    sample_replicates: list[int] = field(default_factory=list)  # replicate index of each samples_ms entry
+    replicates: Replicates | None = None  # how the replicates were made, and their noise
+    noise: Noise | None = None  # what else the machine was doing while this cell was timed
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -400,10 +582,19 @@ class RunResult:
     schema_version: int = SCHEMA_VERSION
     run_id: str = field(default_factory=lambda: new_run_id())
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    recommendation: RecommendationInfo | None = (
+        None  # bench matrix: the report's choice, ties and rule (omitted if None)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        for cell in data["cells"]:
+            for optional in _OPTIONAL_CELL_FIELDS:
+                if not cell.get(optional):
+                    cell.pop(optional, None)
         order = ["schema_version", "run_id", "created", "environment", "config", "dataset", "cells", "service"]
+        if data.get("recommendation") is not None:
+            order.append("recommendation")
         return {k: data[k] for k in order}
 
     def to_json(self) -> str:
@@ -422,6 +613,7 @@ class RunResult:
             schema_version=data["schema_version"],
             run_id=data.get("run_id", ""),
             created=data.get("created", ""),
+            recommendation=data.get("recommendation"),
         )
 
     @classmethod
@@ -454,7 +646,7 @@ class RunResult:
             raise InputError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
         json_path, csv_path = out / "results.json", out / "results.csv"
         atomic_write_text(json_path, self.to_json() + "\n")
-        atomic_write_text(csv_path, cells_frame(self.cells).to_csv(index=False))
+        atomic_write_text(csv_path, cells_csv(self.cells))
         return json_path, csv_path
 
     def accuracy_of(self, variant: str, provider: str) -> Accuracy | None:
@@ -480,22 +672,42 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
-def cells_frame(cells: list[CellResult]) -> Any:
-    """Cells flattened to one row each (nested dicts → dotted columns; raw samples and predictions left out)."""
-    import pandas as pd
+def cells_csv(cells: list[CellResult]) -> str:
+    """Cells flattened to one CSV row each: nested objects → dotted columns (``latency_ms.p50``), lists of
+    numbers or names → JSON text; raw samples, replicate indices, predictions and skipped images left out
+    (they stay in results.json). Written with the csv module: pandas stays off the measuring path."""
+    rows = [_flat(_csv_row(cell)) for cell in cells]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
-    rows = []
-    for cell in cells:
-        data = asdict(cell)
-        data.pop("samples_ms", None)
-        accuracy = data.get("accuracy")
-        if isinstance(accuracy, dict):
-            accuracy = {k: v for k, v in accuracy.items() if k not in ("predictions", "skipped")}
-            data["accuracy"] = accuracy
-        data["providers_effective"] = ",".join(data.get("providers_effective") or [])
-        rows.append(data)
-    frame = pd.json_normalize(rows, sep=".")
-    return frame
+
+def _csv_row(cell: CellResult) -> dict[str, Any]:
+    data = asdict(cell)
+    for raw in ("samples_ms", "sample_replicates"):
+        data.pop(raw, None)
+    accuracy = data.get("accuracy")
+    if isinstance(accuracy, dict):
+        data["accuracy"] = {k: v for k, v in accuracy.items() if k not in ("predictions", "skipped")}
+    data["providers_effective"] = ",".join(data.get("providers_effective") or [])
+    return data
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        elif isinstance(value, list):
+            if all(not isinstance(v, (dict, list)) for v in value):
+                out[name] = json.dumps(value, default=json_default)
+        else:
+            out[name] = "" if value is None else value
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -560,6 +772,9 @@ class LoadResult:
 
 
 # --- validation and JSON Schema (pydantic, imported on first use) ----------------------------------
+
+
+_OPTIONAL_CELL_FIELDS = ("sample_replicates", "replicates", "noise")
 
 
 def _check_version(version: Any) -> None:

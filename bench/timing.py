@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,18 +39,30 @@ def timed_loop(
     spec: LoopSpec,
     on_progress: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Run ``call`` ``spec.warmup`` times untimed, then time each call with perf_counter_ns; ms samples."""
+    """Run ``call`` ``spec.warmup`` times untimed, then time each call with perf_counter_ns; ms samples.
+
+    Python's garbage collector is off while calls are timed (a collection would land inside some
+    call's time): garbage is collected once before timing and collection resumes after.
+    ``on_progress`` is for tests and scripts; the CLI draws progress between replicates instead.
+    """
     for _ in range(spec.warmup):
         call()
     samples: list[float] = []
     clock = time.perf_counter_ns
-    deadline = None if spec.min_time_s is None else clock() + int(spec.min_time_s * 1e9)
-    while len(samples) < spec.iterations or (deadline is not None and clock() < deadline):
-        t0 = clock()
-        call()
-        samples.append((clock() - t0) / 1e6)
-        if on_progress is not None:
-            on_progress(len(samples), samples[-1])
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        deadline = None if spec.min_time_s is None else clock() + int(spec.min_time_s * 1e9)
+        while len(samples) < spec.iterations or (deadline is not None and clock() < deadline):
+            t0 = clock()
+            call()
+            samples.append((clock() - t0) / 1e6)
+            if on_progress is not None:
+                on_progress(len(samples), samples[-1])
+    finally:
+        if was_enabled:
+            gc.enable()
     return samples
 
 

@@ -17,7 +17,6 @@ from bench.compare import (
     CompareRow,
     Tolerances,
     compare_runs,
-    latency_verdict,
     load_pair,
     mcnemar,
     parse_tolerance,
@@ -119,20 +118,6 @@ def test_parse_tolerance_refuses(text: str, kind: str, needle: str) -> None:
 # --- the latency rule -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("point", "low", "high", "verdict"),
-    [
-        (1.20, 1.15, 1.25, "regression"),  # beyond tolerance and significant
-        (1.20, 0.95, 1.45, "same"),  # beyond tolerance, interval includes 1: noise
-        (1.05, 1.03, 1.07, "same"),  # significant but within tolerance
-        (0.80, 0.75, 0.85, "improvement"),
-        (0.80, 0.60, 1.02, "same"),
-    ],
-)
-def test_latency_verdict_needs_factor_and_significance(point: float, low: float, high: float, verdict: str) -> None:
-    assert latency_verdict(point, low, high, 0.10)[0] == verdict
-
-
 def test_identical_runs_pass() -> None:
     result = compare_runs(run(cell()), run(cell()))
     assert result.verdict == "pass" and result.exit_code == 0
@@ -156,8 +141,8 @@ def test_noisy_slowdown_is_not_a_verdict() -> None:
     base = samples(10.0, n=8, sigma=0.6, seed=2)
     cur = [x * 1.25 for x in samples(10.0, n=8, sigma=0.6, seed=2)]
     p50 = rows(compare_runs(run(cell(base)), run(cell(cur))), "latency_p50_ms")[0]
-    assert p50.ratio == pytest.approx(1.25) and p50.ci_low < 1 < p50.ci_high
-    assert p50.verdict == "same" and "noise" in p50.why
+    assert p50.ratio == pytest.approx(1.25) and p50.ci_low is None
+    assert p50.verdict == "inconclusive" and "n too small" in p50.why
 
 
 def test_faster_current_is_an_improvement_and_passes() -> None:
@@ -182,13 +167,13 @@ def test_one_burst_of_slow_calls_is_not_a_tail_regression() -> None:
     cur = samples(10.0, n=300, sigma=0.03, seed=1)
     cur[100:130] = [x * 20 for x in cur[100:130]]  # a neighbour's 30-call burst: 10 % of calls, contiguous
     p95 = rows(compare_runs(run(cell(base)), run(cell(cur))), "latency_p95_ms")[0]
-    assert p95.verdict == "same", p95.why
+    assert p95.verdict == "inconclusive" and p95.ci_low < 1, p95.why  # the burst's block is resampled as a unit
     assert float(np.percentile(cur, 95)) / float(np.percentile(base, 95)) > 10  # what resampling calls would see
 
 
 def test_p95_needs_enough_calls() -> None:
     row = rows(compare_runs(run(cell(samples(n=60))), run(cell(samples(n=60, seed=1)))), "latency_p95_ms")[0]
-    assert row.verdict == "incomparable" and "too few" in row.why
+    assert row.verdict == "inconclusive" and "n too small: 60 calls on a side (need ≥ 100 for p95)" in row.why
 
 
 def test_latency_tolerance_is_honoured() -> None:
@@ -420,7 +405,7 @@ def test_cli_compare_exit_codes(measured: Path, tmp_path: Path) -> None:
     assert "| fp32 · cpu · b1 | p50 latency (ms)" in same.output and "✅ pass" in same.output
 
     data = json.loads(measured.read_text())
-    data["cells"][0]["samples_ms"] = [x * 1.5 for x in data["cells"][0]["samples_ms"]]
+    data["cells"][0]["samples_ms"] = [x * 4.0 for x in data["cells"][0]["samples_ms"]]
     slower = tmp_path / "slower.json"
     slower.write_text(json.dumps(data))
     summary = tmp_path / "summary.md"
@@ -429,7 +414,7 @@ def test_cli_compare_exit_codes(measured: Path, tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert doc["verdict"] == "regression"
     assert "❌ regression" in summary.read_text()
-    assert invoke("compare", measured, slower, "--latency-tolerance", "60%").exit_code == 0
+    assert invoke("compare", measured, slower, "--latency-tolerance", "400%").exit_code == 0
 
     data["environment"]["machine_id"] = "elsewhere"
     other = tmp_path / "other.json"
@@ -492,7 +477,11 @@ def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_pa
     assert p50["verdict"] == "regression" and p50["ratio"] > 1.3 and p50["ci_low"] > 1, p50
     assert (tmp_path / "ab" / "compare.md").is_file()
     cur = RunResult.load(tmp_path / "ab" / "current")
-    assert cur.config["command"] == "ab" and cur.config["order"] == "ABBA" and len(cur.cells[0].samples_ms) == 100
+    order = cur.config["order"]
+    assert cur.config["command"] == "ab" and len(cur.cells[0].samples_ms) == 100
+    blocks = [order[i : i + 2] for i in range(0, len(order), 2)]
+    assert len(blocks) == 10 and blocks.count("AB") == blocks.count("BA") == 5  # randomised, balanced
+    assert sorted(set(cur.cells[0].sample_replicates)) == list(range(10))
 
 
 def test_cli_ab_same_model_passes_with_memory(two_dirs: tuple[Path, Path]) -> None:

@@ -197,6 +197,7 @@ def _step_result(rate: float, p99: float, errors: dict[str, int] | None = None) 
         send_lag_ms={},
         generator_ceiling_rps=None,
         server={},
+        samples_ms=[p99] * max(n, 30),
     )
 
 
@@ -209,10 +210,45 @@ def test_find_max_doubles_then_bisects_to_the_capacity() -> None:
         return _step_result(rate, 10.0 if rate <= capacity else 400.0)
 
     summary, best = load.find_max_rate(step, slo_p99_ms=50, start_rate=5, max_steps=12, tolerance=0.05)
-    assert asked[:4] == [5, 10, 20, 40]
+    assert asked[:5] == [5, 10, 20, 40, 40]  # a failing step is re-tested before it counts
     assert capacity * 0.95 <= summary["rate_rps"] <= capacity
-    assert summary["limited_by"] == "slo" and len(summary["steps"]) <= 12
+    assert summary["limited_by"] == "slo" and summary["probes"] == len(summary["steps"]) <= 12
+    low, high = summary["bracket"]
+    assert low == summary["rate_rps"] and capacity < high <= capacity * 1.05
     assert best is not None and best.target_rate == summary["rate_rps"]
+
+
+def test_find_max_retests_a_failure_and_a_transient_one_does_not_cap_the_answer() -> None:
+    calls: dict[float, int] = {}
+
+    def step(rate: float) -> LoadResult:
+        calls[rate] = calls.get(rate, 0) + 1
+        hiccup = rate == 10 and calls[rate] == 1  # one bad step at a low rate (a neighbour's burst)
+        return _step_result(rate, 400.0 if hiccup or rate > 70 else 10.0)
+
+    summary, _ = load.find_max_rate(step, slo_p99_ms=50, start_rate=5, max_steps=20, tolerance=0.1)
+    assert summary["rate_rps"] >= 60 and calls[10] == 2
+    assert next(s for s in summary["steps"] if s["rate"] == 10 and s["retest"])["passed"]
+
+
+def test_a_queue_that_grows_through_a_step_fails_it() -> None:
+    growing = _step_result(50, 10.0)
+    growing.samples_ms = list(np.linspace(2.0, 30.0, 300))  # p99 under the SLO, but latency climbs all along
+    passed, why = load.judge_step(growing, slo_p99_ms=50)
+    assert not passed and "backlog" in why
+    steady = _step_result(50, 10.0)
+    steady.samples_ms = [40.0] * 30 + [5.0] * 270  # a slow warm-up is not judged
+    assert load.judge_step(steady, slo_p99_ms=20)[0]
+
+
+def test_littles_law_flags_an_answer_above_the_closed_loop_capacity() -> None:
+    summary = {"rate_rps": 500.0}
+    closed = _step_result(200, 10.0)
+    closed.mode, closed.concurrency, closed.throughput_rps = "closed", 4, 200.0
+    closed.latency_ms["mean"] = 20.0
+    warning = load.littles_law_check(summary, closed)
+    assert warning is not None and "closed-loop capacity 200" in warning
+    assert summary["littles_law_rps"] == 200.0 and load.littles_law_check({"rate_rps": 150.0}, closed) is None
 
 
 def test_find_max_errors_fail_a_step_and_halving_is_bounded() -> None:
@@ -462,6 +498,8 @@ def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
             "0.8",
             "--max-steps",
             "3",
+            "--step-requests",
+            "1",
             "--images",
             str(images),
             "--no-ceiling",
@@ -498,6 +536,7 @@ def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -
         find_max_start=5,
         find_max_step_s=0.8,
         find_max_steps=2,
+        find_max_step_requests=1,
     )
     assert entry["status"] == "ok", entry["reason"]
     assert (entry["variant"], entry["provider"]) == ("fp32", "cpu")

@@ -12,6 +12,7 @@ from bench.preprocess import (
     PreprocessConfig,
     UnsupportedImage,
     decode_image,
+    plan_decode,
     preprocess_batch,
     to_tensor,
 )
@@ -109,3 +110,125 @@ def test_decompression_bomb_is_too_large() -> None:
     assert len(bomb) < 100_000
     with pytest.raises(ImageTooLarge):
         decode_image(bomb)
+
+
+# --- decoding within a budget (the detect service's path) ------------------------------------------
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth photo-like picture (noise upscaled): what a camera sends, unlike flat or random pixels."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
+    return Image.fromarray(small, "RGB").resize((width, height), Image.Resampling.BICUBIC)
+
+
+ONE_LEVEL = 2 / 255  # one 8-bit grey level after normalising to [-1, 1]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_reduced_decode_is_within_grey_levels_of_the_full_one(fmt: str) -> None:
+    """Pillow's reducing_gap promise ("indistinguishable from fair resampling"), checked on the model's input."""
+    cfg = PreprocessConfig(height=224, width=224)
+    data = encode(photo(2400, 1800), fmt, **({"quality": 90} if fmt != "PNG" else {}))
+    diff = np.abs(to_tensor(decode_image(data), cfg) - to_tensor(decode_image(data, fit=(224, 224)), cfg))
+    assert diff.max() <= 2 * ONE_LEVEL + 1e-6
+    assert diff.mean() <= ONE_LEVEL / 4
+
+
+def test_small_images_decode_exactly_as_in_full() -> None:
+    """Under REDUCING_GAP x the model's size nothing is reduced: the service and bench eval agree exactly."""
+    data = encode(photo(600, 500), "JPEG", quality=90)
+    assert np.array_equal(np.asarray(decode_image(data)), np.asarray(decode_image(data, fit=(224, 224))))
+
+
+def test_plan_counts_the_pixels_a_jpeg_decodes_at() -> None:
+    data = encode(photo(4000, 3000), "JPEG", quality=80)
+    plan = plan_decode(data, fit=(224, 224))
+    assert plan.format == "JPEG" and plan.size == (4000, 3000)
+    assert plan.decode_size == (1000, 750)  # DCT scale 1/4 keeps >= 3 x 224 on the short side
+    assert plan_decode(data).decode_size == (4000, 3000)  # no fit: full size
+    assert decode_image(data, fit=(224, 224), max_pixels=plan.decode_pixels).size == (1000, 750)
+    with pytest.raises(ImageTooLarge, match="--max-pixels"):
+        decode_image(data, fit=(224, 224), max_pixels=plan.decode_pixels - 1)
+
+
+def test_pixel_budget_refuses_before_decoding() -> None:
+    png = encode(Image.new("RGB", (2000, 2000)), "PNG")
+    with pytest.raises(ImageTooLarge, match="exceeds the decode limit of 1,000,000"):
+        plan_decode(png, fit=(224, 224), max_pixels=1_000_000)
+    assert plan_decode(png, fit=(224, 224), max_pixels=4_000_000).decode_pixels == 4_000_000
+
+
+def _patched_jpeg(side: int) -> bytes:
+    data = bytearray(encode(photo(64, 64), "JPEG", quality=90))
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = side.to_bytes(2, "big") * 2  # frame header: height, width
+    return bytes(data)
+
+
+def _png_with_short_data(side: int, rows: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    raw = (b"\x00" + b"\x40" * (3 * side)) * rows
+    head = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "data", [_patched_jpeg(8000), _png_with_short_data(3000, 2)], ids=["jpeg_header_patched", "png_short_data"]
+)
+def test_data_shorter_than_the_header_claims_is_corrupt(data: bytes) -> None:
+    """libjpeg and Pillow would fill the missing rows in silently; both paths refuse before decoding."""
+    for kwargs in ({}, {"fit": (224, 224)}):
+        with pytest.raises(CorruptImage, match="ends early"):
+            decode_image(data, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "fmt, kw",
+    [
+        ("JPEG", {"quality": 1, "optimize": True}),
+        ("JPEG", {"quality": 1, "progressive": True, "optimize": True}),
+        ("PNG", {"optimize": True}),
+    ],
+)
+def test_maximally_compressed_real_files_pass_the_length_check(fmt: str, kw: dict[str, object]) -> None:
+    """The bound is the codec's best case: a flat image at its best compression still decodes."""
+    data = encode(Image.new("L", (3000, 3000), 128), fmt, **kw)
+    assert decode_image(data, fit=(224, 224)).mode == "RGB"
+
+
+def _float64_reference(img: Image.Image) -> np.ndarray:
+    """The former conversion (a float64 copy of the whole image), kept here as the specification."""
+    if img.mode == "F":
+        return np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+    arr = np.asarray(img, dtype=np.float64)
+    peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    return np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(65536, dtype=np.uint16).reshape(256, 256),  # every 16-bit value
+        np.arange(-70000, 70000 * 5, 5, dtype=np.int32)[: 256 * 256].reshape(256, 256),  # 32-bit, out of range too
+        np.arange(-3, 253, dtype=np.int32).reshape(16, 16),  # 32-bit within 0..255: peak 255
+        np.linspace(-20, 300, 256 * 256, dtype=np.float32).reshape(256, 256),  # float
+    ],
+    ids=["I;16", "I", "I_8bit_range", "F"],
+)
+def test_wide_modes_convert_as_before_without_a_float64_copy(array: np.ndarray) -> None:
+    img = Image.fromarray(array)
+    grey = np.asarray(decode_image(encode(img, "TIFF")))[:, :, 0]
+    assert np.array_equal(grey, _float64_reference(img))
+
+
+def test_errors_do_not_carry_object_addresses() -> None:
+    cut = encode(Image.new("RGB", (64, 64)), "TIFF", compression="tiff_deflate")[:64]
+    with pytest.raises(CorruptImage) as info:
+        decode_image(cut)
+    assert " at 0x" not in str(info.value)

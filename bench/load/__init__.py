@@ -15,7 +15,7 @@ wrk's (tests/benchmarks/load_crosscheck.py); exact latency samples are kept. Sta
 from __future__ import annotations
 
 from bench.load.engine import error_key, generator_ceiling, run_load
-from bench.load.findmax import find_max_rate, judge_step, run_find_max
+from bench.load.findmax import find_max_rate, judge_step, littles_law_check, run_find_max
 from bench.load.payloads import MAX_PAYLOADS, Payload, build_payloads, encode_multipart
 from bench.load.schedule import arrival_offsets
 from bench.load.spec import (
@@ -64,6 +64,7 @@ __all__ = [
     "lag_summary",
     "latency_summary",
     "leak_verdict",
+    "littles_law_check",
     "parse_health",
     "run_find_max",
     "run_load",

@@ -7,6 +7,7 @@ targets are limited to loopback addresses unless ``allow_remote`` is set.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -95,10 +96,26 @@ def check_target(url: str, allow_remote: bool = False) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    """Literal loopback addresses and ``localhost``; names are never resolved (no DNS traffic)."""
-    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+    """Literal loopback addresses and ``localhost``; another ``*.localhost`` name only if it resolves to loopback.
+
+    RFC 6761 reserves ``.localhost`` for loopback, but the resolver in use decides where a name goes (a hosts
+    file or DNS server may map ``app.localhost`` anywhere), so such a name is resolved, and every address it
+    resolves to must be loopback. No other name is resolved.
+    """
+    name = host.lower().rstrip(".")
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
+        pass
+    return name.endswith(".localhost") and _resolves_to_loopback(name)
+
+
+def _resolves_to_loopback(name: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
         return False
+    addresses = {str(info[4][0]).split("%", 1)[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.report.analysis import recommend
 from bench.report.catalog import catalog
@@ -28,6 +29,7 @@ class ReportOutput:
     files: list[Path]
     verdict: PolicyVerdict
     recommendation: str | None  # "variant · provider · batch N" in English, or None when nothing passes
+    detail: dict[str, Any] | None = None  # Recommendation.as_dict(): choice, ties with intervals, the tie rule
 
 
 def write_report(
@@ -57,7 +59,7 @@ def write_report(
         if choice
         else None
     )
-    return ReportOutput(files=written, verdict=verdict, recommendation=text)
+    return ReportOutput(files=written, verdict=verdict, recommendation=text, detail=rec.as_dict())
 
 
 __all__ = [

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from bench import stats
 from bench.report.policy import FAIL, NOT_MEASURED, CellChecks, PolicyVerdict
 from bench.results import CellResult, RunResult
 
@@ -109,10 +111,59 @@ class Recommendation:
     # check → how many candidate cells it failed or left unmeasured ("not_run": cells that did not run)
     blockers: list[tuple[str, int]] = field(default_factory=list)
     pareto: list[CellResult] = field(default_factory=list)
+    # passing cells whose interval on the ranking metric overlaps the best one's (the choice among them by TIE_RULE)
+    tied: list[CellChecks] = field(default_factory=list)
+    intervals: dict[tuple[str, str, int], tuple[float, float, float]] = field(default_factory=dict)
+    rule: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recommendation for results.json and --json: choice, ties, intervals, the rule that broke the tie."""
+
+        def label(row: CellChecks | None) -> dict[str, Any] | None:
+            if row is None:
+                return None
+            interval = self.intervals.get(row.cell.key)
+            return {
+                "variant": row.cell.variant,
+                "provider": row.cell.provider,
+                "batch_size": row.cell.batch_size,
+                "value": None if interval is None else round(interval[0], 5),
+                "interval": None if interval is None else [round(interval[1], 5), round(interval[2], 5)],
+            }
+
+        return {
+            "choice": label(self.choice),
+            "rank_by": self.rank_by,
+            "tied": [label(r) for r in self.tied],
+            "rule": self.rule or None,
+            "passing": len(self.passing),
+            "candidates": self.candidates,
+        }
+
+
+TIE_RULE = "smaller model file, then higher accuracy"
+
+
+def rank_interval(cell: CellResult, rank_by: str) -> tuple[float, float, float] | None:
+    """(point, low, high) of a cell's ranking figure: two-level bootstrap over its replicates (blocks for
+    older files). Throughput is images/s, so its interval is the inverse of the median latency's."""
+    if not cell.samples_ms:
+        return None
+    groups, _unit = stats.replicate_groups(cell.samples_ms, cell.sample_replicates or None)
+    statistic = "median" if rank_by == "throughput_ips" else rank_by.removesuffix("_ms")
+    got = stats.quantile_interval(groups, statistic)
+    if got is None or rank_by != "throughput_ips":
+        return got
+    per_image = 1000.0 * cell.batch_size
+    return per_image / got[0], per_image / got[2], per_image / got[1]
 
 
 def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
-    """Best passing candidate by the policy's ``rank_by``; otherwise what blocked every candidate."""
+    """Best passing candidate by the policy's ``rank_by``; otherwise what blocked every candidate.
+
+    Candidates whose interval on the ranking figure overlaps the best one's are tied: noise cannot order
+    them, so the choice among them follows ``TIE_RULE`` and the report names the tie.
+    """
     rank_by = verdict.policy.rank_by
     passing = sorted(verdict.passing, key=lambda r: _rank_key(r.cell, rank_by))
     rec = Recommendation(
@@ -122,8 +173,10 @@ def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
         candidates=len(verdict.candidates),
         pareto=pareto_front(result),
     )
+    if passing:
+        _break_ties(result, rec)
     if len(passing) > 1:
-        rec.runner_up = passing[1]
+        rec.runner_up = next(r for r in passing if r is not rec.choice)
     if not passing:
         counts: Counter[str] = Counter()
         for row in verdict.candidates:
@@ -137,12 +190,43 @@ def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
     return rec
 
 
+def _break_ties(result: RunResult, rec: Recommendation) -> None:
+    """Find the passing cells tied with the best one and choose among them by TIE_RULE."""
+    for row in rec.passing:
+        interval = rank_interval(row.cell, rec.rank_by)
+        if interval is not None:
+            rec.intervals[row.cell.key] = interval
+    best = rec.passing[0]
+    best_iv = rec.intervals.get(best.cell.key)
+    if best_iv is None:
+        return
+    higher_is_better = rec.rank_by == "throughput_ips"
+
+    def overlaps(iv: tuple[float, float, float]) -> bool:
+        return iv[2] >= best_iv[1] if higher_is_better else iv[1] <= best_iv[2]
+
+    tied = [r for r in rec.passing if r.cell.key in rec.intervals and overlaps(rec.intervals[r.cell.key])]
+    if len(tied) < 2:
+        return
+
+    def tie_key(row: CellChecks) -> tuple[float, float, tuple[float, float, str]]:
+        size = row.cell.model.size_mb if row.cell.model else float("inf")
+        accuracy = (result.accuracy_of(row.cell.variant, row.cell.provider) or {}).get("accuracy")
+        return (size, -(accuracy if accuracy is not None else -1.0), _rank_key(row.cell, rec.rank_by))
+
+    rec.tied = sorted(tied, key=tie_key)
+    rec.choice = rec.tied[0]
+    rec.rule = TIE_RULE
+
+
 __all__ = [
+    "TIE_RULE",
     "Comparison",
     "Recommendation",
     "compare_to_reference",
     "ok_cells",
     "pareto_front",
+    "rank_interval",
     "rank_value",
     "recommend",
 ]

@@ -31,6 +31,7 @@ from bench.report.policy import (
     PolicyVerdict,
     evaluate_policy,
     policy_for,
+    split_robustness_key,
 )
 from bench.results import CellResult, RunResult
 
@@ -88,6 +89,8 @@ class _Writer:
         return self.t(f"common.status_{status}")
 
     def check_name(self, key: str, limit: float) -> str:
+        if split_robustness_key(key) is not None:
+            return self.robustness_check_name(key)
         digits = 0 if float(limit).is_integer() else 2
         return self.t(f"s5.check_{key}", limit=fmt(float(limit), digits))
 
@@ -104,6 +107,7 @@ class _Writer:
             self.recommendation(),
             self.plot_section(),
             self.service(),
+            self.robustness(),
         ]
         return "\n\n".join(p.rstrip() for p in parts if p) + "\n"
 
@@ -529,6 +533,8 @@ class _Writer:
                     "s5.override", provider=provider, limits=", ".join(self.check_name(k, v) for k, v in table.items())
                 )
             )
+        if p.robustness:
+            lines.append(self.t("s5.robustness_note"))
         if p.candidates:
             filters = [self.t(f"s5.filter_{k}", values=", ".join(str(x) for x in v)) for k, v in p.candidates.items()]
             lines.append(self.t("s5.candidates", filters="; ".join(filters)))
@@ -604,6 +610,8 @@ class _Writer:
             if row.cell.status != "ok":
                 continue  # why it did not run is in section 2.3
             for o in row.outcomes:
+                if split_robustness_key(o.key) is not None:
+                    continue  # explained in the robustness section
                 if o.why and o.why != "gpu_process":
                     groups.setdefault((o.key, o.status, o.why, o.detail), []).append(self.cell(row.cell))
         notes = []
@@ -617,6 +625,26 @@ class _Writer:
             else:
                 notes.append(self.t("s5.note_item", check=check, cells=", ".join(cells), note=reason))
         return notes
+
+    def tie_text(self) -> str:
+        """The tie behind the choice: each tied cell's figure with its 95 % interval, and the rule applied."""
+        rec, items = self.rec, []
+        for row in rec.tied:
+            point, low, high = rec.intervals[row.cell.key]
+            digits = 1 if rec.rank_by == "throughput_ips" else MS
+            items.append(
+                self.t(
+                    "s6.tie_item",
+                    cell=self.cell(row.cell),
+                    value=fmt(point, digits),
+                    low=fmt(low, digits),
+                    high=fmt(high, digits),
+                    size=fmt(row.cell.model.size_mb if row.cell.model else None, 2),
+                )
+            )
+        return self.t(
+            "s6.tied", rank=self.t(f"s6.rank_{rec.rank_by}"), cells="; ".join(items), rule=self.t("s6.tie_rule")
+        )
 
     def recommendation(self) -> str:
         rec, parts = self.rec, [self.t("s6.heading")]
@@ -635,7 +663,7 @@ class _Writer:
                     [
                         self.t("s6.choice", cell=self.cell(c), file=c.model.file if c.model else "?"),
                         self.t(
-                            "s6.reason",
+                            "s6.reason_tied" if rec.tied else "s6.reason",
                             checks=fmt(len(rec.choice.outcomes)),
                             rank=self.t(f"s6.rank_{rec.rank_by}"),
                             value=self._rank_text(c),
@@ -644,6 +672,8 @@ class _Writer:
                     ]
                 )
             )
+            if rec.tied:
+                parts.append(self.tie_text())
             parts.append(
                 self.t(
                     "s6.figures",
@@ -792,6 +822,122 @@ class _Writer:
         if notes:
             parts.append("\n".join(f"- {n}" for n in notes))
         return "\n\n".join(parts)
+
+    # --- robustness (bench eval/matrix --perturb) ----------------------------------------------------
+    def robustness_check_name(self, key: str) -> str:
+        check, perturbation = split_robustness_key(key) or ("", "")
+        limit = self.policy.robustness.get(perturbation, {}).get(check, 0.0)
+        digits = 0 if float(limit).is_integer() else 2
+        return self.t(f"s9.check_{check}", limit=fmt(float(limit), digits), perturbation=perturbation)
+
+    def _robust_pairs(self) -> list[CellResult]:
+        """The first evaluated cell of each (variant, provider) with perturbed entries, in run order."""
+        seen, cells = set(), []
+        for c in self.r.cells:
+            if (
+                c.status == "ok"
+                and c.accuracy
+                and c.accuracy.get("perturbations")
+                and (c.variant, c.provider) not in seen
+            ):
+                seen.add((c.variant, c.provider))
+                cells.append(c)
+        return cells
+
+    def robustness(self) -> str:
+        """Section 9: each variant under each perturbation — ΔAUC against its own clean figures, decision flips
+        against the reference variant under the same perturbation, and the policy's robustness checks."""
+        names = [n for n in self.r.config.get("perturbations") or [] if n != "clean"]
+        cells = self._robust_pairs()
+        if not names or not cells:
+            return ""
+        d = self.t("common.dash")
+        parts = [self.t("s9.heading"), self.t("s9.intro", reference=self.ref, perturbations=", ".join(names))]
+        head = [self.t("s9.col_pair"), self.t("s9.col_clean_auc"), *names]
+        auc_rows, flip_rows = [], []
+        for c in cells:
+            acc = c.accuracy or {}
+            by_name = {e["perturbation"]: e for e in acc.get("perturbations") or []}
+            auc_rows.append(
+                [
+                    self.pair(c.variant, c.provider),
+                    fmt(acc.get("roc_auc"), 4),
+                    *(
+                        self.signed(_times100((by_name.get(n) or {}).get("vs_clean", {}).get("delta_roc_auc")))
+                        for n in names
+                    ),
+                ]
+            )
+            flip_rows.append(
+                [
+                    self.pair(c.variant, c.provider),
+                    self.pct((acc.get("agreement") or {}).get("flip_rate")) if c.variant != self.ref else d,
+                    *(
+                        self.pct(((by_name.get(n) or {}).get("agreement") or {}).get("flip_rate"))
+                        if c.variant != self.ref
+                        else d
+                        for n in names
+                    ),
+                ]
+            )
+        right = [False] + [True] * (len(names) + 1)
+        parts += [self.t("s9.auc_heading"), _table(head, auc_rows, right)]
+        flip_head = [self.t("s9.col_pair"), self.t("s9.col_clean_flip"), *names]
+        parts += [self.t("s9.flip_heading", reference=self.ref), _table(flip_head, flip_rows, right)]
+        plot = self.plots.get("robustness")
+        if plot is not None and plot.file:
+            parts.append(f"![{self.t('s9.plot')}]({plot.file})")
+        parts.append(self.robustness_checks())
+        return "\n\n".join(p for p in parts if p)
+
+    def robustness_checks(self) -> str:
+        """The policy's robustness checks, per (variant, provider): marked as robustness checks, apart from the
+        latency/memory/accuracy checks of section 5 (they count in its verdict all the same)."""
+        if not self.policy.robustness:
+            return self.t("s9.checks_none")
+        keys = list(
+            dict.fromkeys(o.key for row in self.verdict.rows for o in row.outcomes if split_robustness_key(o.key))
+        )
+        rows, notes, seen = [], {}, set()
+        for row in self.verdict.rows:
+            pair = (row.cell.variant, row.cell.provider)
+            if pair in seen:
+                continue
+            seen.add(pair)
+            by_key = {o.key: o for o in row.outcomes}
+            cells = []
+            for key in keys:
+                o = by_key.get(key)
+                if o is None:
+                    cells.append(self.t("common.dash"))
+                elif o.status in (NOT_MEASURED, NOT_APPLICABLE):
+                    label = self.t("common.not_measured" if o.status == NOT_MEASURED else "common.not_applicable")
+                    cells.append(label)
+                    reason = self.t(f"why.{o.why}", detail=o.detail or self.t("common.dash"), reference=self.ref)
+                    notes.setdefault((key, label, reason), []).append(self.pair(*pair))
+                else:
+                    mark = self.t("common.pass_mark" if o.status == PASS else "common.fail_mark")
+                    value = fmt(o.value, PCT) if o.key.split("@")[0].endswith("_pct") else self.signed(o.value)
+                    cells.append(f"{mark} {value}")
+            rows.append([self.pair(*pair), *cells])
+        out = [
+            self.t("s9.checks_heading"),
+            self.t("s9.checks_intro"),
+            _table([self.t("s9.col_pair"), *(self.robustness_check_name(k) for k in keys)], rows),
+        ]
+        if notes:
+            items = [
+                self.t(
+                    "s5.reason_item", check=self.robustness_check_name(k), status=label, cells=", ".join(c), reason=r
+                )
+                for (k, label, r), c in notes.items()
+            ]
+            out.append("\n".join(f"- {item}" for item in items))
+        return "\n\n".join(out)
+
+
+def _times100(value: float | None) -> float | None:
+    return None if value is None else value * 100.0
 
 
 def render_markdown(

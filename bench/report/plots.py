@@ -146,13 +146,74 @@ def size_vs_latency(result: RunResult, out_dir: Path) -> PlotOutcome:
     return _save(fig, out_dir, "size_latency")
 
 
+def _robustness_grid(result: RunResult) -> tuple[list[str], list[str], Any, Any]:
+    """(row labels "variant/provider", perturbation names, ΔAUC in points, flip rate vs reference in %);
+    NaN where a figure is undefined. Empty when the run evaluated no perturbation."""
+    import numpy as np
+
+    names = [n for n in result.config.get("perturbations") or [] if n != "clean"]
+    rows: list[str] = []
+    dauc: list[list[float]] = []
+    flips: list[list[float]] = []
+    for cell in (c for c in result.cells if c.status == "ok"):
+        acc = cell.accuracy or {}
+        entries = {e["perturbation"]: e for e in acc.get("perturbations") or []}
+        if not entries or f"{cell.variant}/{cell.provider}" in rows:
+            continue
+        rows.append(f"{cell.variant}/{cell.provider}")
+
+        def value(e: Any, get: Any) -> float:
+            v = get(e) if e else None
+            return float("nan") if v is None else float(v) * 100.0
+
+        dauc.append([value(entries.get(n), lambda e: (e.get("vs_clean") or {}).get("delta_roc_auc")) for n in names])
+        flips.append([value(entries.get(n), lambda e: (e.get("agreement") or {}).get("flip_rate")) for n in names])
+    return rows, names, np.array(dauc, dtype=float), np.array(flips, dtype=float)
+
+
+def robustness_heatmap(result: RunResult, out_dir: Path) -> PlotOutcome:
+    """Variants × perturbations: ΔAUC against the same variant's clean AUC, and decision flips against the
+    reference variant under the same perturbation, each cell annotated with its value."""
+    import numpy as np
+
+    rows, names, dauc, flips = _robustness_grid(result)
+    if not rows:
+        return PlotOutcome("robustness", None, "no_perturbations")
+    reference = str(result.config.get("reference_variant") or result.config.get("reference") or "fp32")
+    fig = _figure(max(8.0, 1.4 + 0.75 * len(names)), 1.6 + 0.9 * len(rows))
+    axes = fig.subplots(2, 1)
+    panels = (
+        (dauc, "ΔROC AUC vs the same variant on clean images (points)", "RdBu", "{:+.1f}"),
+        (flips, f"decision flips vs {reference} under the same perturbation (%)", "Reds", "{:.1f}"),
+    )
+    for ax, (grid, title, cmap, text) in zip(axes, panels, strict=True):
+        finite = grid[np.isfinite(grid)]
+        if cmap == "RdBu":
+            span = float(np.abs(finite).max()) if finite.size else 1.0
+            limits = {"vmin": -max(span, 1e-9), "vmax": max(span, 1e-9)}
+        else:
+            limits = {"vmin": 0.0, "vmax": max(float(finite.max()) if finite.size else 1.0, 1e-9)}
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto", **limits)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "—" if not np.isfinite(v) else text.format(v), ha="center", va="center", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    return _save(fig, out_dir, "robustness")
+
+
 def draw_plots(result: RunResult, out_dir: Path) -> dict[str, PlotOutcome]:
-    """All report plots into ``out_dir/plots``; each either drawn or with the reason it was not."""
-    return {
+    """All report plots into ``out_dir/plots``; each either drawn or with the reason it was not. The
+    robustness heatmap is there only for runs with --perturb."""
+    plots = {
         "latency": latency_distribution(result, out_dir),
         "accuracy_latency": accuracy_vs_latency(result, out_dir),
         "size_latency": size_vs_latency(result, out_dir),
     }
+    if result.config.get("perturbations"):
+        plots["robustness"] = robustness_heatmap(result, out_dir)
+    return plots
 
 
 def planned_plots(result: RunResult) -> dict[str, PlotOutcome]:
@@ -162,6 +223,8 @@ def planned_plots(result: RunResult) -> dict[str, PlotOutcome]:
         "accuracy_latency": (bool(_accuracy_points(result)), "no_accuracy"),
         "size_latency": (bool(_size_cells(result)), "no_samples"),
     }
+    if result.config.get("perturbations"):
+        have["robustness"] = (bool(_robustness_grid(result)[0]), "no_perturbations")
     return {
         name: PlotOutcome(name, f"{PLOTS_DIR}/{name}.png", None) if ok else PlotOutcome(name, None, why)
         for name, (ok, why) in have.items()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import InputError
+from bench.perturb import perturbation_names
 from bench.providers import is_gpu
 from bench.results import CellResult, RunResult
 
@@ -33,6 +34,13 @@ CHECKS: dict[str, tuple[str, str]] = {
     "max_model_mb": ("MB", "max"),
     "min_throughput_ips": ("img/s", "min"),
 }
+# Robustness checks (``[robustness."SPEC"]`` tables; runs with --perturb): key → (unit, direction).
+ROBUSTNESS_CHECKS: dict[str, tuple[str, str]] = {
+    "max_flip_rate_pct": ("%", "max"),  # decisions differing from the reference variant's under SPEC
+    "min_delta_auc_pt": ("pt", "min"),  # ROC AUC under SPEC − the same variant's clean AUC
+    "min_delta_accuracy_pt": ("pt", "min"),  # accuracy under SPEC − the same variant's clean accuracy
+}
+ROBUSTNESS_PREFIX = "robustness."
 RANK_BY = ("p50_ms", "p95_ms", "p99_ms", "throughput_ips")
 CANDIDATE_KEYS = ("variants", "providers", "batch_sizes")
 
@@ -49,6 +57,7 @@ class Policy:
     reference: str = "fp32"
     rank_by: str = "p95_ms"
     source: str | None = None  # the file it came from; None = the built-in default
+    robustness: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation → check → limit
 
     def limits_for(self, provider: str) -> dict[str, float]:
         """Check → limit for ``provider``'s cells (overrides applied), in the canonical check order."""
@@ -74,6 +83,7 @@ class Policy:
             "rank_by": self.rank_by,
             "providers": self.providers,
             "candidates": self.candidates,
+            **({"robustness": self.robustness} if self.robustness else {}),
         }
 
     @classmethod
@@ -84,6 +94,7 @@ class Policy:
         candidates = data.pop("candidates", {}) or {}
         reference = data.pop("reference", "fp32")
         rank_by = data.pop("rank_by", "p95_ms")
+        robustness = _robustness_table(where, data.pop("robustness", {}) or {})
         checks = {k: _limit(where, k, v) for k, v in data.items() if _known(where, k)}
         if not isinstance(providers, dict):
             raise InputError(f"{where}: [providers] must be a table of provider tables")
@@ -110,7 +121,32 @@ class Policy:
             reference=str(reference),
             rank_by=rank_by,
             source=source,
+            robustness=robustness,
         )
+
+
+def _robustness_table(where: str, table: Any) -> dict[str, dict[str, float]]:
+    """``[robustness."jpeg:75"] max_flip_rate_pct = 1.0`` → {"jpeg:75": {"max_flip_rate_pct": 1.0}}."""
+    if not isinstance(table, dict):
+        raise InputError(f'{where}: [robustness] must hold tables per perturbation, e.g. [robustness."jpeg:75"]')
+    out: dict[str, dict[str, float]] = {}
+    for spec, limits in table.items():
+        try:
+            names = perturbation_names([str(spec)])[1:]
+        except InputError as exc:
+            raise InputError(f"{where}: [robustness.{spec!r}]: {exc}") from None
+        if len(names) != 1:
+            raise InputError(f'{where}: [robustness."{spec}"] must name one perturbation, e.g. "jpeg:75"')
+        if not isinstance(limits, dict):
+            raise InputError(f'{where}: [robustness."{spec}"] must be a table of check limits')
+        for key in limits:
+            if key not in ROBUSTNESS_CHECKS:
+                raise InputError(
+                    f"{where}: unknown key 'robustness.\"{spec}\".{key}'; robustness checks are "
+                    + ", ".join(ROBUSTNESS_CHECKS)
+                )
+        out[names[0]] = {k: _limit(where, f"robustness.{spec}.{k}", v) for k, v in limits.items()}
+    return out
 
 
 def _known(where: str, key: str, prefix: str = "") -> bool:
@@ -208,8 +244,69 @@ def evaluate_policy(result: RunResult, policy: Policy) -> PolicyVerdict:
             else:
                 ok = value <= limit if CHECKS[key][1] == "max" else value >= limit
                 outcomes.append(CheckOutcome(key, limit, value, PASS if ok else FAIL, why, detail))
+        outcomes.extend(robustness_outcomes(cell, result, policy))
         rows.append(CellChecks(cell, outcomes, policy.is_candidate(cell)))
     return PolicyVerdict(policy, rows)
+
+
+def robustness_key(check: str, perturbation: str) -> str:
+    """The CheckOutcome key of a robustness check: ``robustness.max_flip_rate_pct@jpeg:75``."""
+    return f"{ROBUSTNESS_PREFIX}{check}@{perturbation}"
+
+
+def split_robustness_key(key: str) -> tuple[str, str] | None:
+    """(check, perturbation) of a robustness outcome key, None for the other checks."""
+    if not key.startswith(ROBUSTNESS_PREFIX):
+        return None
+    check, _, perturbation = key.removeprefix(ROBUSTNESS_PREFIX).partition("@")
+    return check, perturbation
+
+
+def robustness_outcomes(cell: CellResult, result: RunResult, policy: Policy) -> list[CheckOutcome]:
+    """The policy's robustness checks on one cell. They apply only to runs made with --perturb (else n/a);
+    a perturbation the run did not evaluate is "not measured"; flips against the reference variant do not
+    apply to the reference itself."""
+    outcomes = []
+    evaluated = result.config.get("perturbations") or []
+    for perturbation, limits in policy.robustness.items():
+        for check, limit in limits.items():
+            key = robustness_key(check, perturbation)
+            value, why, detail, applicable = _robust_value(check, perturbation, cell, result, policy, evaluated)
+            if not applicable:
+                outcomes.append(CheckOutcome(key, limit, None, NOT_APPLICABLE, why, detail))
+            elif value is None:
+                outcomes.append(CheckOutcome(key, limit, None, NOT_MEASURED, why, detail))
+            else:
+                ok = value <= limit if ROBUSTNESS_CHECKS[check][1] == "max" else value >= limit
+                outcomes.append(CheckOutcome(key, limit, value, PASS if ok else FAIL, why, detail))
+    return outcomes
+
+
+def _robust_value(
+    check: str, perturbation: str, cell: CellResult, result: RunResult, policy: Policy, evaluated: list[str]
+) -> Measured:
+    if not evaluated:
+        return None, "no_perturb", None, False
+    if check == "max_flip_rate_pct" and cell.variant == policy.reference:
+        return None, "is_reference", None, False
+    if cell.status != "ok":
+        return None, "not_run", cell.status, True
+    if perturbation not in evaluated:
+        return None, "perturbation_not_run", perturbation, True
+    acc = result.accuracy_of(cell.variant, cell.provider) or {}
+    entry = next((e for e in acc.get("perturbations") or [] if e.get("perturbation") == perturbation), None)
+    if entry is None:
+        return None, "not_evaluated", None, True
+    if check == "max_flip_rate_pct":
+        agree = entry.get("agreement")
+        if not agree:
+            return None, "no_reference", policy.reference, True
+        return agree["flip_rate"] * 100.0, None, None, True
+    field_name = "delta_roc_auc" if check == "min_delta_auc_pt" else "delta_accuracy"
+    vs: dict[str, Any] = dict(entry.get("vs_clean") or {})
+    if vs.get(field_name) is None:
+        return None, "robust_undefined", (vs.get("reasons") or {}).get(field_name), True
+    return vs[field_name] * 100.0, None, None, True
 
 
 Measured = tuple[float | None, str | None, str | None, bool]
@@ -234,9 +331,13 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
             return None, "no_gpu", cell.provider, False
         if mem.get("gpu_process_peak_mb") is not None:
             return mem["gpu_process_peak_mb"], "gpu_process", None, True
+        # The device-wide peak counts every process on the GPU: it can neither pass nor fail this
+        # cell's check, so the check is "not measured" and says what the device-wide figure was.
+        detail = mem.get("gpu_process_reason") or mem.get("gpu_reason")
         if mem.get("gpu_device_peak_mb") is not None:
-            return mem["gpu_device_peak_mb"], "gpu_device", None, True
-        return None, "gpu_not_sampled", mem.get("gpu_reason"), True
+            device = f"device-wide peak {mem['gpu_device_peak_mb']:,.0f} MB, all processes"
+            detail = f"{detail} ({device})" if detail else device
+        return None, "gpu_not_sampled", detail, True
     acc = result.accuracy_of(cell.variant, cell.provider)
     if acc is None or acc.get("accuracy") is None:
         reason = result.config.get("accuracy_reason")
@@ -254,6 +355,7 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
 __all__ = [
     "CHECKS",
     "DEFAULT_POLICY",
+    "ROBUSTNESS_CHECKS",
     "CellChecks",
     "CheckOutcome",
     "Policy",
@@ -261,4 +363,7 @@ __all__ = [
     "evaluate_policy",
     "load_policy",
     "policy_for",
+    "robustness_key",
+    "robustness_outcomes",
+    "split_robustness_key",
 ]

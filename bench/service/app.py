@@ -9,47 +9,72 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse as _JSONResponse
+from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from bench import __version__, gpu
-from bench.preprocess import ImageError, decode_image, to_tensor
 from bench.service import schemas
 from bench.service.batcher import DynamicBatcher, QueueFull
 from bench.service.config import ServiceConfig
+from bench.service.decoding import (
+    DecodePool,
+    Prepared,
+    decode_upload,
+    plan_uploads,
+    read_upload,
+    return_freed_memory_to_os,
+)
 from bench.service.metrics import ServiceMetrics
-from bench.service.middleware import ServiceMiddleware, error_body
+from bench.service.middleware import ServiceMiddleware, error_body, json_bytes
 from bench.service.model import LoadedModel, ModelNotLoaded, decide, load_model
 
 SERVICE_NAME = "Deepfake Detection"
 _MB = 1024 * 1024
-_IMAGE_ERRORS = {  # ImageError.kind → (status, error code)
-    "unsupported": (415, "unsupported_media_type"),
-    "corrupt": (400, "bad_image"),
-    "too_large": (413, "image_too_large"),
+T = TypeVar("T")
+_ERROR_TEXTS = {
+    400: "Host header not allowed (--allowed-hosts); on uploads also: undecodable or truncated image (data "
+    "shorter than its header claims), empty batch, malformed multipart body.",
+    413: "Body over the upload limit, image over the decode budget (--max-pixels, --max-batch-pixels), too many files.",
+    415: "Not an image type we accept (JPEG, PNG, WebP, GIF, BMP, TIFF).",
+    422: "Missing multipart field, or more than one `file` part.",
+    500: "Unexpected server error; the detail names the request id the server log has the details under.",
+    503: "Model not ready (loading or failed to load), queue full, or shutting down; see Retry-After.",
 }
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse, "description": text}
-    for code, text in {
-        400: "Undecodable or truncated image, empty batch, malformed multipart body.",
-        413: "Body over the upload limit, image over the pixel limit (decompression bomb), too many files.",
-        415: "Not an image type we accept (JPEG, PNG, WebP, GIF, BMP, TIFF).",
-        422: "Missing multipart field.",
-        503: "Model not ready (loading or failed to load) or queue full; see Retry-After.",
-    }.items()
-}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": schemas.ErrorResponse, "description": _ERROR_TEXTS[code]} for code in codes}
+
+
+_UPLOAD_ERRORS = _responses(400, 413, 415, 422, 500, 503)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s'\"():;,/]+/)*([^\s'\"():;,/]*)")
+_FILENAME_MAX = 255
+
+
+class JSONResponse(_JSONResponse):
+    """Starlette's JSONResponse with <, > and & escaped, so echoed file names are never markup."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
+
+
+def redact_paths(text: str | None) -> str | None:
+    """Absolute paths shortened to their last part (``/home/me/models/m`` → ``…/m``), for clients' eyes."""
+    return None if text is None else _ABSOLUTE_PATH.sub(lambda m: f"…/{m.group(1)}", text)
 
 
 class ApiError(Exception):
@@ -61,18 +86,6 @@ class ApiError(Exception):
         self.error = error
         self.detail = detail
         self.headers = headers or {}
-
-
-@dataclass
-class Prepared:
-    """One upload turned into a tensor, or the error it earned."""
-
-    tensor: np.ndarray | None
-    decode_ms: float = 0.0
-    preprocess_ms: float = 0.0
-    status: int = 200
-    error: str | None = None
-    detail: str | None = None
 
 
 class DetectService:
@@ -92,7 +105,7 @@ class DetectService:
         self.gpu_reason: str | None = None
         self.batcher: DynamicBatcher | None = None
         self._infer_pool: ThreadPoolExecutor | None = None
-        self._prep_pool: ThreadPoolExecutor | None = None
+        self.decode_pool: DecodePool | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._decoding = 0  # uploads admitted but not yet queued for inference
 
@@ -100,14 +113,14 @@ class DetectService:
 
     async def start(self) -> None:
         self.gpu, self.gpu_reason = gpu.probe(self.config.device_id)
+        return_freed_memory_to_os()
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="bench-infer")
-        self._prep_pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="bench-prep")
+        self.decode_pool = DecodePool(self.config.preprocess_workers)
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="bench-load-model")
 
     async def _load(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(self._infer_pool, load_model, self.config)
+            model = await _in_daemon_thread(load_model, self.config)
         except ModelNotLoaded as exc:
             self.state, self.reason = "failed", str(exc)
         except Exception as exc:  # never let a load bug take the server down
@@ -128,6 +141,8 @@ class DetectService:
                 {
                     "variant": model.variant,
                     "provider": model.provider,
+                    "backend": model.backend,
+                    "fallback_reason": model.fallback_reason or "",
                     "file": model.model_path.name,
                     "providers_effective": ",".join(model.providers_effective),
                     "positive_label": model.positive_label,
@@ -148,9 +163,10 @@ class DetectService:
                 await self._load_task
         if self.batcher is not None:
             await self.batcher.stop()
-        for pool in (self._prep_pool, self._infer_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self.decode_pool is not None:
+            self.decode_pool.shutdown()
+        if self._infer_pool is not None:
+            self._infer_pool.shutdown(wait=False, cancel_futures=True)
 
     def count_served(self, path: str, status: int) -> None:
         if path in ("/detect", "/detect/batch"):
@@ -164,35 +180,60 @@ class DetectService:
             return self.model
         retry = self.config.retry_after_s if self.state == "loading" else max(30, self.config.retry_after_s)
         what = "model is still loading" if self.state == "loading" else f"model failed to load: {self.reason}"
-        raise ApiError(503, "not_ready", what, {"Retry-After": str(retry)})
+        raise ApiError(503, "not_ready", self.public(what) or what, {"Retry-After": str(retry)})
 
-    async def prepare(self, upload: UploadFile, model: LoadedModel) -> Prepared:
-        """Read, decode and preprocess one upload off the event loop (the pool bounds decoded images held)."""
-        if upload.size is not None and upload.size > self.config.max_upload_bytes:
-            return Prepared(
-                None,
-                status=413,
-                error="payload_too_large",
-                detail=f"file of {upload.size:,} bytes exceeds the limit of "
-                f"{self.config.max_upload_bytes:,} bytes (--max-upload-mb)",
-            )
+    def public(self, text: str | None) -> str | None:
+        """``text`` as clients may see it: absolute paths shortened unless --expose-paths."""
+        return text if self.config.expose_paths else redact_paths(text)
+
+    async def prepare(self, parts: list[Any], model: LoadedModel, request_id: str | None) -> list[Prepared]:
+        """Plan each upload from its header, hold the request to its pixel budget, then decode and preprocess.
+
+        Off the event loop, on the decode pool: headers first (one worker, nothing decoded), then the
+        decodes, at most ``DecodePool.per_request`` at a time. Text parts and oversized files are answered
+        per item (415, 413); a batch over --max-batch-pixels is refused whole (413) before any decoding.
+        """
+        config = self.config
+        pool = self.decode_pool
+        assert pool is not None
         # Admission control: uploads waiting to be decoded count against --max-queue too, so overload is
         # answered with 503 at once instead of piling up, unbounded, in front of the inference queue.
         waiting = self._decoding + (self.batcher.depth if self.batcher is not None else 0)
-        if waiting >= self.config.max_queue:
+        if waiting >= config.max_queue:
             raise ApiError(
                 503,
                 "overloaded",
-                f"queue is full ({waiting} images decoding or waiting, --max-queue "
-                f"{self.config.max_queue}); retry later",
-                {"Retry-After": str(self.config.retry_after_s)},
+                f"queue is full ({waiting} images decoding or waiting, --max-queue {config.max_queue}); retry later",
+                {"Retry-After": str(config.retry_after_s)},
             )
-        self._decoding += 1
+        prepared: list[Prepared] = [_refusal(part, config.max_upload_bytes) or Prepared(None) for part in parts]
+        todo = [i for i, p in enumerate(prepared) if p.error is None]
+        self._decoding += len(parts)
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._prep_pool, _prepare, upload.file, model)
+            plans = await pool.run(plan_uploads, [parts[i].file for i in todo], model.preprocess, config.max_pixels)
+            for i, plan in zip(todo, plans, strict=True):
+                prepared[i] = plan
+            todo = [i for i in todo if prepared[i].plan is not None]
+            pixels = sum(prepared[i].plan.decode_pixels for i in todo)  # type: ignore[union-attr]
+            if pixels > config.batch_pixels:  # never for one image: max_pixels ≤ batch_pixels
+                raise ApiError(
+                    413,
+                    "batch_too_large",
+                    f"the images of this batch decode to {pixels:,} pixels in all, over the limit of "
+                    f"{config.batch_pixels:,} (--max-batch-pixels); send fewer or smaller images per request",
+                )
+            decoded = await pool.map([functools.partial(self._decode, parts[i], model, request_id) for i in todo])
+            for i, result in zip(todo, decoded, strict=True):
+                prepared[i] = result
+            return prepared
         finally:
-            self._decoding -= 1
+            self._decoding -= len(parts)
+
+    async def _decode(self, part: UploadFile, model: LoadedModel, request_id: str | None) -> Prepared:
+        assert self.decode_pool is not None
+        return await self.decode_pool.run(
+            lambda: decode_upload(read_upload(part.file), model.preprocess, self.config.max_pixels, request_id)
+        )
 
     def submit(self, tensors: list[np.ndarray]) -> list[asyncio.Future[Any]]:
         assert self.batcher is not None
@@ -220,15 +261,23 @@ class DetectService:
                 "gpu_memory_total_mb": None if total is None else round(total, 1),
             },
             "gpu_reason": self.gpu_reason,
-            "variant": self.config.variant,
+            "variant": model.variant if model else self.config.variant,
+            "backend": None
+            if model is None
+            else {
+                "serving": model.backend,
+                "variant": model.variant,
+                "requested_variant": self.config.variant,
+                "fallback_reason": self.public(model.fallback_reason),
+            },
             "provider": self.config.provider,
             "providers_effective": model.providers_effective if model else None,
             "model_state": self.state,
-            "reason": self.reason,
+            "reason": self.public(self.reason),
             "model": None
             if model is None
             else {
-                "file": str(model.model_path),
+                "file": str(model.model_path) if self.config.expose_paths else model.model_path.name,
                 "labels": {str(k): v for k, v in model.labels.items()},
                 "positive_label": model.positive_label,
                 "threshold": self.config.threshold,
@@ -244,30 +293,64 @@ class DetectService:
             },
             "uptime_s": round(time.monotonic() - self.started, 3),
             "requests_served": self.requests_served,
-            "process": {"pid": os.getpid(), "rss_mb": round(psutil.Process().memory_info().rss / _MB, 1)},
+            "process": {
+                "pid": os.getpid() if self.config.expose_paths else None,
+                "rss_mb": round(psutil.Process().memory_info().rss / _MB, 1),
+            },
             "version": __version__,
         }
         return (200 if self.state == "ready" else 503), body
 
 
-def _prepare(stream: BinaryIO, model: LoadedModel) -> Prepared:
-    stream.seek(0)
-    data = stream.read()
-    t0 = time.perf_counter()
-    try:
-        image = decode_image(data)
-    except ImageError as exc:
-        status, error = _IMAGE_ERRORS.get(exc.kind, (400, "bad_image"))
-        return Prepared(None, status=status, error=error, detail=str(exc))
-    except Exception as exc:  # a decoder bug on hostile input is still the input's fault: 400, server lives
-        return Prepared(
-            None, status=400, error="bad_image", detail=f"image does not decode: {type(exc).__name__}: {exc}"
+async def _in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a daemon thread: SIGTERM during a long model load must not wait for it to finish.
+
+    (An executor's threads are joined at interpreter exit; a daemon thread is simply left behind.)
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            outcome = functools.partial(future.set_exception, exc)
+        else:
+            outcome = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=target, name="bench-load-model", daemon=True).start()
+    return await future
+
+
+def _refusal(part: Any, max_upload_bytes: int) -> Prepared | None:
+    """The per-item answer for a part that is not worth reading: a text field (415) or a file over the limit."""
+    if not isinstance(part, UploadFile):
+        return Prepared.failed(
+            415, "unsupported_media_type", "a text field, not a file upload; send images as multipart files"
         )
-    del data
-    t1 = time.perf_counter()
-    tensor = to_tensor(image, model.preprocess)
-    t2 = time.perf_counter()
-    return Prepared(tensor, decode_ms=(t1 - t0) * 1000, preprocess_ms=(t2 - t1) * 1000)
+    if part.size is not None and part.size > max_upload_bytes:
+        return Prepared.failed(
+            413,
+            "payload_too_large",
+            f"file of {part.size:,} bytes exceeds the limit of {max_upload_bytes:,} bytes (--max-upload-mb)",
+        )
+    return None
+
+
+_DETECT_MAX_PARTS = 4  # file parts /detect parses before it stops reading (it needs one)
+
+
+def _multiple_files(count: int | str) -> str:
+    return (
+        f"{count} parts named 'file'; /detect classifies exactly one image: send one, "
+        "or send several to /detect/batch as field 'files'"
+    )
 
 
 async def _read_form(request: Request, max_files: int) -> FormData:
@@ -276,6 +359,8 @@ async def _read_form(request: Request, max_files: int) -> FormData:
     except HTTPException as exc:
         detail = str(exc.detail)
         if detail.startswith("Too many files"):
+            if request.url.path == "/detect":
+                raise ApiError(422, "multiple_files", _multiple_files(f"more than {max_files}")) from exc
             raise ApiError(413, "too_many_files", f"more than {max_files} files in one request") from exc
         raise ApiError(400, "bad_request", f"malformed multipart body: {detail}") from exc
 
@@ -306,10 +391,17 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
         version=__version__,
         lifespan=lifespan,
         description="Reference detect service of bench: the system under test of `bench load`.",
+        default_response_class=JSONResponse,
+        docs_url="/docs" if config.docs else None,  # Swagger UI and ReDoc load their assets from a CDN
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.service = service
     app.add_middleware(
-        ServiceMiddleware, body_limit=config.body_limit, metrics=service.metrics, on_done=service.count_served
+        ServiceMiddleware,
+        body_limit=config.body_limit,
+        metrics=service.metrics,
+        on_done=service.count_served,
+        allowed_hosts=config.allowed_hosts,
     )
 
     def rid(request: Request) -> str | None:
@@ -334,26 +426,29 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body("missing_field", str(exc.errors()), rid(request)), status_code=422)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body("internal_error", f"{type(exc).__name__}: {exc}", rid(request)), status_code=500)
+    # Unexpected exceptions have no handler here: ServiceMiddleware answers them with a generic 500 and logs
+    # the details under the request id.
 
     @app.get(
         "/health",
         response_model=None,
-        responses={200: {"model": schemas.HealthResponse}, 503: {"model": schemas.HealthResponse}},
+        responses={
+            200: {"model": schemas.HealthResponse},
+            503: {"model": schemas.HealthResponse},
+            **_responses(400),
+        },
     )
     async def health() -> JSONResponse:
         """Service, model and memory state (the seed report's shape plus extras); 503 while not ready."""
         status, body = service.health()
         return JSONResponse(body, status_code=status)
 
-    @app.get("/health/live")
+    @app.get("/health/live", responses=_responses(400))
     async def live() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "alive"}
 
-    @app.get("/health/ready", response_model=None, responses={503: _ERROR_RESPONSES[503]})
+    @app.get("/health/ready", response_model=None, responses=_responses(400, 503))
     async def ready(request: Request) -> JSONResponse:
         """Readiness: 200 once the model session exists and a warm-up inference succeeded."""
         model = service.require_ready()
@@ -385,6 +480,7 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
                             "files": {
                                 "type": "array",
                                 "items": {"type": "string", "format": "binary"},
+                                "minItems": 1,
                                 "maxItems": config.max_batch_files,
                             }
                         },
@@ -398,18 +494,21 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
         "/detect",
         response_model=None,
         openapi_extra=upload_doc,
-        responses={200: {"model": schemas.DetectResponse}, **_ERROR_RESPONSES},
+        responses={200: {"model": schemas.DetectResponse}, **_UPLOAD_ERRORS},
     )
     async def detect(request: Request) -> JSONResponse:
         """Classify one image (multipart field `file`); concurrent requests share inference batches."""
         model = service.require_ready()
         assert service.batcher is not None
-        form = await _read_form(request, max_files=4)
+        form = await _read_form(request, max_files=_DETECT_MAX_PARTS)
         # announced only once the upload is in: a batch waits for a request being decoded (busy CPU),
         # never for a client still sending (an idle server)
         with service.batcher.incoming():
             try:
-                upload = form.get("file")
+                uploads = form.getlist("file")
+                if len(uploads) > 1:
+                    raise ApiError(422, "multiple_files", _multiple_files(len(uploads)))
+                upload = uploads[0] if uploads else None
                 if not isinstance(upload, UploadFile):
                     got = "" if upload is None else "; got a text field, not a file"
                     raise ApiError(
@@ -417,7 +516,7 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
                         "missing_field",
                         f"multipart file field 'file' is required (curl -F file=@image.jpg URL/detect){got}",
                     )
-                prepared = await service.prepare(upload, model)
+                (prepared,) = await service.prepare([upload], model, rid(request))
             finally:
                 await form.close()
             if prepared.tensor is None:
@@ -443,7 +542,7 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
         "/detect/batch",
         response_model=None,
         openapi_extra=batch_doc,
-        responses={200: {"model": schemas.BatchResponse}, **_ERROR_RESPONSES},
+        responses={200: {"model": schemas.BatchResponse}, **_UPLOAD_ERRORS},
     )
     async def detect_batch(request: Request) -> JSONResponse:
         """Classify 1..max_batch_files images (multipart field `files`), results in request order."""
@@ -465,16 +564,22 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
                         "empty_batch",
                         f"no files in the batch; send 1..{config.max_batch_files} images as multipart field 'files'",
                     )
+                if not any(isinstance(p, UploadFile) for p in parts):  # as /detect answers a text field 'file'
+                    raise ApiError(
+                        422,
+                        "missing_field",
+                        "multipart field 'files' holds text, not file uploads (curl -F files=@a.jpg URL/detect/batch)",
+                    )
                 if len(parts) > config.max_batch_files:  # text parts are not counted by the multipart parser
                     raise ApiError(
                         413,
                         "too_many_files",
                         f"{len(parts)} files in one request; the limit is {config.max_batch_files}",
                     )
-                prepared = await asyncio.gather(
-                    *[service.prepare(p, model) if isinstance(p, UploadFile) else _text_part() for p in parts]
-                )
-                names = [p.filename if isinstance(p, UploadFile) else None for p in parts]
+                prepared = await service.prepare(parts, model, rid(request))
+                names = [
+                    p.filename[:_FILENAME_MAX] if isinstance(p, UploadFile) and p.filename else None for p in parts
+                ]
             finally:
                 await form.close()
             good = [i for i, p in enumerate(prepared) if p.tensor is not None]
@@ -528,12 +633,3 @@ def _is_placeholder(part: Any) -> bool:
     if isinstance(part, UploadFile):
         return not part.filename and not part.size
     return part == ""
-
-
-async def _text_part() -> Prepared:
-    return Prepared(
-        None,
-        status=415,
-        error="unsupported_media_type",
-        detail="a text field, not a file upload; send images as multipart files",
-    )

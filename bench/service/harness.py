@@ -157,6 +157,7 @@ def service_figures(
     slo_p99_ms: float = 50.0,
     find_max_start: float = 10.0,
     find_max_step_s: float = 3.0,
+    find_max_step_requests: int = 100,
     find_max_steps: int = 10,
     find_max_timeout_s: float = 5.0,
     inprocess_p50_ms: float | None = None,
@@ -228,6 +229,7 @@ def service_figures(
                 step_duration_s=find_max_step_s,
                 max_steps=find_max_steps,
                 log=log,
+                min_step_requests=find_max_step_requests,
                 ceiling=detect.generator_ceiling_rps,
             )
     except ServiceStartError as exc:

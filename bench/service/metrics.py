@@ -34,7 +34,7 @@ class ServiceMetrics:
         r = self.registry
         self.requests = Counter(
             "bench_service_requests",
-            "HTTP requests answered, by endpoint and status code.",
+            "HTTP requests answered, by endpoint and status code (499: the client hung up before the answer).",
             ["endpoint", "status"],
             registry=r,
         )
@@ -63,10 +63,20 @@ class ServiceMetrics:
         )
         self.ready = Gauge("bench_service_model_ready", "1 once the model is loaded and warmed up.", registry=r)
         self.model = Info("bench_service_model", "The served model.", registry=r)
+        self.connections_dropped = Counter(
+            "bench_service_connections_dropped",
+            "Connections the server closed before a request: header_timeout (request head too slow), "
+            "evicted (idle, closed to make room at --limit-concurrency), over_limit (no open files to spare).",
+            ["reason"],
+            registry=r,
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.inference.observe(seconds)
+
+    def connection_dropped(self, reason: str) -> None:
+        self.connections_dropped.labels(reason).inc()
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         endpoint = endpoint_label(path)

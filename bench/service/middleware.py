@@ -1,25 +1,41 @@
-"""The one ASGI middleware in front of the app: request id, body-size limit on streamed bytes, metrics.
+"""The one ASGI middleware in front of the app: request id, Host check, body limit, error answers, metrics.
 
 Starlette has no total body limit, and a Content-Length header can be absent (chunked upload) or lie,
 so the limit counts the bytes the app actually receives: past it, ``receive`` raises
 :class:`BodyTooLarge` and the request is answered 413 with nothing more read into memory. (uvicorn then
 discards whatever the client still sends, so the client can read the 413.)
+
+Whatever happens below, the client gets the JSON error shape and learns nothing about the internals:
+an unexpected exception is a generic 500 naming the request id (the traceback goes to the server log
+under that id); a request still running at the graceful-shutdown deadline is a 503; a client that hangs
+up mid-request is counted as 499 (nginx's "client closed request"), not as a server error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 
+CLIENT_CLOSED = 499  # the metrics status of a request whose client hung up before its answer
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+# JSON that is safe to show anywhere: <, > and & as \u escapes (same value once parsed), so a file name
+# like "<script>" echoed back can never be read as markup, whatever a client does with the bytes.
+_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"),)
+log = logging.getLogger("bench.service")
 
 
 class BodyTooLarge(Exception):
@@ -37,6 +53,12 @@ class BodyTooLarge(Exception):
 def error_body(error: str, detail: str, request_id: str | None, **extra: Any) -> dict[str, Any]:
     """Every error the service answers has this JSON shape."""
     return {"error": error, "detail": detail, "request_id": request_id, **extra}
+
+
+def json_bytes(content: Any) -> bytes:
+    """Compact UTF-8 JSON with <, > and & escaped (the service's one JSON encoding)."""
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.translate(_HTML_SAFE).encode("utf-8")
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -62,8 +84,31 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+class HostCheck:
+    """Whether a request's Host header is allowed: starlette's TrustedHostMiddleware decides, we answer."""
+
+    def __init__(self, allowed_hosts: Sequence[str]):
+        self.allowed_hosts = tuple(allowed_hosts)
+        self._check = TrustedHostMiddleware(self._passed, allowed_hosts=list(allowed_hosts), www_redirect=False)
+
+    @staticmethod
+    async def _passed(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"]["host_allowed"] = True
+
+    async def allows(self, scope: Scope) -> bool:
+        async def discard(message: Message) -> None:  # its own plain-text 400: we answer in JSON instead
+            return None
+
+        await self._check(scope, _nothing_to_receive, discard)
+        return bool(scope["state"].pop("host_allowed", False))
+
+
+async def _nothing_to_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
 class ServiceMiddleware:
-    """Assigns ``request_id`` (or keeps a sane incoming X-Request-ID), enforces the body limit, records metrics."""
+    """Request id, Host check, body limit, JSON errors for what escapes the app, metrics."""
 
     def __init__(
         self,
@@ -71,11 +116,13 @@ class ServiceMiddleware:
         body_limit: Callable[[str], int | None],
         metrics: Any,
         on_done: Callable[[str, int], None] | None = None,
+        allowed_hosts: Sequence[str] = ("*",),
     ):
         self.app = app
         self.body_limit = body_limit
         self.metrics = metrics
         self.on_done = on_done
+        self.hosts = HostCheck(allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,19 +142,49 @@ class ServiceMiddleware:
                 status["started"] = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers.extend(SECURITY_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
+
+        async def answer(code: int, error: str, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+            if not status["started"]:
+                await _send_json(send_wrapper, code, error_body(error, detail, request_id), headers)
 
         limit = self.body_limit(path)
         declared = _content_length(scope)
         try:
-            if limit is not None and declared is not None and declared > limit:
-                raise BodyTooLarge(limit, declared=declared)  # refuse before reading a byte
-            await self.app(scope, self._limited(receive, limit) if limit is not None else receive, send_wrapper)
-        except BodyTooLarge as exc:  # raised while the app read the body (or above)
+            if not await self.hosts.allows(scope):
+                await answer(400, "host_not_allowed", _host_detail(scope, self.hosts.allowed_hosts))
+            elif limit is not None and declared is not None and declared > limit:
+                await answer(413, "payload_too_large", str(BodyTooLarge(limit, declared=declared)))
+            else:
+                await self.app(scope, self._limited(receive, limit) if limit is not None else receive, send_wrapper)
+        except BodyTooLarge as exc:  # raised while the app read the body
             if status["started"]:
                 raise
-            await _send_json(send_wrapper, 413, error_body("payload_too_large", str(exc), request_id))
+            await answer(413, "payload_too_large", str(exc))
+        except ClientDisconnect:
+            status["code"] = CLIENT_CLOSED
+            log.info("request %s to %s: the client disconnected before the answer", request_id, path)
+        except asyncio.CancelledError:  # uvicorn's graceful-shutdown deadline passed with this request running
+            if status["started"]:
+                raise
+            await answer(
+                503,
+                "shutting_down",
+                "the server is shutting down and this request did not finish in time; retry",
+                [(b"retry-after", b"1"), (b"connection", b"close")],
+            )
+            _uncancel()
+        except Exception:
+            if status["started"]:
+                raise
+            log.error("request %s to %s failed", request_id, path, exc_info=True)
+            await answer(
+                500,
+                "internal_error",
+                f"unexpected server error; the server log has the details under request id {request_id}",
+            )
         finally:
             self.metrics.observe_request(path, status["code"], time.perf_counter() - started)
             if self.on_done is not None:
@@ -129,8 +206,23 @@ class ServiceMiddleware:
         return limited_receive
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
-    payload = json.dumps(body).encode()
+def _host_detail(scope: Scope, allowed: Sequence[str]) -> str:
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
+    shown = "no Host header" if host is None else f"Host {host[:80]!r}"
+    return f"{shown} is not served here; allowed: {', '.join(allowed)} (bench serve --allowed-hosts)"
+
+
+def _uncancel() -> None:
+    """The cancellation was answered (503): let the task finish normally instead of logging a traceback."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):  # Python ≥ 3.11
+        task.uncancel()
+
+
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    payload = json_bytes(body)
     await send(
         {
             "type": "http.response.start",

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.backends import backend_name, open_engine
 from bench.bundle import Bundle, positive_index, resolve_model_dir
-from bench.engine import Engine, ModelLoadError, ProviderUnavailable, SessionSpec, first_line
+from bench.engine import ModelLoadError, ProviderUnavailable, SessionSpec, first_line
 from bench.errors import BenchError
 from bench.faults import service_delay_s
 from bench.metrics import decide as decide_rows
@@ -32,7 +33,7 @@ class ModelNotLoaded(RuntimeError):
 class LoadedModel:
     """A ready model: its engine, labels, positive class and preprocessing."""
 
-    engine: Any  # bench.engine.Engine (imported lazily: onnxruntime is heavy)
+    engine: Any  # bench.engine.Engine or bench.torch_engine.TorchEngine (bench.backends.open_engine)
     model_path: Path
     variant: str
     provider: str
@@ -43,6 +44,8 @@ class LoadedModel:
     load_ms: float = 0.0
     warmup_ms: float = 0.0
     build_log: list[str] = field(default_factory=list)
+    backend: str = "onnxruntime"  # or "pytorch": what serves (bench.backends.backend_name)
+    fallback_reason: str | None = None  # why the configured variant is not the one serving (--fallback)
 
     @property
     def positive_label(self) -> str:
@@ -70,7 +73,7 @@ class LoadedModel:
 
 
 def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) -> LoadedModel:
-    """Load and warm up the configured model; raise ModelNotLoaded with the reason on any failure."""
+    """Load and warm up the configured model, else the ``fallback`` one; raise ModelNotLoaded with the reason."""
     build_log: list[str] = []
 
     def note(line: str) -> None:
@@ -78,12 +81,33 @@ def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) 
         if log is not None:
             log(line)
 
+    try:
+        return _load_variant(config, config.variant, note, build_log)
+    except ModelNotLoaded as exc:
+        if config.fallback is None:
+            raise
+        reason = str(exc)
+    note(f"warning: {config.variant} could not load ({reason}); serving the fallback {config.fallback}")
+    try:
+        model = _load_variant(config, config.fallback, note, build_log)
+    except ModelNotLoaded as exc:
+        raise ModelNotLoaded(
+            f"{config.variant} could not load ({reason}), nor the fallback {config.fallback} ({exc})"
+        ) from exc
+    model.fallback_reason = f"{config.variant} could not load: {reason}"
+    return model
+
+
+def _load_variant(
+    config: ServiceConfig, variant: str, note: Callable[[str], None], build_log: list[str]
+) -> LoadedModel:
+    """Load and warm up ``variant`` as ``config`` says; raise ModelNotLoaded with the reason on any failure."""
     start = time.perf_counter()
     try:
         bundle = Bundle.discover(resolve_model_dir(config.model_dir))
-        path = ensure_variant(bundle, config.variant, allow_build=config.allow_build, log=note)
+        path = ensure_variant(bundle, variant, allow_build=config.allow_build, log=note)
         spec = SessionSpec(threads=config.threads, provider_options=ProviderOptions(device_id=config.device_id))
-        engine = Engine(path, config.provider, spec)
+        engine = open_engine(path, variant, config.provider, spec)
     except (BenchError, ProviderUnavailable, ModelLoadError) as exc:
         raise ModelNotLoaded(str(exc)) from exc
     except Exception as exc:  # anything else still leaves the server up, with the reason
@@ -103,7 +127,7 @@ def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) 
     model = LoadedModel(
         engine=engine,
         model_path=path,
-        variant=config.variant,
+        variant=variant,
         provider=config.provider,
         labels=labels,
         positive=positive,
@@ -111,6 +135,7 @@ def load_model(config: ServiceConfig, log: Callable[[str], None] | None = None) 
         max_batch=min(config.max_batch, fixed or config.max_batch),
         load_ms=load_ms,
         build_log=build_log,
+        backend=backend_name(variant),
     )
     start = time.perf_counter()
     try:  # readiness needs one real inference; warm the largest batch too, so the first full batch is not cold

@@ -18,8 +18,15 @@ class MemoryUsage(BaseModel):
 
 
 class ProcessInfo(BaseModel):
-    pid: int
+    pid: int | None = Field(description="Only with --expose-paths (null otherwise).")
     rss_mb: float
+
+
+class Backend(BaseModel):
+    serving: str = Field(description="onnxruntime or pytorch: the runtime answering /detect.")
+    variant: str = Field(description="The variant serving (the --fallback one when the requested one failed).")
+    requested_variant: str
+    fallback_reason: str | None = Field(description="Why the requested variant is not serving (null when it is).")
 
 
 class HealthResponse(BaseModel):
@@ -31,6 +38,7 @@ class HealthResponse(BaseModel):
     variant: str
     provider: str
     providers_effective: list[str] | None
+    backend: Backend | None = Field(description="Which backend serves and why (null until a model is loaded).")
     model_state: str = Field(description="loading, ready or failed.")
     reason: str | None = Field(description="Why the model is not ready (null when it is).")
     uptime_s: float
@@ -38,11 +46,14 @@ class HealthResponse(BaseModel):
     process: ProcessInfo
 
 
-class ProcessingTime(BaseModel):
+class ItemProcessingTime(BaseModel):
     decode: float
     preprocess: float
     queue: float
     inference: float = Field(description="The whole batch's inference call this image ran in.")
+
+
+class ProcessingTime(ItemProcessingTime):
     total: float
 
 
@@ -75,7 +86,7 @@ class BatchItem(BaseModel):
     threshold: float | None = None
     confidence: float | None = None
     scores: dict[str, float] | None = None
-    processing_time_ms: ProcessingTime | None = None
+    processing_time_ms: ItemProcessingTime | None = None
     error: str | None = None
     detail: str | None = None
 

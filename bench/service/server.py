@@ -7,21 +7,37 @@ Lines on stderr that scripts may wait for (``bench load`` and tests do):
     bench serve: model not loaded on http://127.0.0.1:8007 — <reason> ...
 
 SIGTERM or Ctrl-C stops accepting connections, lets in-flight requests finish (up to
-``graceful_timeout_s``), then exits 0.
+``graceful_timeout_s``; those still running then get a JSON 503), then exits 0 — at once while the model
+is still loading.
+
+Connections are bounded (bench.service.connections): a request head must arrive within
+``header_timeout_s``, idle keep-alive connections close after ``keep_alive_s``, and beyond
+``limit_concurrency`` connections with a request in flight uvicorn answers 503.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from bench.errors import InputError
+from bench.bundle import Bundle, is_pytorch_variant, resolve_model_dir
+from bench.errors import BenchError, InputError
 from bench.service.config import ServiceConfig
+from bench.service.connections import guarded_protocol, install_log_rate_limit, raise_open_file_limit
+from bench.variants import recipe_names, variant_order
 
+# Largest request head (request line + headers) h11 buffers before answering 400 (its own default is 16 KiB).
+MAX_HEAD_BYTES = 16 * 1024
+# Open files kept free of connections: the listening socket, log files, model files, the decode pool's temp files.
+RESERVED_FILES = 64
+# Listen backlog, which is also how many connections asyncio accepts in one go before any of them is looked at.
+BACKLOG = 2048
 LISTENING_PREFIX = "bench serve: listening on "
 READY_PREFIX = "bench serve: ready on "
 FAILED_PREFIX = "bench serve: model not loaded on "
@@ -79,13 +95,15 @@ def build_server(
     access_log: bool = False,
     graceful_timeout_s: float | None = 30.0,
     on_state: Callable[..., None] | None = None,
+    backlog: int = BACKLOG,
 ) -> object:
-    """A uvicorn.Server for the detect app (not started)."""
+    """A uvicorn.Server for the detect app (not started), with the connection limits of ``config``."""
     import uvicorn
 
     from bench.service.app import create_app
 
     app = create_app(config, on_state=on_state)
+    service = app.state.service
     uv_config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -93,8 +111,76 @@ def build_server(
         lifespan="on",
         timeout_graceful_shutdown=graceful_timeout_s,
         server_header=False,
+        http=guarded_protocol(
+            config.header_timeout_s,
+            config.limit_concurrency,
+            hard_limit=config.limit_concurrency + backlog,  # fit_to_open_files keeps that many files free
+            on_drop=service.metrics.connection_dropped,
+        ),
+        timeout_keep_alive=config.keep_alive_s,
+        limit_concurrency=config.limit_concurrency,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        backlog=backlog,
     )
     return uvicorn.Server(uv_config)
+
+
+def check_servable(config: ServiceConfig) -> None:
+    """InputError (exit 2) now, not a server that can never be ready: a variant no file or recipe provides.
+
+    A model folder that cannot be read is left to the loader: the server then stays up and says why.
+    """
+    try:
+        bundle = Bundle.discover(resolve_model_dir(config.model_dir))
+    except BenchError:
+        return
+    known = {*bundle.variants, *recipe_names(bundle)}
+    for name, flag in ((config.variant, "--variant"), (config.fallback, "--fallback")):
+        if name is not None and name not in known and not is_pytorch_variant(name):
+            raise InputError(
+                f"{flag} {name!r} is not in {bundle.root} and no recipe builds it; "
+                f"available: {', '.join(variant_order(list(known)))}"
+            )
+
+
+def fit_to_open_files(config: ServiceConfig, log: Callable[[str], None]) -> tuple[ServiceConfig, int]:
+    """The config and listen backlog that fit the open-file limit (raised first, up to the hard limit).
+
+    asyncio accepts up to ``backlog`` connections in one go before idle ones can be closed to make room,
+    so a burst of connections needs that many files free beyond ``limit_concurrency``: past the limit,
+    accept fails ("Too many open files") and asyncio stops accepting for a second, /health/live included.
+    """
+    wanted = config.limit_concurrency + RESERVED_FILES + BACKLOG
+    soft = raise_open_file_limit(wanted)
+    if soft is None or soft >= wanted:
+        return config, BACKLOG
+    backlog = max(16, min(BACKLOG, (soft - RESERVED_FILES) // 4))
+    fits = max(2, min(config.limit_concurrency, soft - RESERVED_FILES - 2 * backlog))  # a burst, and as many closing
+    asked = "" if fits == config.limit_concurrency else f" (asked {config.limit_concurrency})"
+    log(f"bench serve: open-file limit is {soft}: --limit-concurrency {fits}{asked}, listen backlog {backlog}")
+    return dataclasses.replace(config, limit_concurrency=fits), backlog
+
+
+def _with_bind_host(config: ServiceConfig, host: str) -> ServiceConfig:
+    """The address the server listens on is a name its clients use: allow it too (not the wildcards)."""
+    if host in ("", "0.0.0.0", "::") or "*" in config.allowed_hosts:
+        return config
+    name = f"[{host}]" if ":" in host else host
+    if name.lower() in (h.lower() for h in config.allowed_hosts):
+        return config
+    return dataclasses.replace(config, allowed_hosts=(*config.allowed_hosts, name))
+
+
+def _configure_logging(log_level: str) -> None:
+    """bench.service lines on stderr like uvicorn's, and no log message repeated more than once per 10 s."""
+    logger = logging.getLogger("bench.service")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bench serve: %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(log_level.upper())
+    install_log_rate_limit()
 
 
 def serve(
@@ -108,6 +194,9 @@ def serve(
     log: Callable[[str], None] = _stderr,
 ) -> None:
     """Serve until SIGTERM/SIGINT; the model loads in the background while the port already answers."""
+    check_servable(config)
+    config, backlog = fit_to_open_files(_with_bind_host(config, host), log)
+    _configure_logging(log_level)
     sock = bind_socket(host, port)
     url = url_of(sock)
     where = config.model_dir if config.model_dir is not None else "the default model dir"
@@ -131,7 +220,12 @@ def serve(
             )
 
     server = build_server(
-        config, log_level=log_level, access_log=access_log, graceful_timeout_s=graceful_timeout_s, on_state=on_state
+        config,
+        log_level=log_level,
+        access_log=access_log,
+        graceful_timeout_s=graceful_timeout_s,
+        on_state=on_state,
+        backlog=backlog,
     )
     with sock, _exit_zero_after_signals():
         server.run(sockets=[sock])  # type: ignore[attr-defined]

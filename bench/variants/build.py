@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from bench.bundle import Bundle, variant_filename
+from bench.bundle import Bundle, is_pytorch_variant, variant_filename
 from bench.errors import InputError
 from bench.variants.inspection import all_initializers, all_nodes
 from bench.variants.methods import TARGET_OPS, has_quantisable_matmul, run_method
@@ -52,8 +53,15 @@ def ensure_variant(bundle: Bundle, variant: str, allow_build: bool = True, log: 
     """Path of ``variant``'s file; build it first (cached next to the model) when a recipe can and ``allow_build``.
 
     A variant that bench built from a base file which has changed since (its sidecar records the base's
-    sha256) is stale: it is rebuilt, or, with ``allow_build=False``, used with a warning.
+    sha256) is stale: it is rebuilt, or, with ``allow_build=False``, used with a warning. A PyTorch variant's
+    "file" is the checkpoint's weights, never built; labels that differ from the ONNX model's are a warning.
     """
+    if is_pytorch_variant(variant):
+        weights = bundle.require_pytorch_weights(variant)
+        mismatch = pytorch_label_mismatch(bundle)
+        if mismatch and log:
+            log(f"warning: {mismatch}")
+        return weights
     stale = stale_reason(bundle, variant) if variant in bundle.variants else None
     if variant in bundle.variants and stale is None:
         return bundle.variants[variant]
@@ -82,6 +90,44 @@ def ensure_variant(bundle: Bundle, variant: str, allow_build: bool = True, log: 
             f"variant {variant!r} cannot be built for {bundle.root}: {result.reason}; choose another variant"
         )
     return Path(result.path)
+
+
+def pytorch_label_mismatch(bundle: Bundle) -> str | None:
+    """Why the PyTorch checkpoint's labels differ from the ONNX model's (naming both), or None when they agree.
+
+    The checkpoint's labels are what transformers reads from config.json; the ONNX model's are the ones bench
+    gives its output (config.json's id2label, else "0".."k-1" by output width), or the ``id2label`` an
+    exporter wrote into the file's metadata.
+    """
+    onnx_path = bundle.variants.get("fp32") or next(iter(bundle.variants.values()), None)
+    if onnx_path is None:
+        return None
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # an unreadable ONNX file is its own variant's error, not the PyTorch row's
+        return None
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    width = int(dims[-1].dim_value) if dims and dims[-1].dim_value else None
+    onnx_labels = bundle.labels(width)
+    meta = {p.key: p.value for p in model.metadata_props}.get("id2label")
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        onnx_labels = {int(k): str(v) for k, v in json.loads(meta or "").items()} or onnx_labels
+    torch_labels = bundle.pytorch_labels()
+    if width is not None and len(onnx_labels) != width:  # config.json names another class count than the file
+        onnx_labels = {i: str(i) for i in range(width)}
+    if torch_labels == onnx_labels:
+        return None
+    weights = bundle.pytorch_weights.name if bundle.pytorch_weights else "the PyTorch checkpoint"
+    return (
+        f"the PyTorch weights ({weights}, config.json) label the classes {_labels_text(torch_labels)} but "
+        f"{onnx_path.name} has {_labels_text(onnx_labels)}; agreement between them compares class indices"
+    )
+
+
+def _labels_text(labels: dict[int, str]) -> str:
+    return "{" + ", ".join(f"{i}: {n}" for i, n in sorted(labels.items())) + "}"
 
 
 def build_variants(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.backends import open_engine
 from bench.bundle import Bundle
 from bench.datasets import image_files
 from bench.engine import Engine, ModelLoadError, ProviderUnavailable, first_line, softmax
@@ -148,7 +149,7 @@ def check_variants(
             tol = Tolerance(max_abs_dprob=limit, max_abs_dlogit=tol.max_abs_dlogit, min_agreement=tol.min_agreement)
         row = VariantCheck(variant=name, file=paths[name].name, status="ok", tolerance=asdict(tol))
         try:
-            logits = _logits(Engine(paths[name], provider), probe)
+            logits = _logits(open_engine(paths[name], name, provider), probe)
         except (ProviderUnavailable, ModelLoadError) as exc:
             row.status, row.reason = "unavailable", str(exc)
             rows.append(row)

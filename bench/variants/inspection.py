@@ -6,6 +6,7 @@ walks subgraphs (If/Loop/Scan bodies) too, so the figures hold for any exporter'
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.bundle import Bundle, variant_name
+from bench.bundle import Bundle, is_pytorch_variant, variant_name
 from bench.errors import InputError
 from bench.modelfile import model_info
 from bench.variants.names import variant_order
@@ -38,7 +39,7 @@ class VariantInfo:
     sha256: str
     precision: str
     quant_ops: dict[str, int]
-    parameters: int
+    parameters: int | None  # None: a pytorch_model.bin without torch installed to read it
     op_types: dict[str, int]
     recipe: dict[str, Any] | None = None
 
@@ -47,8 +48,80 @@ class VariantInfo:
 
 
 def list_variants(bundle: Bundle) -> list[VariantInfo]:
-    """Every variant file in the bundle, inspected (nothing is built)."""
-    return [inspect_variant(bundle.variants[name], name) for name in variant_order(list(bundle.variants))]
+    """Every variant file in the bundle, inspected (nothing is built), then the PyTorch rows its checkpoint offers."""
+    names = variant_order([*bundle.variants, *bundle.pytorch_variants])
+    return [
+        inspect_pytorch_weights(bundle.require_pytorch_weights(name), name)
+        if is_pytorch_variant(name)
+        else inspect_variant(bundle.variants[name], name)
+        for name in names
+    ]
+
+
+_SAFETENSORS_DTYPES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64", "I8": "int8", "U8": "uint8"}
+
+
+def inspect_pytorch_weights(path: Path, variant: str = "pytorch") -> VariantInfo:
+    """A PyTorch row: the checkpoint file's size, sha256, stored precision and parameter count.
+
+    safetensors is read from its JSON header alone (no torch needed); pytorch_model.bin needs torch.
+    """
+    info = model_info(path)
+    counts = _safetensors_counts(path) if path.suffix == ".safetensors" else _torch_bin_counts(path)
+    stored = max(counts, key=counts.__getitem__) if counts else None
+    if variant == "pytorch-fp16":
+        precision = "fp16 eager PyTorch on CUDA (cast at load)"
+    else:
+        precision = "fp32 eager PyTorch" + (f" (stored {stored})" if stored and stored != "fp32" else "")
+    if counts is None:
+        precision += "; pytorch_model.bin not inspected (needs bench[torch])"
+    return VariantInfo(
+        variant=variant,
+        file=path.name,
+        path=str(path),
+        size_mb=info.size_mb,
+        sha256=info.sha256,
+        precision=precision,
+        quant_ops={},
+        parameters=None if counts is None else sum(counts.values()),
+        op_types={},
+        recipe=None,
+    )
+
+
+def _safetensors_counts(path: Path) -> dict[str, int]:
+    """Elements per stored dtype, from the safetensors header (8-byte little-endian length, then JSON)."""
+    try:
+        with path.open("rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(length))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable safetensors file ({exc}); re-download it") from exc
+    counts: dict[str, int] = {}
+    for name, tensor in header.items():
+        if name != "__metadata__":
+            dtype = _SAFETENSORS_DTYPES.get(tensor["dtype"], tensor["dtype"].lower())
+            counts[dtype] = counts.get(dtype, 0) + math.prod(tensor["shape"])
+    return counts
+
+
+def _torch_bin_counts(path: Path) -> dict[str, int] | None:
+    """Elements per dtype of a pytorch_model.bin, or None when torch is not installed to read it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise InputError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    counts: dict[str, int] = {}
+    for tensor in state.values():
+        if hasattr(tensor, "dtype"):
+            dtype = names.get(tensor.dtype, str(tensor.dtype).removeprefix("torch."))
+            counts[dtype] = counts.get(dtype, 0) + tensor.numel()
+    return counts
 
 
 def inspect_variant(path: Path, name: str | None = None) -> VariantInfo:

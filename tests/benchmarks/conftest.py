@@ -28,7 +28,7 @@ def perf_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def perf_engine(perf_bundle: Path) -> Any:
-    """The fp32 variant on CPU with one intra-op thread, like the gate's run (noxfile PERF_RUN): on a
+    """The fp32 variant on CPU with one intra-op thread: on a
     shared 2-core machine a 2-thread pool waits on a neighbour at every op, and the spread swamps
     the few-percent effects this suite measures."""
     from bench.bundle import Bundle

@@ -105,14 +105,12 @@ def ok(
             "rss_mean_mb": 880.0 + 10 * seed,
             "cpu_mean_pct": 99.0,
             "system_ram_peak_pct": 14.8,
-            "gpu_process_peak_mb": None,
-            "gpu_device_peak_mb": gpu,
+            "gpu_process_peak_mb": gpu,  # the seed's figures are per process
+            "gpu_device_peak_mb": None if gpu is None else gpu + 212.0,
             "gpu_total_mb": 6144.0 if gpu_cell else None,
             "gpu_util_mean_pct": util,
             "gpu_util_max_pct": None if util is None else util + 6,
-            "gpu_reason": "the driver does not report per-process GPU memory here"
-            if gpu_cell
-            else "GPU not sampled for a CPU cell",
+            "gpu_reason": None if gpu_cell else "GPU not sampled for a CPU cell",
             "samples": 30,
         },
         accuracy=acc,

@@ -1,0 +1,194 @@
+"""Replicates, noise records, inconclusive verdicts, calibration and recommendation ties, end to end on real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from bench.cli import main
+from bench.compare import compare_runs
+from bench.noise import NoiseProbe
+from bench.report.analysis import recommend
+from bench.report.policy import evaluate_policy, policy_for
+from bench.results import CellResult, ModelInfo, RunResult
+
+
+def invoke(*args: object) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cell_with(
+    samples: list[list[float]], variant: str = "fp32", size_mb: float = 1.0, noisy: bool = False
+) -> CellResult:
+    flat = [x for group in samples for x in group]
+    cell = CellResult(variant=variant, provider="cpu", batch_size=1, samples_ms=flat)
+    cell.sample_replicates = [r for r, group in enumerate(samples) for _ in group]
+    cell.model = ModelInfo(file=f"model_{variant}.onnx", size_mb=size_mb, sha256=variant * 8)
+    cell.latency_ms = {"p50": float(np.median(flat)), "p95": float(np.percentile(flat, 95)), "p99": max(flat)}
+    cell.throughput_ips = 1000.0 / float(np.mean(flat))
+    cell.memory = {"rss_peak_mb": 100.0}
+    cell.accuracy = {"n": 100, "accuracy": 0.99}
+    if noisy:
+        cell.noise = {"noisy": True, "why": "other processes used 1.00 cores"}
+    return cell
+
+
+def groups(rng: np.random.Generator, scale: float, replicates: int = 8, calls: int = 40) -> list[list[float]]:
+    return [list(scale * np.exp(rng.normal(0, 0.02) + rng.normal(0, 0.05, calls))) for _ in range(replicates)]
+
+
+def test_bench_run_splits_calls_over_fresh_sessions_and_records_noise(tiny_bundle: Path, tmp_path: Path) -> None:
+    res = invoke(
+        "run", "--model-dir", tiny_bundle, "--iterations", "40", "--warmup", "2", "--replicates", "4", "--out", tmp_path
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "results.json").read_text())
+    cell = data["cells"][0]
+    assert data["config"]["replicates"] == 4 and data["config"]["gc_disabled_during_timing"] is True
+    assert sorted(set(cell["sample_replicates"])) == [0, 1, 2, 3] and len(cell["sample_replicates"]) == 40
+    assert cell["replicates"]["count"] == 4 and len(cell["replicates"]["session_create_ms"]) == 4
+    assert cell["replicates"]["iterations_per_replicate"] == 10 and len(cell["replicates"]["p50_ms"]) == 4
+    noise = cell["noise"]
+    assert noise["wall_s"] > 0 and len(noise["loadavg_1m"]) == 2 and isinstance(noise["noisy"], bool)
+    assert noise["others_cpu_cores"] >= 0
+    assert RunResult.load(tmp_path).cells[0].sample_replicates == cell["sample_replicates"]  # it round-trips
+
+
+def test_noise_probe_sees_another_process_burning_cpu() -> None:
+    import multiprocessing
+    import time
+
+    stop = multiprocessing.Event()
+    hog = multiprocessing.Process(target=_spin, args=(stop,), daemon=True)
+    hog.start()
+    try:
+        time.sleep(0.2)
+        probe = NoiseProbe()
+        with probe:
+            time.sleep(1.0)  # this process idles; the other one burns a core
+    finally:
+        stop.set()
+        hog.join(5)
+    figures = probe.figures()
+    assert figures["others_cpu_cores"] > 0.5 and figures["noisy"] is True and "other processes" in figures["why"]
+
+
+def _spin(stop: object) -> None:
+    while not stop.is_set():  # type: ignore[attr-defined]
+        sum(range(10_000))
+
+
+def test_compare_names_noisy_sides_and_fail_on_inconclusive_exits_1(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    wide = [list(1.0 * np.exp(rng.normal(0, 0.3) + rng.normal(0, 0.05, 40))) for _ in range(4)]
+    base = RunResult({"machine_id": "m"}, {}, [cell_with(wide)])
+    cur = RunResult({"machine_id": "m"}, {}, [cell_with([[x * 1.2 for x in g] for g in wide], noisy=True)])
+    result = compare_runs(base, cur)
+    row = next(r for r in result.rows if r.metric == "latency_p50_ms")
+    assert row.verdict == "inconclusive" and row.mde is not None and row.noisy == ["current"]
+    assert "noisy machine" in row.why and any("noisy machine" in w for w in result.warnings)
+    assert "1 inconclusive" in result.summary_line() or "inconclusive" in result.summary_line()
+    base.write(tmp_path / "b")
+    cur.write(tmp_path / "c")
+    assert invoke("compare", tmp_path / "b", tmp_path / "c").exit_code == 0
+    strict = invoke("compare", tmp_path / "b", tmp_path / "c", "--fail-on-inconclusive")
+    assert strict.exit_code == 1 and "inconclusive" in strict.output
+
+
+def test_a_calibration_widens_cross_run_intervals_and_one_from_elsewhere_is_named_not_used() -> None:
+    rng = np.random.default_rng(2)
+    base = RunResult({"machine_id": "m"}, {}, [cell_with(groups(rng, 1.0))])
+    cur = RunResult({"machine_id": "m"}, {}, [cell_with(groups(rng, 1.0))])
+    plain = next(r for r in compare_runs(base, cur).rows if r.metric == "latency_p50_ms")
+    here = {"kind": "bench calibration", "machine_id": "m", "cross_run": {"sigma_run": 0.05}}
+    widened = compare_runs(base, cur, calibration=here)
+    row = next(r for r in widened.rows if r.metric == "latency_p50_ms")
+    assert row.ci_high - row.ci_low > plain.ci_high - plain.ci_low and "calibrated run-to-run" in row.why
+    assert widened.calibration == {"machine_id": "m", "sigma_run": 0.05, "created": None}
+    elsewhere = compare_runs(base, cur, calibration={**here, "machine_id": "other"})
+    assert elsewhere.calibration is None and any("another machine (other" in w for w in elsewhere.warnings)
+
+
+def test_bench_calibrate_reports_false_alarms_and_sizing(tiny_bundle: Path, tmp_path: Path) -> None:
+    res = invoke(
+        "calibrate",
+        "--model-dir",
+        tiny_bundle,
+        "--runs",
+        "2",
+        "--blocks",
+        "3",
+        "--iterations",
+        "30",
+        "--warmup",
+        "2",
+        "--replicates",
+        "3",
+        "--target-mde",
+        "30%",
+        "--out",
+        tmp_path,
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    job, run = data["in_job"], data["cross_run"]
+    assert data["kind"] == "bench calibration" and job["gates"] == 2 and run["gates"] == 2
+    assert 0 <= job["false_alarms"] <= 2 and job["replicates_per_side"] == 3 and run["sigma_run"] >= 0
+    assert len(run["run_medians_ms"]) == 3
+    assert json.loads((tmp_path / "calibration.json").read_text())["machine_id"] == data["machine_id"]
+
+
+def test_bench_calibrate_on_an_unusable_provider_exits_3(tiny_bundle: Path) -> None:
+    res = invoke("calibrate", "--model-dir", tiny_bundle, "--provider", "cuda", "--runs", "2", "--no-cross-run")
+    assert res.exit_code == 3, res.output
+
+
+def test_recommendation_names_a_tie_and_breaks_it_by_file_size() -> None:
+    rng = np.random.default_rng(3)
+    big = cell_with(groups(rng, 1.00), variant="fp32", size_mb=10.0)
+    small = cell_with(groups(rng, 1.01), variant="int8", size_mb=3.0)
+    slow = cell_with(groups(rng, 2.00), variant="q4", size_mb=1.0)
+    result = RunResult({"machine_id": "m"}, {"reference_variant": "fp32"}, [big, small, slow])
+    verdict = evaluate_policy(result, policy_for(result))
+    rec = recommend(result, verdict)
+    assert {r.cell.variant for r in rec.tied} == {"fp32", "int8"}  # q4 is clearly slower: not tied
+    assert rec.choice is not None and rec.choice.cell.variant == "int8" and rec.rule
+    detail = rec.as_dict()
+    assert detail["choice"]["variant"] == "int8" and len(detail["tied"]) == 2 and detail["rule"]
+    low, high = detail["choice"]["interval"]
+    assert low <= detail["choice"]["value"] <= high
+
+
+@pytest.mark.parametrize("isolation", ["session", "process"])
+def test_ab_blocks_are_fresh_sessions_or_processes(tiny_bundle: Path, tmp_path: Path, isolation: str) -> None:
+    res = invoke(
+        "ab",
+        "--model-dir",
+        tiny_bundle,
+        "--against-variant",
+        "fp32",
+        "--iterations",
+        "40",
+        "--warmup",
+        "2",
+        "--blocks",
+        "4",
+        "--isolation",
+        isolation,
+        "--no-memory",
+        "--out",
+        tmp_path,
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    cur = RunResult.load(tmp_path / "current")
+    cell = cur.cells[0]
+    assert cur.config["isolation"] == isolation and sorted(set(cell.sample_replicates)) == [0, 1, 2, 3]
+    assert cell.replicates is not None and cell.replicates["isolation"] == isolation
+    row = next(r for r in json.loads(res.stdout)["rows"] if r["metric"] == "latency_p50_ms")
+    assert row["verdict"] != "regression" and row["resampled"] == "replicates"
