@@ -33,7 +33,8 @@ def lint(session: nox.Session) -> None:
 # interleaved, each block a fresh session. Cross-run `bench compare` against a stored baseline was not
 # trustworthy here (8 of 8 fresh runs of unchanged code failed against the committed baseline on a busy
 # box); the A/A and A/B counts behind this choice are in the README ("Verdicts you can trust").
-PERF_AB = ["--variant", "fp32", "--provider", "cpu", "--batch-size", "1"]
+# --threads 1: beside a busy neighbour a 2-thread pool waits on it at every op; one thread keeps the gate decided.
+PERF_AB = ["--variant", "fp32", "--provider", "cpu", "--batch-size", "1", "--threads", "1"]
 
 
 @nox.session
@@ -95,7 +96,7 @@ def perf(session: nox.Session) -> None:
 
 @nox.session
 def loadcheck(session: nox.Session) -> None:
-    """bench load's closed loop against wrk on /detect, same image and N (exit 1 beyond 20%); needs wrk.
+    """bench load's closed loop against wrk, and its open loop against h2load --rps, on /detect (needs wrk, h2load).
 
     Default: the demo service on CPU 0 with one ORT thread, both clients on CPU 1, N = 1, 4, 8, 10 s × 3.
     Arguments after -- replace these (see tests/benchmarks/load_crosscheck.py --help).
@@ -118,6 +119,11 @@ def loadcheck(session: nox.Session) -> None:
         "--serve-arg=1",
     ]
     session.run("python", "tests/benchmarks/load_crosscheck.py", *args)
+    # the open loop against an independent rate-limited client (h2load --rps; see the script for how open it is)
+    if shutil.which("h2load") is None:
+        session.log("open-loop cross-check skipped: h2load is not installed (apt-get install -y nghttp2-client)")
+    elif not session.posargs:
+        session.run("python", "tests/benchmarks/openloop_crosscheck.py", "--rates", "50,200,400", "--duration", "10")
 
 
 @nox.session(venv_backend="none")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import math
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,13 +38,14 @@ from bench.providers import parse_providers
 from bench.results import CellResult, DatasetInfo, RunResult
 from bench.runner import RunOptions, images_batch, replicate_figures
 from bench.sampling import ResourceSampler
-from bench.timing import LatencyStats, LoopSpec, timed_loop
+from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
 from bench.variants import ensure_variant
 
 LogFn = Callable[[str], None]
 MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed, not waited on forever
+MIN_BLOCKS, MAX_BLOCKS = 10, 40  # auto blocks: at least 10 replicates per side; beyond 40 the gain is small
+DEFAULT_MIN_TIME_S = 1.0  # bench ab times each side for at least this long (a µs model's 100 calls are 1 ms)
 BLOCK_TIMEOUT_S = 600.0  # a block in its own process (--isolation process) that hangs longer is a failed side
-DEFAULT_BLOCKS = 10  # replicates per side: 0 false verdicts in 20 A/A runs at this count (README, "Verdicts")
 ISOLATIONS = ("session", "process")
 
 
@@ -65,7 +67,7 @@ def measure_ab(
     baseline: AbSide,
     provider: str,
     options: RunOptions,
-    blocks: int = DEFAULT_BLOCKS,
+    blocks: int | None = None,
     input_batch: Callable[[Engine, AbSide], np.ndarray] | None = None,
     evaluate: Callable[[Engine, AbSide], dict[str, Any] | None] | None = None,
     isolated_memory: bool = True,
@@ -79,7 +81,10 @@ def measure_ab(
     whole blocks); each block of each side is a replicate: a fresh session (``isolation="session"``; one
     alive at a time) or a fresh process (``"process"``), warmed up, then timed. The side order per block
     is randomised but balanced (as many AB as BA), seeded by ``options.seed`` and recorded.
+    ``blocks=None`` chooses them from the cost of a session (:func:`auto_blocks`).
     """
+    if blocks is None:
+        blocks = auto_blocks(current, provider, options, log)
     if blocks < 1:
         raise InputError(f"--blocks must be ≥ 1, got {blocks}")
     if isolation not in ISOLATIONS:
@@ -109,7 +114,7 @@ def measure_ab(
     creates: list[list[float]] = [[], []]
     noise = [NoiseProbe(), NoiseProbe()]
     batches: list[np.ndarray | None] = [None, None]
-    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, frozen_heap():
         for block, order in enumerate(orders):
             for i in order:
                 if cells[i].status != "ok":
@@ -187,6 +192,46 @@ def measure_ab(
     return runs[1], runs[0]
 
 
+def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | None = None) -> int:
+    """Blocks per side when none are asked for: as many replicates as the timed work can pay for.
+
+    Replicates are the unit that varies (a session's fast or slow state), so more of them narrow the
+    interval most; each costs a session and its warm-up. A probe session measures that cost and the
+    call time; blocks = timed seconds per side / cost of one block, within [MIN_BLOCKS, MAX_BLOCKS]
+    (Kalibera & Jones: spend on the level that varies, in proportion to what it costs). Session
+    overhead then stays at most about the timed time: the wall time at most doubles.
+    """
+    engine = call = None
+    try:
+        engine = open_engine(side.model_path, side.variant, provider, options.session)
+        batch = engine.random_batch(options.batch_size, options.seed)
+        engine.check_batch_size(batch.shape[0])
+        call = engine.timed_call(
+            batch, io_binding=engine.io_binding_default if options.io_binding is None else options.io_binding
+        )
+        start = time.perf_counter()
+        for _ in range(max(1, options.loop.warmup)):
+            call()
+        warm_s = time.perf_counter() - start
+        per_call = warm_s / max(1, options.loop.warmup)
+        block_cost = engine.session_create_ms / 1000.0 + warm_s
+    except InputError:
+        raise
+    except Exception:  # the blocks themselves will record why this side cannot run
+        return MIN_BLOCKS
+    finally:
+        engine = call = None  # the probe session is gone before the first block
+        gc.collect()
+    timed = max(options.loop.min_time_s or 0.0, options.loop.iterations * per_call)
+    blocks = int(min(MAX_BLOCKS, max(MIN_BLOCKS, timed / max(block_cost, 1e-6))))
+    if log:
+        log(
+            f"ab: a session and its warm-up cost {block_cost * 1000:.0f} ms, the timed work ≈{timed:.2f} s per side: "
+            f"{blocks} blocks (--blocks N to choose)"
+        )
+    return blocks
+
+
 def _block_in_session(
     side: AbSide,
     provider: str,
@@ -202,6 +247,7 @@ def _block_in_session(
 ) -> None:
     """One replicate of one side in this process: a fresh session, warm-up, timed calls; the session then goes."""
     gc.collect()  # the other side's session of the previous step is gone before this one is made
+    engine = call = None
     try:
         engine = open_engine(side.model_path, side.variant, provider, options.session)
         batch = batches[index]
@@ -287,7 +333,7 @@ def run_ab(
     provider: str,
     options: RunOptions,
     tolerances: Tolerances | None = None,
-    blocks: int = DEFAULT_BLOCKS,
+    blocks: int | None = None,
     dataset: Path | None = None,
     positive_label: str | None = None,
     threshold: float = 0.5,
@@ -370,4 +416,13 @@ def run_ab(
     return result, base_run, cur_run
 
 
-__all__ = ["DEFAULT_BLOCKS", "ISOLATIONS", "AbSide", "measure_ab", "run_ab"]
+__all__ = [
+    "DEFAULT_MIN_TIME_S",
+    "ISOLATIONS",
+    "MAX_BLOCKS",
+    "MIN_BLOCKS",
+    "AbSide",
+    "auto_blocks",
+    "measure_ab",
+    "run_ab",
+]

@@ -31,7 +31,7 @@ import numpy as np
 
 from bench import environment, stats
 from bench._cell import cell_spec, run_cell_process
-from bench.ab import DEFAULT_BLOCKS, AbSide, measure_ab
+from bench.ab import AbSide, auto_blocks, measure_ab
 from bench.bundle import Bundle
 from bench.compare import Tolerances, compare_runs
 from bench.errors import CellNotRun, InputError
@@ -51,7 +51,7 @@ def run_calibration(
     provider: str,
     options: RunOptions,
     runs: int = 10,
-    blocks: int = DEFAULT_BLOCKS,
+    blocks: int | None = None,
     target_mde: float = 0.05,
     tolerances: Tolerances | None = None,
     cross_run: bool = True,
@@ -67,6 +67,7 @@ def run_calibration(
     say = log or (lambda _m: None)
     path = ensure_variant(bundle, variant, allow_build=allow_build, log=log)
     side = AbSide(path, variant, bundle.root)
+    blocks = blocks or auto_blocks(side, provider, options, log)
     in_job: list[dict[str, Any]] = []
     for k in range(runs):
         base_run, cur_run = measure_ab(

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from bench import __version__
-from bench.ab import DEFAULT_BLOCKS, ISOLATIONS, run_ab
+from bench.ab import DEFAULT_MIN_TIME_S, ISOLATIONS, MAX_BLOCKS, MIN_BLOCKS, run_ab
 from bench.bundle import Bundle, resolve_model_dir
 from bench.calibrate import CALIBRATION_FILE, load_calibration, run_calibration, write_calibration
 from bench.calibrate import summary_lines as calibration_lines
@@ -42,11 +42,12 @@ from bench.engine import SessionSpec, probe_provider
 from bench.environment import fingerprint, provider_libraries
 from bench.errors import BenchError, CellNotRun, InputError, VerdictFailed
 from bench.evaluate import check_threshold
-from bench.load import LoadSpec, run_find_max, run_load, summary_lines
+from bench.executors import make_executor
+from bench.load import LoadSpec, run_find_max, run_generators, run_load, summary_lines
 from bench.matrix import DEFAULT_PROVIDERS, EvalSpec, parse_batch_sizes, run_matrix
 from bench.perturb import parse_perturbations, perturbation_names
 from bench.providers import PROVIDER_NAMES, ProviderOptions, parse_providers
-from bench.report import REPORT_FILES, load_policy, policy_for, write_report
+from bench.report import REPORT_FILES, claims_for, load_claims, load_policy, policy_for, write_report
 from bench.results import RunResult, atomic_write_text, results_schema, schema_text
 from bench.runner import DEFAULT_REPLICATES, RunOptions
 from bench.service import ServiceConfig
@@ -557,10 +558,10 @@ def compare(
 @click.option(
     "--blocks",
     type=int,
-    default=DEFAULT_BLOCKS,
-    show_default=True,
-    help="Replicates per side, interleaved in a randomised balanced order (AB/BA); --iterations timed calls "
-    "per side are spread over them.",
+    default=None,
+    help=f"Replicates per side, interleaved in a randomised balanced order (AB/BA); the timed calls per side are "
+    f"spread over them. Default: as many as the timed work pays for ({MIN_BLOCKS}–{MAX_BLOCKS}), from the cost of "
+    "a probe session.",
 )
 @click.option(
     "--isolation",
@@ -605,7 +606,7 @@ def ab(
     against: Path | None,
     against_variant: str | None,
     provider: str,
-    blocks: int,
+    blocks: int | None,
     isolation: str,
     dataset: Path | None,
     positive_label: str | None,
@@ -625,6 +626,8 @@ def ab(
     --model-dir side is worse) · 2 bad input.
     """
     tolerances = _tolerances(kw)
+    if kw["min_time"] is None:  # a side is timed for at least this long: 100 calls of a µs model are 1 ms
+        kw["min_time"] = DEFAULT_MIN_TIME_S
     result, base_run, cur_run = run_ab(
         model_dir,
         variant,
@@ -711,6 +714,22 @@ def ab(
 @click.option("--connections", type=int, default=256, show_default=True, help="Open loop: connection pool size.")
 @click.option("--no-ceiling", is_flag=True, help="Skip measuring the generator's own ceiling first.")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --url.")
+@click.option(
+    "--generators",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Split the load over N independent generators (processes or Ray actors); one merged result.",
+)
+@click.option(
+    "--executor",
+    "generator_executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where --generators run: processes here, or Ray actors spread over a cluster's nodes.",
+)
+@click.option("--ray-address", default=None, help="Ray cluster for --executor ray (default: $RAY_ADDRESS, else local).")
 @click.option("--json", "as_json", is_flag=True, help="Print the LoadResult as JSON on stdout, nothing else.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write load.json here.")
 def load(
@@ -732,6 +751,9 @@ def load(
     connections: int,
     no_ceiling: bool,
     allow_remote: bool,
+    generators: int,
+    generator_executor: str,
+    ray_address: str | None,
     as_json: bool,
     out: Path | None,
 ) -> None:
@@ -762,7 +784,13 @@ def load(
         allow_remote=allow_remote,
         measure_ceiling=not no_ceiling,
     )
-    if find_max:
+    if ray_address and generator_executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
+    if find_max and (generators != 1 or generator_executor != "local"):
+        raise InputError("--find-max steps one local generator; drop --generators/--executor ray")
+    if generators != 1 or generator_executor == "ray":
+        result = run_generators(spec, generators, generator_executor, ray_address, log=log)
+    elif find_max:
         result = run_find_max(
             spec,
             p99_slo,
@@ -919,7 +947,7 @@ def variants_check(
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Images per call.")
 @measure_options
 @click.option("--runs", type=int, default=10, show_default=True, help="A/A gates (and separate runs) to make.")
-@click.option("--blocks", type=int, default=DEFAULT_BLOCKS, show_default=True, help="Replicates per side per gate.")
+@click.option("--blocks", type=int, default=None, help="Replicates per side per gate (default: as bench ab chooses).")
 @click.option("--target-mde", default="5%", show_default=True, help="The smallest slowdown the gate should catch.")
 @click.option("--latency-tolerance", default="10%", show_default=True, help="The gate's tolerance (as in compare).")
 @click.option(
@@ -940,7 +968,7 @@ def calibrate(
     variant: str,
     provider: str,
     runs: int,
-    blocks: int,
+    blocks: int | None,
     target_mde: str,
     latency_tolerance: str,
     cross_run: bool,
@@ -960,6 +988,8 @@ def calibrate(
     if len(providers) != 1 or "," in variant or variant == "all":
         raise InputError("bench calibrate measures one variant on one provider; pass single names")
     bundle = Bundle.discover(resolve_model_dir(model_dir))
+    if kw["min_time"] is None:  # as bench ab: each side is timed for at least this long
+        kw["min_time"] = DEFAULT_MIN_TIME_S
     calibration = run_calibration(
         bundle,
         variant,
@@ -1173,6 +1203,53 @@ def serve(
     is_flag=True,
     help="Also serve each variant (first provider where it ran) and load it: service figures in the report.",
 )
+@click.option(
+    "--service-rate",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="With --with-service: /detect load rate (requests/s, open loop).",
+)
+@click.option(
+    "--service-duration",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="With --with-service: seconds of /detect and /detect/batch load (a longer run shows slower leaks).",
+)
+@click.option(
+    "--claims",
+    "claims_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Claims TOML answered in the report's Claims table (default: the hand-written seed report's claims).",
+)
+@click.option("--html", "with_html", is_flag=True, help="Also write report.html / report.th.html (plots inlined).")
+@click.option(
+    "--executor",
+    "executor_name",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where cells run: one by one here, or as Ray tasks on a cluster (a whole GPU per GPU cell).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join (ray://HEAD:10001, HEAD:6379, auto). Default: $RAY_ADDRESS, else a local Ray.",
+)
+@click.option(
+    "--ray-resources",
+    default=None,
+    help="Custom Ray resources every cell asks for, as JSON: '{\"accelerator_type:H100\": 0.001}' pins a GPU type.",
+)
+@click.option(
+    "--ray-schedule-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds a cell no node can run waits for one to join before it is recorded unavailable.",
+)
 @click.option("--strict", is_flag=True, help="Exit 3 when any cell did not run (unavailable or failed).")
 @click.option("--fail-on-policy", is_flag=True, help="Exit 1 when no release candidate passes every policy check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON on stdout, nothing else.")
@@ -1198,6 +1275,14 @@ def matrix(
     cell_timeout: float,
     resume: bool,
     with_service: bool,
+    executor_name: str,
+    ray_address: str | None,
+    ray_resources: str | None,
+    ray_schedule_timeout: float,
+    service_rate: float,
+    service_duration: float,
+    claims_path: Path | None,
+    with_html: bool,
     strict: bool,
     fail_on_policy: bool,
     as_json: bool,
@@ -1220,6 +1305,11 @@ def matrix(
     providers = parse_providers(providers_text or DEFAULT_PROVIDERS)
     batch_sizes = parse_batch_sizes(batch_sizes_text)
     policy = load_policy(policy_path)
+    claims = load_claims(claims_path)
+    if service_rate <= 0 or service_duration <= 0:
+        raise InputError(
+            f"--service-rate and --service-duration must be > 0, got {service_rate:g} req/s for {service_duration:g} s"
+        )
     if threshold is not None:
         check_threshold(threshold)
     bundle = Bundle.discover(resolve_model_dir(model_dir))
@@ -1232,30 +1322,37 @@ def matrix(
         positive_label=positive_label,
         perturbations=tuple(perturbation_names(perturb)) if perturb else (),
     )
-    outcome = run_matrix(
-        bundle,
-        variants,
-        providers,
-        batch_sizes,
-        options,
-        out=out,
-        evaluation=evaluation,
-        policy=policy.to_dict(),
-        policy_file=str(policy_path) if policy_path else None,
-        cell_timeout_s=cell_timeout,
-        resume=resume,
-        allow_build=not no_build,
-        with_service=with_service,
-        log=log,
-    )
+    executor = make_executor(executor_name, ray_address, ray_resources, ray_schedule_timeout, log=log)
+    try:
+        outcome = run_matrix(
+            bundle,
+            variants,
+            providers,
+            batch_sizes,
+            options,
+            out=out,
+            evaluation=evaluation,
+            policy=policy.to_dict(),
+            policy_file=str(policy_path) if policy_path else None,
+            cell_timeout_s=cell_timeout,
+            resume=resume,
+            allow_build=not no_build,
+            with_service=with_service,
+            log=log,
+            executor=executor,
+            service_options={"rate": service_rate, "duration_s": service_duration},
+        )
+    finally:
+        executor.close()
     result, out_dir = outcome.result, outcome.out
+    result.config["claims"] = claims.to_config()  # type: ignore[typeddict-unknown-key]
     if outcome.interrupted:
         log(
             f"stopped by Ctrl-C: continue with `bench matrix ... --resume --out {out_dir}`, "
             f"or render what finished with `bench report {out_dir}`"
         )
         ctx.exit(130)
-    report = write_report(result, out_dir, langs=("en", "th"), policy=policy)
+    report = write_report(result, out_dir, langs=("en", "th"), policy=policy, claims=claims, html=with_html)
     result.recommendation = report.detail  # type: ignore[assignment]
     result.write(out_dir)
     if as_json:
@@ -1263,7 +1360,8 @@ def matrix(
     else:
         print_table(cells_table(result.cells, title=f"bench matrix · {bundle.root}"))
     log(
-        f"wrote {out_dir / 'results.json'}, results.csv, report.md, report.th.md and plots/ "
+        f"wrote {out_dir / 'results.json'}, results.csv, report.md, report.th.md"
+        f"{', report.html, report.th.html' if with_html else ''} and plots/ "
         f"({outcome.ran} cells measured, {outcome.reused} kept from the earlier run)"
     )
     verdict = "pass" if report.verdict.passed else "fail"
@@ -1307,15 +1405,34 @@ def matrix(
     default=None,
     help="Judge with this policy TOML instead of the one recorded in results.json.",
 )
+@click.option(
+    "--claims",
+    "claims_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Answer the claims of this TOML instead of the ones recorded in results.json (default: the seed's).",
+)
 @click.option("--no-plots", is_flag=True, help="Render the Markdown only; keep the existing plots/.")
+@click.option("--html", "with_html", is_flag=True, help="Also write report.html / report.th.html (plots inlined).")
 @click.option("--fail-on-policy", is_flag=True, help="Exit 1 when no release candidate passes every policy check.")
-def report(directory: Path, lang: str, policy_path: Path | None, no_plots: bool, fail_on_policy: bool) -> None:
+def report(
+    directory: Path,
+    lang: str,
+    policy_path: Path | None,
+    claims_path: Path | None,
+    no_plots: bool,
+    with_html: bool,
+    fail_on_policy: bool,
+) -> None:
     """(Re)render report.md / report.th.md and plots/*.png from DIR/results.json, without measuring."""
 
     result = RunResult.load(directory)
     out_dir = directory if directory.is_dir() else directory.parent
     policy = policy_for(result, policy_path)
-    written = write_report(result, out_dir, langs=(lang,), policy=policy, draw=not no_plots)
+    claims = claims_for(result, claims_path)
+    written = write_report(
+        result, out_dir, langs=(lang,), policy=policy, draw=not no_plots, claims=claims, html=with_html
+    )
     click.echo(str(out_dir / REPORT_FILES[lang]))
     log(
         f"recommendation: {written.recommendation or 'none'} · release checks: "

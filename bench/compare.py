@@ -20,6 +20,7 @@ from typing import Any, Literal
 from typing_extensions import TypedDict
 
 from bench import stats
+from bench.cluster import cell_machine_id, machine_class
 from bench.environment import machine_id
 from bench.errors import InputError, VerdictFailed
 from bench.results import SCHEMA_VERSION, CellKey, CellResult, RunResult, schema_of
@@ -398,7 +399,8 @@ def _calibrated_sigma(calibration: Mapping[str, Any], machine: str | None, resul
 
 
 def _match(baseline: RunResult, current: RunResult, result: CompareResult) -> list[tuple[CellResult, CellResult]]:
-    """Pair cells by (variant, provider, batch size); a differing model sha256 is called out, not compared."""
+    """Pair cells by (variant, provider, batch size); a differing model sha256 is called out, not compared, and
+    so are two cells a cluster ran on different machines (each carries its own), unless --cross-machine."""
     by_key: dict[tuple[str, str, int], CellResult] = {}
     for cell in baseline.cells:
         by_key.setdefault(cell.key, cell)
@@ -438,6 +440,21 @@ def _match(baseline: RunResult, current: RunResult, result: CompareResult) -> li
                 result.unmatched.append(
                     {"key": cell_key(cell), "side": side, "sha256": sha, "why": "model sha256 differs"}
                 )
+            continue
+        mb, mc = cell_machine_id(b) or _machine_id(baseline), cell_machine_id(c) or _machine_id(current)
+        if (b.placement or c.placement) and mb != mc and not result.cross_machine:
+            cb, cc = machine_class(b, baseline), machine_class(c, current)
+            result.rows.append(
+                CompareRow(
+                    key=cell_key(c),
+                    metric="machine",
+                    baseline=cb,
+                    current=cc,
+                    verdict="incomparable",
+                    why=f"measured on different machines ({cb} `{mb}` vs {cc} `{mc}`), metrics not compared; pin "
+                    "the machine class (--ray-resources) or pass --cross-machine to compare anyway",
+                )
+            )
             continue
         pairs.append((b, c))
     for b in baseline.cells:

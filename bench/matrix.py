@@ -8,22 +8,27 @@ what finished and ``resume=True`` skips it (same cell key and same model sha256)
 
 Accuracy is evaluated once per (variant, provider), in the first of its cells that runs (the lowest batch
 size): the model's predictions do not depend on the timed batch size, and evaluation is the slow part.
+
+Cells run through an executor (bench.executors): ``local`` runs them one by one here; ``ray`` sends them to
+a cluster, many at once. The rules above hold for both: a (variant, provider)'s other cells wait while its
+evaluating cell runs, so if that one fails the next still evaluates, and results are written as cells end.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench import datasets, environment
-from bench._cell import cell_spec, probe_process, run_cell_process
+from bench._cell import cell_spec
 from bench.bundle import Bundle, positive_index
 from bench.errors import InputError
 from bench.evaluate import add_agreement
+from bench.executors import CellJob, Executor, LocalExecutor
 from bench.formatting import fmt
 from bench.modelfile import model_info, output_width
 from bench.perturb import DEFAULT_SEED
@@ -133,8 +138,13 @@ def run_matrix(
     allow_build: bool = True,
     with_service: bool = False,
     log: LogFn | None = None,
+    service_options: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> MatrixOutcome:
-    """Measure every cell in its own process; write results after each; never raise for a cell's trouble."""
+    """Measure every cell in its own process; write results after each; never raise for a cell's trouble.
+
+    ``executor``: where the cells run (bench.executors); default a LocalExecutor. The caller closes its own.
+    """
     say = log or (lambda _m: None)
     if cell_timeout_s <= 0:
         raise InputError(f"--cell-timeout must be > 0 seconds, got {cell_timeout_s}")
@@ -150,6 +160,7 @@ def run_matrix(
         "batch_sizes": list(batch_sizes),
         "cell_timeout_s": cell_timeout_s,
         "with_service": with_service,
+        **({"service_options": dict(service_options)} if with_service and service_options else {}),
         **{k: v for k, v in options.as_config().items() if k != "batch_size"},
         "threshold": evaluation.threshold,
         "positive_label": evaluation.positive_label,
@@ -159,7 +170,10 @@ def run_matrix(
         "reference_variant": str((policy or {}).get("reference") or REFERENCE_VARIANT),
         "policy_file": policy_file,
         "policy": policy,
+        "executor": executor.name if executor is not None else LocalExecutor.name,
     }
+    if executor is not None and executor.describe() is not None:
+        config["ray"] = executor.describe()
     result = RunResult(
         environment=environment.fingerprint(options.session.provider_options.device_id),
         config=config,
@@ -185,69 +199,106 @@ def run_matrix(
         result.write(out)
 
     save()
+    runner: Executor = executor if executor is not None else LocalExecutor()
+    # (variant, provider) pairs whose accuracy is wanted are evaluated by the first of their cells that runs
+    wants_accuracy = evaluation.dataset is not None and accuracy_reason is None
+    evaluated = {(c.variant, c.provider) for c in done.values() if c.accuracy is not None}
+    evaluating: set[tuple[str, str]] = set()  # pairs whose evaluating cell is in flight: their other cells wait
+    pending: deque[tuple[int, CellPlan]] = deque()
+    in_flight: dict[tuple[str, str, int], tuple[int, CellPlan, bool, CellJob]] = {}
+    durations: list[float] = []
+    remaining = 0
+
+    def submit_ready() -> None:
+        for item in list(pending):
+            if len(in_flight) >= runner.slots:
+                return
+            index, plan_cell = item
+            pair = (plan_cell.variant, plan_cell.provider)
+            evaluate = wants_accuracy and pair not in evaluated
+            if evaluate and pair in evaluating:
+                continue
+            pending.remove(item)
+            if evaluate:
+                evaluating.add(pair)
+            spec = _cell_spec(
+                plan_cell,
+                bundle,
+                paths[plan_cell.variant],
+                replace(options, batch_size=plan_cell.batch_size),
+                input_images,
+                evaluation if evaluate else None,
+                infos[plan_cell.variant],
+            )
+            job = CellJob(plan_cell.key, spec, cell_timeout_s, _tag(plan_cell))
+            runner.submit(job)
+            in_flight[plan_cell.key] = (index, plan_cell, evaluate, job)
+
+    def collect() -> None:
+        nonlocal remaining
+        for job, cell in runner.wait():
+            index, plan_cell, evaluate, _ = in_flight.pop(job.key)
+            if evaluate:
+                evaluating.discard((plan_cell.variant, plan_cell.provider))
+            if cell.model is None:
+                cell.model = infos[plan_cell.variant]
+            if cell.accuracy is not None:
+                evaluated.add((plan_cell.variant, plan_cell.provider))
+            durations.append(time.monotonic() - (job.started or job.submitted))  # running time, queueing aside
+            remaining -= 1
+            outcome.ran += 1
+            done[plan_cell.key] = cell
+            save()
+            parallel = 1 + sum(1 for *_, other in in_flight.values() if other.started is not None)  # running now
+            say(
+                f"[{index}/{len(plan)}] {plan_cell.label}: {_cell_line(cell)} ({durations[-1]:.1f} s) · "
+                f"ETA {_eta(durations, remaining, parallel)}"
+            )
+        submit_ready()
+
     try:
-        probes = _probe_providers({c.provider for c in plan if c.key not in kept}, say)
-        evaluated = {(c.variant, c.provider) for c in done.values() if c.accuracy is not None}
+        probes = _probe_providers(runner, {c.provider for c in plan if c.key not in kept}, say)
         remaining = sum(
             1 for c in plan if c.key not in kept and c.variant not in unbuildable and probes.get(c.provider) is None
         )
-        durations: list[float] = []
-        with tempfile.TemporaryDirectory(prefix="bench-matrix-") as tmp:
-            for index, plan_cell in enumerate(plan, start=1):
-                prefix = f"[{index}/{len(plan)}] {plan_cell.label}"
-                if plan_cell.key in kept:
-                    say(f"{prefix}: {done[plan_cell.key].status} (kept from the earlier run, --resume)")
-                    continue
-                if plan_cell.variant in unbuildable:
-                    done[plan_cell.key] = CellResult.not_run(*plan_cell.key, "failed", unbuildable[plan_cell.variant])
-                    save()
-                    say(f"{prefix}: failed — {unbuildable[plan_cell.variant]}")
-                    continue
-                reason = probes.get(plan_cell.provider)
-                if reason is not None:
-                    cell = CellResult.not_run(*plan_cell.key, "unavailable", reason)
-                    cell.model = infos[plan_cell.variant]
-                    done[plan_cell.key] = cell
-                    save()
-                    say(f"{prefix}: unavailable — {reason}")
-                    continue
-                evaluate = (
-                    evaluation.dataset is not None
-                    and accuracy_reason is None
-                    and (plan_cell.variant, plan_cell.provider) not in evaluated
-                )
-                started = time.monotonic()
-                cell = _run_cell_process(
-                    plan_cell,
-                    bundle,
-                    paths[plan_cell.variant],
-                    replace(options, batch_size=plan_cell.batch_size),
-                    input_images,
-                    evaluation if evaluate else None,
-                    cell_timeout_s,
-                    Path(tmp),
-                    infos[plan_cell.variant],
-                )
-                if cell.model is None:
-                    cell.model = infos[plan_cell.variant]
-                if cell.accuracy is not None:
-                    evaluated.add((plan_cell.variant, plan_cell.provider))
-                durations.append(time.monotonic() - started)
-                remaining -= 1
-                outcome.ran += 1
+        for index, plan_cell in enumerate(plan, start=1):
+            prefix = f"[{index}/{len(plan)}] {plan_cell.label}"
+            if plan_cell.key in kept:
+                say(f"{prefix}: {done[plan_cell.key].status} (kept from the earlier run, --resume)")
+                continue
+            if plan_cell.variant in unbuildable:
+                done[plan_cell.key] = CellResult.not_run(*plan_cell.key, "failed", unbuildable[plan_cell.variant])
+                save()
+                say(f"{prefix}: failed — {unbuildable[plan_cell.variant]}")
+                continue
+            reason = probes.get(plan_cell.provider)
+            if reason is not None:
+                cell = CellResult.not_run(*plan_cell.key, "unavailable", reason)
+                cell.model = infos[plan_cell.variant]
                 done[plan_cell.key] = cell
                 save()
-                say(f"{prefix}: {_cell_line(cell)} ({durations[-1]:.1f} s) · ETA {_eta(durations, remaining)}")
+                say(f"{prefix}: unavailable — {reason}")
+                continue
+            pending.append((index, plan_cell))
+            submit_ready()
+            while len(in_flight) >= runner.slots:
+                collect()
+        while in_flight:
+            collect()
     except KeyboardInterrupt:
         outcome.interrupted = True
+        runner.close()  # cells still queued or running (on a cluster) are cancelled, not left behind
         save()
         say(f"interrupted: {len(result.cells)} of {len(plan)} cells kept in {out / 'results.json'}")
         return outcome
+    finally:
+        if executor is None:
+            runner.close()
 
     if evaluation.dataset is not None:
         _add_agreement(result, say)
     if with_service:
-        result.service = _service_figures(bundle, result, input_images, say)
+        result.service = _service_figures(bundle, result, input_images, say, service_options or {})
     result.write(out)
     return outcome
 
@@ -278,17 +329,15 @@ def _variant_files(
 # --- the child process ------------------------------------------------------------------------------
 
 
-def _run_cell_process(
+def _cell_spec(
     plan: CellPlan,
     bundle: Bundle,
     model_path: Path,
     options: RunOptions,
     input_images: list[str],
     evaluation: EvalSpec | None,
-    timeout_s: float,
-    workdir: Path,
     model: ModelInfo | None = None,
-) -> CellResult:
+) -> dict[str, Any]:
     evaluate = (
         None
         if evaluation is None
@@ -300,21 +349,24 @@ def _run_cell_process(
             "perturb": list(evaluation.perturbations),
         }
     )
-    spec = cell_spec(plan.variant, plan.provider, bundle.root, model_path, options, input_images, evaluate, model)
-    return run_cell_process(spec, timeout_s, workdir, tag=f"{plan.variant}-{plan.provider}-{plan.batch_size}")
+    return cell_spec(plan.variant, plan.provider, bundle.root, model_path, options, input_images, evaluate, model)
 
 
-def _probe_providers(providers: set[str], say: LogFn) -> dict[str, str | None]:
-    """Reason per GPU provider that cannot run here at all (probed once, in a child), None when usable."""
+def _tag(plan: CellPlan) -> str:
+    return f"{plan.variant}-{plan.provider}-{plan.batch_size}"
+
+
+def _probe_providers(executor: Executor, providers: set[str], say: LogFn) -> dict[str, str | None]:
+    """Reason per GPU provider that cannot run at all where the executor runs cells (probed once, in a
+    child), None when usable."""
     reasons: dict[str, str | None] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
-        for provider in sorted(p for p in providers if is_gpu(p)):
-            data, why = probe_process(provider, PROBE_TIMEOUT_S, Path(tmp))
-            if data is None:  # the probe itself died: let each cell find out (and be recorded) on its own
-                say(f"probe of {provider} {why}; its cells run anyway")
-                reasons[provider] = None
-            else:
-                reasons[provider] = None if data.get("usable") else str(data.get("reason"))
+    for provider in sorted(p for p in providers if is_gpu(p)):
+        data, why = executor.probe(provider, PROBE_TIMEOUT_S)
+        if data is None:  # the probe itself died: let each cell find out (and be recorded) on its own
+            say(f"probe of {provider} {why}; its cells run anyway")
+            reasons[provider] = None
+        else:
+            reasons[provider] = None if data.get("usable") else str(data.get("reason"))
     return reasons
 
 
@@ -371,15 +423,22 @@ def _cell_line(cell: CellResult) -> str:
     text = (
         f"ok · p50 {fmt(lat.get('p50'), 3)} ms · p99 {fmt(lat.get('p99'), 3)} ms · {fmt(cell.throughput_ips, 1)} img/s"
     )
-    return text + (f" · accuracy {acc * 100:.2f}%" if acc is not None else "")
+    text += f" · accuracy {acc * 100:.2f}%" if acc is not None else ""
+    return text + (f" · on {_where(cell)}" if cell.placement else "")
 
 
-def _eta(durations: list[float], remaining: int) -> str:
+def _where(cell: CellResult) -> str:
+    placed = cell.placement or {}
+    return f"{placed.get('machine_class')} (node {placed.get('node_ip')})"
+
+
+def _eta(durations: list[float], remaining: int, parallel: int = 1) -> str:
+    """Mean cell duration × cells left, shared over the cells that run at once."""
     if remaining <= 0:
         return "0:00:00"
     if not durations:
         return "—"
-    seconds = round(sum(durations) / len(durations) * remaining)
+    seconds = round(sum(durations) / len(durations) * remaining / max(1, parallel))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
@@ -394,8 +453,11 @@ def _add_agreement(result: RunResult, say: LogFn) -> None:
     add_agreement(result.cells, reference)
 
 
-def _service_figures(bundle: Bundle, result: RunResult, images: list[str], say: LogFn) -> list[dict[str, Any]]:
-    """Service figures per variant, on the first provider (in the order asked) where that variant ran."""
+def _service_figures(
+    bundle: Bundle, result: RunResult, images: list[str], say: LogFn, options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Service figures per variant, on the first provider (in the order asked) where that variant ran;
+    ``options`` go to harness.service_figures (rate, duration_s: ``--service-rate``, ``--service-duration``)."""
     entries: list[dict[str, Any]] = []
     providers = result.config["providers"]
     for variant in result.config["variants"]:
@@ -418,6 +480,7 @@ def _service_figures(bundle: Bundle, result: RunResult, images: list[str], say: 
                 images=[Path(p) for p in images] or None,
                 inprocess_p50_ms=inprocess,
                 log=say,
+                **options,
             )
         )
     return entries

@@ -126,6 +126,8 @@ class RunConfig(TypedDict, total=False):
     policy_file: str | None
     policy: dict[str, Any] | None  # the release policy as bench.report.policy.Policy.to_dict() writes it
     resumed: bool
+    executor: str  # matrix: local | ray (not a measuring setting: --resume may switch it)
+    ray: dict[str, Any] | None  # matrix --executor ray: address, resources, scheduling timeout
     # eval
     dataset: str
     dataset_kind: str
@@ -397,6 +399,25 @@ class Accuracy(TypedDict, total=False):
     perturbations: list[PerturbedAccuracy]  # bench eval/matrix --perturb: one entry per perturbation, clean excluded
 
 
+class Placement(TypedDict, total=False):
+    """Where a cell ran when an executor sent it to another machine (``bench matrix --executor ray``): the node,
+    that host's fingerprint and the GPU it was given. Cells the local executor ran have none: the run's
+    ``environment`` is theirs."""
+
+    executor: str  # "ray"
+    node_id: str  # Ray's node id
+    node_ip: str
+    machine_id: str  # bench.environment.machine_id of that host: what two cells must share to be compared
+    machine_class: str  # the table a report groups the cell under: the GPU's name for GPU cells, else the CPU's
+    cpu_model: str
+    cores_logical: int | None
+    memory_total_mb: int
+    gpu: GpuInfo | None  # the GPU the cell was given (GPU cells), as NVML describes it
+    gpu_ids: list[str]  # Ray's ids of the GPUs assigned to the cell (one: a whole GPU per timing cell)
+    gpu_reason: str | None
+    onnxruntime: str
+
+
 class CellKey(TypedDict):
     """A cell's identity."""
 
@@ -425,6 +446,23 @@ class SendLag(TypedDict, total=False):
     p99: float | None
     max: float | None
     reason: str
+
+
+class GeneratorFigures(TypedDict, total=False):
+    """One of the N arrival streams of ``bench load --generators N``: its share, its own lag and ceiling."""
+
+    index: int
+    where: str  # "process PID" (local) or "ray node IP pid PID" (a Ray actor)
+    target_rate: float | None  # open loop: this stream's share of the total rate
+    concurrency: int | None  # closed loop: this stream's share of the requests in flight
+    requests: int
+    ok: int
+    errors: int
+    send_lag_ms: SendLag
+    ceiling_rps: float | None  # closed-loop burst on /health/live, measured alone (the others idle)
+    ceiling_reason: str | None
+    load_fraction: float | None  # target_rate / ceiling_rps
+    over_ceiling: bool  # load_fraction above CEILING_WARN_FRACTION: this stream may be its own bottleneck
 
 
 class ServerMemory(TypedDict, total=False):
@@ -550,6 +588,7 @@ class CellResult:
     sample_replicates: list[int] = field(default_factory=list)  # replicate index of each samples_ms entry
     replicates: Replicates | None = None  # how the replicates were made, and their noise
     noise: Noise | None = None  # what else the machine was doing while this cell was timed
+    placement: Placement | None = None  # the node, host and GPU it ran on, when not this run's machine (Ray)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -763,9 +802,16 @@ class LoadResult:
     config: LoadConfig = field(default_factory=LoadConfig)
     max_rate: MaxRate | None = None  # --find-max: {slo_p99_ms, rate_rps, limited_by, steps}
     samples_ms: list[float] = field(default_factory=list)  # raw latencies of 2xx answers, in send order
+    # --generators N (omitted while empty, so single-generator files keep their shape):
+    generators: list[GeneratorFigures] = field(default_factory=list)  # each arrival stream's own figures
+    valid: bool | None = None  # False: a generator ran above 70 % of its own ceiling (see warnings)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for optional in ("generators", "valid"):
+            if data.get(optional) in (None, []):
+                data.pop(optional, None)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -774,7 +820,7 @@ class LoadResult:
 # --- validation and JSON Schema (pydantic, imported on first use) ----------------------------------
 
 
-_OPTIONAL_CELL_FIELDS = ("sample_replicates", "replicates", "noise")
+_OPTIONAL_CELL_FIELDS = ("sample_replicates", "replicates", "noise", "placement")
 
 
 def _check_version(version: Any) -> None:

@@ -30,7 +30,7 @@ from bench.providers import ProviderOptions, is_gpu
 from bench.results import CellResult, ModelInfo, Replicates
 from bench.sampling import ResourceSampler
 from bench.stats import noise_components, replicate_groups
-from bench.timing import LatencyStats, LoopSpec, timed_loop
+from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
 from bench.torch_engine import TorchEngine
 
 DEFAULT_REPLICATES = 5  # fresh sessions per cell: chosen from A/A runs on a 2-core box (README, "Verdicts")
@@ -133,7 +133,7 @@ def measure_cell(
     batch: np.ndarray | None = None
     engine: Engine | TorchEngine | None = None
     try:
-        with ResourceSampler(hz=options.sample_hz, gpu_index=gpu_index) as sampler:
+        with frozen_heap(), ResourceSampler(hz=options.sample_hz, gpu_index=gpu_index) as sampler:
             for r, loop in enumerate(loops):
                 engine = None
                 gc.collect()  # the previous replicate's session is gone before the next one is made

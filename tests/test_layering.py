@@ -19,6 +19,8 @@ HEAVY = (
     "onnxconverter_common",
     "onnx_ir",
     "matplotlib",
+    "adjustText",  # report plots' labels (imports matplotlib)
+    "markdown_it",  # report --html (rich's Markdown parser)
     "pandas",
     "scipy",
     "sklearn",

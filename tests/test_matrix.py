@@ -142,7 +142,7 @@ def test_matrix_report_has_every_section_and_plot(full_run: tuple[subprocess.Com
     th = (out / "report.th.md").read_text()
     for n in range(1, 9):
         assert f"\n## {n}. " in en and f"\n## {n}. " in th
-    assert "| fp32 | cuda | 1 | unavailable |" in en
+    assert "**cuda** — unavailable, 6 cells (fp32, wide, seed2 × batch 1, 2)" in en  # one line per provider/reason
     for name in ("latency", "accuracy_latency", "size_latency"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     assert "**Recommendation**:" in en
@@ -215,7 +215,7 @@ def test_a_crashing_and_a_hanging_cell_fail_while_others_run(workspace: Path) ->
     assert cells["seed2"]["status"] == "failed" and "timed out after 4 s" in cells["seed2"]["reason"]
     assert cells["wide"]["model"]["file"] == "model_wide.onnx"
     report = (workspace / "faults" / "report.md").read_text()
-    assert "wide · cpu · batch 1 — **failed**: cpu: the cell's process crashed (SIGABRT" in report
+    assert "**cpu** — failed, 1 cell (wide × batch 1): the cell's process crashed (SIGABRT" in report
 
 
 # --- Ctrl-C and resume ---------------------------------------------------------------------------------

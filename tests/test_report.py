@@ -15,6 +15,7 @@ from bench.errors import InputError
 from bench.report import REPORT_FILES, write_report
 from bench.report.analysis import compare_to_reference, pareto_front, recommend
 from bench.report.catalog import LANGUAGES, catalog, placeholders
+from bench.report.claims import ClaimOutcome, claims_for, evaluate_claims, load_claims
 from bench.report.markdown import render_markdown
 from bench.report.plots import planned_plots
 from bench.report.policy import (
@@ -106,7 +107,7 @@ def test_unknown_language_is_an_input_error() -> None:
 def test_default_policy_holds_the_seed_targets() -> None:
     policy = load_policy()
     assert policy.checks == {
-        "max_p99_ms": 10.0,
+        "max_p99_ms_per_image": 10.0,
         "max_accuracy_drop_pt": 0.5,
         "max_gpu_memory_mb": 2048.0,
         "max_model_mb": 200.0,
@@ -120,7 +121,7 @@ def test_seed_contradiction_is_flagged(seedlike: RunResult) -> None:
     fp16 = next(r for r in verdict.rows if r.cell.key == ("fp16", "cuda", 1))
     gpu = next(o for o in fp16.outcomes if o.key == "max_gpu_memory_mb")
     assert (gpu.status, gpu.value, gpu.limit) == (FAIL, 2329.0, 2048.0)
-    p99 = next(o for o in fp16.outcomes if o.key == "max_p99_ms")
+    p99 = next(o for o in fp16.outcomes if o.key == "max_p99_ms_per_image")
     assert p99.status == PASS and p99.value < 10
     assert not fp16.passed and not verdict.passed
     text = render_markdown(seedlike, "en")
@@ -220,12 +221,12 @@ def test_recommendation_is_the_fastest_passing_cell(seedlike: RunResult) -> None
 
 def test_recommendation_names_what_blocked_every_candidate(seedlike: RunResult) -> None:
     rec = recommend(seedlike, evaluate_policy(seedlike, load_policy()))
-    assert rec.choice is None and rec.candidates == 11
+    assert rec.choice is None and rec.candidates == 12
     assert dict(rec.blockers) == {
-        "max_p99_ms": 5,
+        "max_p99_ms_per_image": 4,  # per image: fp32 · cuda · batch 8 (59 ms a call, 7.4 ms an image) now passes
         "not_run": 5,
-        "max_gpu_memory_mb": 4,
-        "max_model_mb": 3,
+        "max_gpu_memory_mb": 5,
+        "max_model_mb": 4,
         "max_accuracy_drop_pt": 1,
     }
 
@@ -266,7 +267,7 @@ def test_plots_not_drawable_say_why(seedlike: RunResult) -> None:
     plots = planned_plots(seedlike)
     assert plots["accuracy_latency"].file is None and plots["latency"].file
     text = render_markdown(seedlike, "en", plots=plots)
-    assert "Accuracy vs p95 latency, with the Pareto front: not drawn — no accuracy was measured." in text
+    assert "with the Pareto front: not drawn — no accuracy was measured." in text
 
 
 def test_service_section_renders_service_entries(seedlike: RunResult) -> None:
@@ -305,8 +306,8 @@ def test_service_section_renders_service_entries(seedlike: RunResult) -> None:
     ]
     text = render_markdown(seedlike, "en")
     assert (
-        "| fp16 | cuda | ok | 49.9 / 50.0 | 500 | 0 | 26.000 | 30.000 | 41.500 | 60.000 | 4.800 | 21.200 | "
-        "0.600 | 4.300 | 180.0 (p99 ≤ 50 ms) | ✅ none seen |"
+        "| fp16 · cuda | ok | 49.9 / 50.0 | 500 | 0 | 26.000 | 41.500 | 4.800 | — | 4.300 | 180.0 (p99 ≤ 50 ms) | "
+        "✅ none seen |"
     ) in text
     assert "- int8 · cpu — **failed**: bench serve exited with 1" in text
 
@@ -333,3 +334,276 @@ def test_cli_report_re_renders_from_results_json(tmp_path: Path, monkeypatch: py
 def test_cli_report_on_a_folder_without_results_is_exit_2(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+# --- claims of the hand-written report ------------------------------------------------------------
+
+
+def _claims(result: RunResult, claims_file: Path | None = None) -> dict[str, ClaimOutcome]:
+    outcomes = evaluate_claims(result, load_claims(claims_file), policy_for(result))
+    return {o.claim.id: o for o in outcomes}
+
+
+def test_every_seed_claim_is_answered_from_the_measurements(seedlike: RunResult) -> None:
+    got = _claims(seedlike)
+    assert set(got) == {c.id for c in load_claims().claims} and len(got) == 13
+    fp16, torch = _cell(seedlike, "fp16", "cuda"), _cell(seedlike, "pytorch", "cuda")
+    speed = got["faster_than_pytorch"]
+    assert speed.status == "pass" and speed.cell is fp16
+    assert speed.value == pytest.approx(torch.latency_ms["p50"] / fp16.latency_ms["p50"], rel=0.02)
+    low, high = speed.interval
+    assert low < speed.value < high  # two-level bootstrap over both rows' replicates
+    assert (got["gpu_memory_2gb"].status, got["gpu_memory_2gb"].value) == ("fail", 2329.0)  # the seed's contradiction
+    assert got["memory_half"].status == "fail" and got["memory_half"].value == pytest.approx(2329 / 3105)
+    assert got["size_half"].status == "pass" and got["size_half"].value == pytest.approx(171 / 343)
+    assert got["latency_under_10ms"].status == "pass" and got["gpu_utilisation"].value == 30.0
+    assert got["accuracy_9884"].status == "fail" and got["accuracy_9884"].value == pytest.approx(250 / 3)
+    assert (got["batch_per_image"].status, got["batch_per_image"].value) == ("pass", 4.3)
+    assert got["detect_response_26ms"].status == "pass" and got["steady_7_8ms"].status == "fail"  # p99 41.5 ms
+    assert got["health_200"].status == "pass" and got["no_memory_leak"].status == "pass"
+    assert got["invalid_input"].value == 1.0
+    text = render_markdown(seedlike, "en")
+    assert text.index("## Claims of the hand-written report") < text.index("## Key figures")
+    assert "| GPU memory within the 2 GB allocation | 2,329.0 MB | fp16 · cuda · batch 1 | ❌ |" in text
+    assert "| /detect/batch: 4.3 ms per image (3 images in 12.9 ms) | 4.300 ms per image (3 images per request" in text
+
+
+def test_claims_that_need_a_gpu_or_pytorch_say_why_they_are_not_measurable(seedlike: RunResult) -> None:
+    """On a CPU-only box: no GPU claim is ✅, and each says "no GPU on this machine"; no PyTorch row says so."""
+    no_torch = copy.deepcopy(seedlike)
+    no_torch.cells = [c for c in no_torch.cells if c.variant != "pytorch"]
+    assert _claims(no_torch)["faster_than_pytorch"].why == "reference_not_planned"
+    assert "not measurable here: the run has no pytorch row: no PyTorch weights" in render_markdown(no_torch, "en")
+    seedlike.environment["gpu"] = None
+    seedlike.environment["gpu_reason"] = "NVML not usable"
+    seedlike.cells = [
+        c if c.provider == "cpu" else CellResult.not_run(c.variant, c.provider, c.batch_size, "unavailable", "x")
+        for c in seedlike.cells
+    ]
+    seedlike.service = None
+    got = _claims(seedlike)
+    for claim in ("gpu_memory_2gb", "gpu_utilisation", "faster_than_pytorch"):
+        assert got[claim].status == "not_measurable" and got[claim].why == "no_gpu_here"
+    assert got["health_200"].why == "no_service"
+    assert all(o.status == "not_measurable" or o.value is not None for o in got.values())
+    text = render_markdown(seedlike, "en")
+    assert "| GPU memory within the 2 GB allocation | — | — | not measurable here: no GPU on this machine |" in text
+    assert "not measurable here: the run was made without --with-service" in text
+    th = render_markdown(seedlike, "th")
+    assert "วัดที่นี่ไม่ได้: ไม่มี GPU บนเครื่องนี้" in th
+
+
+def test_a_users_claims_file_is_answered_and_recorded_for_re_rendering(
+    seedlike: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "claims.toml"
+    path.write_text(
+        '[[claim]]\nid = "b8"\ntext.en = "Batch 8 under 5 ms per image"\ncheck = "max_p99_ms_per_image"\n'
+        'limit = 5.0\nvariants = ["fp16"]\nbatch_sizes = [8]\n',
+        encoding="utf-8",
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(FIXTURE, run_dir / "results.json")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["report", "run", "--no-plots", "--claims", str(path)])
+    assert res.exit_code == 0, res.output
+    text = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "| Batch 8 under 5 ms per image | 4.309 ms per image | fp16 · cuda · batch 8 | ✅ |" in text
+    assert "claims file `" in text and "98.84" not in text.split("## Key figures")[0]
+    seedlike.config["claims"] = load_claims(path).to_config()  # as bench matrix --claims records it
+    assert [c.id for c in claims_for(seedlike).claims] == ["b8"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no \\[\\[claim\\]\\] tables"),
+        ('[[claim]]\nid = "a"\ntext.en = "x"\ncheck = "max_speed"\nlimit = 1', "check must be one of"),
+        ('[[claim]]\nid = "a"\ncheck = "max_p99_ms"\nlimit = 1', "needs text.en"),
+        ('[[claim]]\nid = "a"\ntext.en = "x"\ncheck = "min_speedup_p50"\nlimit = 2', "needs relative_to"),
+        ('[[claim]]\nid = "a"\ntext.en = "x"\ncheck = "gpu_util_mean_pct"\nlimit = 3', "limit must be \\[low, high\\]"),
+        ('[[claim]]\nid = "a"\ntext.en = "x"\ncheck = "max_p99_ms"\nlimit = "fast"', "limit must be a number"),
+        ('[[claim]]\nid = "a"\ntext.en = "x"\ncheck = "max_p99_ms"\nlimit = 1\n' * 2, "unique"),
+    ],
+)
+def test_bad_claims_files_are_input_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "claims.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_claims(path)
+
+
+# --- relative and per-image checks ----------------------------------------------------------------
+
+
+def test_relative_checks_against_a_variant_and_a_previous_results_file(seedlike: RunResult, tmp_path: Path) -> None:
+    previous = copy.deepcopy(seedlike)
+    old = _cell(previous, "fp16", "cuda")
+    old.samples_ms = [x * 0.5 for x in old.samples_ms]  # the previous release was twice as fast
+    old.latency_ms = {k: (v * 0.5 if isinstance(v, float) else v) for k, v in old.latency_ms.items()}
+    previous.write(tmp_path / "rc0")
+    policy = Policy.from_dict(
+        {
+            "relative": {
+                "pytorch": {"min_speedup_p50": 2.0},
+                "fp32": {"max_size_ratio": 0.5, "max_memory_ratio": 0.9},
+                "previous": {"results": str(tmp_path / "rc0" / "results.json"), "min_speedup_p50": 0.95},
+            }
+        }
+    )
+    assert Policy.from_dict(policy.to_dict()).relative == policy.relative  # recorded in the run, read back
+    rows = {r.cell.key: {o.key: o for o in r.outcomes} for r in evaluate_policy(seedlike, policy).rows}
+    fp16 = rows[("fp16", "cuda", 1)]
+    assert fp16["relative.min_speedup_p50@pytorch"].status == PASS and fp16["relative.min_speedup_p50@pytorch"].interval
+    assert fp16["relative.max_size_ratio@fp32"].value == pytest.approx(171 / 343)
+    assert fp16["relative.max_memory_ratio@fp32"].status == PASS  # 0.75× GPU memory per process
+    assert fp16["relative.min_speedup_p50@previous"].status == FAIL
+    assert fp16["relative.min_speedup_p50@previous"].value == pytest.approx(0.5, rel=0.05)
+    assert rows[("fp32", "cuda", 1)]["relative.max_size_ratio@fp32"].status == NOT_APPLICABLE  # the reference
+    assert rows[("fp16", "cuda", 8)]["relative.min_speedup_p50@pytorch"].why == "reference_not_planned"
+    assert rows[("int8", "cpu", 1)]["relative.max_memory_ratio@fp32"].why == "memory_rss"  # host RSS on cpu
+    text = render_markdown(seedlike, "en", policy)
+    assert "speed-up vs pytorch ≥ 2.00×" in text and "speed-up vs the previous release ≥ 0.95×" in text
+
+
+def test_a_bad_relative_policy_is_an_input_error(tmp_path: Path) -> None:
+    for text, says in (
+        ("[relative.fp32]\nmax_speed = 1\n", "relative checks are"),
+        ("[relative.previous]\nmin_speedup_p50 = 1\n", "needs results"),
+    ):
+        path = tmp_path / "p.toml"
+        path.write_text(text)
+        with pytest.raises(InputError, match=says):
+            load_policy(path)
+
+
+def test_per_image_limit_is_fair_to_larger_batches(seedlike: RunResult) -> None:
+    """p99 ≤ 10 ms per call fails every batch-8 cell; per image it judges what a user waits per image."""
+    per_call = evaluate_policy(seedlike, Policy.from_dict({"max_p99_ms": 10}))
+    per_image = evaluate_policy(seedlike, Policy.from_dict({"max_p99_ms_per_image": 10}))
+    b8 = ("fp16", "cuda", 8)
+    call = next(r for r in per_call.rows if r.cell.key == b8).outcomes[0]
+    image = next(r for r in per_image.rows if r.cell.key == b8).outcomes[0]
+    assert call.status == FAIL and image.status == PASS and image.value == pytest.approx(call.value / 8)
+
+
+# --- readable on any machine ----------------------------------------------------------------------
+
+
+def _cpu_only(result: RunResult) -> RunResult:
+    """The seed-like run as a CPU-only box sees it: every GPU cell unavailable with ORT's reason."""
+    result.environment["gpu"] = None
+    result.environment["gpu_reason"] = "NVML not usable (NVML Shared Library Not Found)"
+    why = {
+        "cuda": "cuda: unavailable — libcublasLt.so.13 not found (CUDAExecutionProvider could not start; ORT fell "
+        "back to CPU)",
+        "tensorrt": "tensorrt: unavailable — TensorRT libraries (libnvinfer) not found (TensorrtExecutionProvider "
+        "could not start; ORT fell back to CPU)",
+    }
+    cells = []
+    for v in ("fp32", "fp16", "int8"):
+        for p in ("cpu", "cuda", "tensorrt"):
+            for b in (1, 8):
+                found = next((c for c in result.cells if c.key == (v, "cpu", 1)), None) if p == "cpu" else None
+                if found is not None and found.status == "ok":  # fp16 · cpu crashed in the fixture: left out
+                    found = copy.deepcopy(found)
+                    found.batch_size = b
+                    cells.append(found)
+                elif p != "cpu":
+                    cells.append(CellResult.not_run(v, p, b, "unavailable", why[p]))
+    result.cells = cells
+    result.service = None
+    return result
+
+
+def test_cells_that_did_not_run_are_one_line_per_provider_and_reason(seedlike: RunResult) -> None:
+    result = _cpu_only(seedlike)
+    text = render_markdown(result, "en")
+    assert "**Cells**: 4 ran of 16 planned; 12 unavailable (cuda, tensorrt: no GPU)" in text
+    not_run = text.split("### 2.4 Cells that did not run")[1].split("## 3.")[0]
+    items = [line for line in not_run.splitlines() if line.startswith("- ")]
+    assert len(items) == 2 and items[0].startswith("- **cuda** — unavailable, 6 cells (fp32, fp16, int8 × batch 1, 8)")
+    checks = text.split("## 5. Release checks")[1].split("## 6.")[0]
+    assert "tensorrt" not in checks.split("Not shown")[0] and "Not shown: 12 candidate cells that did not run" in checks
+    latency = text.split("### 2.1")[1].split("### 2.2")[0]
+    assert latency.count("\n| ") == 1 + 4 and "unavailable" not in latency  # header + the 4 cells that ran
+    th = render_markdown(result, "th")
+    assert "ไม่พบไลบรารีที่จำเป็น" not in th  # a GPU provider on a box without a GPU: the reason is "no GPU"
+    assert "ไม่มี GPU บนเครื่องนี้ (libcublasLt.so.13 not found" in th and "ใช้งานไม่ได้ 12 (cuda, tensorrt: ไม่มี GPU)" in th
+
+
+def test_noisy_cells_and_ties_are_flagged(seedlike: RunResult) -> None:
+    fp16 = _cell(seedlike, "fp16", "cuda")
+    fp16.noise = {"noisy": True, "why": "other processes used 0.6 cores"}
+    text = render_markdown(seedlike, "en", load_policy(RELAXED))
+    assert "**Noisy cells**: 1 measured while other processes used the CPU — fp16 · cuda · batch 1" in text
+    assert "| fp16 | cuda | 1 |" in text and "⚠ noisy |" in text
+    assert "- ⚠ fp16 · cuda · batch 1 was measured while the machine was busy: other processes used 0.6 cores" in text
+
+
+def test_thai_report_keeps_english_only_in_parentheses_and_names(seedlike: RunResult) -> None:
+    th = render_markdown(seedlike, "th")
+    not_run = th.split("### 2.4")[1].split("## 3.")[0]
+    assert "ไม่พบไลบรารีที่จำเป็น (TensorRT libraries (libnvinfer) not found" in not_run
+    assert "โปรเซสของเซลล์ล่ม (the cell's process crashed" in not_run
+    assert "the run was made without" not in th and "not measurable" not in th
+
+
+# --- service, plots, HTML -------------------------------------------------------------------------
+
+
+def test_service_section_has_health_startup_leak_caveat_and_bad_uploads(seedlike: RunResult) -> None:
+    text = render_markdown(seedlike, "en")
+    service = text.split("## 8. Service")[1].split("## 9.")[0]
+    assert '"status": "healthy", "service": "Deepfake Detection", "model_loaded": true' in service
+    assert "| fp16 · cuda | 4.20 | 850.0 | 120.0 | 1,210.0 | 1,216.0 |" in service
+    assert "30.0 s load at 20.0 req/s (600 requests)" in service and "only fast leaks" in service
+    assert "| a truncated JPEG | `/detect` | 400 | 400 | ✅ |" in service
+    assert "| fp16 · cuda | ok | 20.0 / 20.0 | 600 | 0 | 26.000 | 41.500 | 7.161 | 12.900 | 4.300 |" in service
+
+
+def test_bad_uploads_get_the_statuses_cli_md_promises(tiny_bundle: Path) -> None:
+    """A real `bench serve` on loopback: each built-in bad upload answered with its documented 4xx."""
+    from bench.service import harness
+
+    with harness.serve_subprocess(tiny_bundle, "fp32", "cpu", ready_timeout_s=120) as base:
+        cases = harness.bad_upload_statuses(base)
+        health = harness.health_snapshot(base)
+    assert [(c["case"], c["status"]) for c in cases] == [(c["case"], c["expected"]) for c in cases]
+    assert {c["case"] for c in cases} == {name for name, _, _ in harness.BAD_UPLOADS}
+    assert health["http_status"] == 200 and health["body"]["model"]["load_ms"] > 0
+
+
+def test_plots_separate_batch_sizes_and_keep_labels_apart(seedlike: RunResult, tmp_path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from bench.report.plots import _figure, _place_labels, draw_plots
+
+    plots = draw_plots(seedlike, tmp_path, load_policy())
+    assert {n for n, p in plots.items() if p.file} == {"latency", "accuracy_latency", "size_latency", "service_rate"}
+    fig = _figure(4.0, 3.0)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    points = [(1.0 + 0.01 * i, 96.67, f"variant{i}") for i in range(7)]  # seven cells on one spot
+    ax.scatter([x for x, _, _ in points], [y for _, y, _ in points])
+    _place_labels(fig, ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == 7
+    overlaps = [(i, j) for i in range(7) for j in range(i + 1, 7) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps
+
+
+def test_html_report_is_one_file_with_the_plots_inlined(seedlike: RunResult, tmp_path: Path) -> None:
+    out = write_report(seedlike, tmp_path, langs=("en", "th"), html=True)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and page.count("data:image/png;base64,") == 4
+    assert 'src="plots/' not in page and "<script" not in page
+    assert (tmp_path / "report.th.html").read_text(encoding="utf-8").count('lang="th"') == 1
+    assert tmp_path / "report.html" in out.files
+
+
+def test_matrix_rejects_a_non_positive_service_rate() -> None:
+    res = CliRunner().invoke(main, ["matrix", "--with-service", "--service-rate", "0"])
+    assert res.exit_code == 2 and "--service-rate" in res.output

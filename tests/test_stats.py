@@ -120,3 +120,11 @@ def test_noise_components_separate_the_levels() -> None:
     rng = np.random.default_rng(2)
     comp = stats.noise_components(two_level(rng, 30, 400, 0.10, 0.02))
     assert comp.cv_between == pytest.approx(0.10, rel=0.35) and comp.cv_within == pytest.approx(0.02, rel=0.2)
+
+
+def test_student_t_quantile_matches_scipy() -> None:
+    from scipy.stats import t
+
+    for df in (1, 2, 3, 4, 9, 39, 199):
+        for p in (0.95, 0.975, 0.995):
+            assert stats.student_t_quantile(p, df) == pytest.approx(t.ppf(p, df), rel=0.01)

@@ -8,14 +8,16 @@ when the previous one returned; it is labelled ``mode: "closed"`` and measures l
 
 The engine is aiohttp (asyncio, C-accelerated HTTP parser: 0.10 ms of client CPU per /detect request
 against httpx's 0.40 ms, measured on the 2-core dev box), which keeps closed-loop figures within 20% of
-wrk's (tests/benchmarks/load_crosscheck.py); exact latency samples are kept. Starting and measuring
-``bench serve`` for the matrix lives in :mod:`bench.service.harness`.
+wrk's (tests/benchmarks/load_crosscheck.py); exact latency samples are kept. Beyond one process's
+ceiling, ``--generators N`` (bench.load.generators) splits the schedule over N processes or Ray actors.
+Starting and measuring ``bench serve`` for the matrix lives in :mod:`bench.service.harness`.
 """
 
 from __future__ import annotations
 
-from bench.load.engine import error_key, generator_ceiling, run_load
+from bench.load.engine import error_key, generator_ceiling, merge_parts, run_load, run_stream
 from bench.load.findmax import find_max_rate, judge_step, littles_law_check, run_find_max
+from bench.load.generators import GENERATOR_EXECUTORS, MAX_GENERATORS, run_generators, split_offsets
 from bench.load.payloads import MAX_PAYLOADS, Payload, build_payloads, encode_multipart
 from bench.load.schedule import arrival_offsets
 from bench.load.spec import (
@@ -45,8 +47,10 @@ __all__ = [
     "CEILING_WARN_FRACTION",
     "DEFAULT_MAX_REQUESTS",
     "ENDPOINTS",
+    "GENERATOR_EXECUTORS",
     "LEAK_RULE",
     "MAX_DURATION_S",
+    "MAX_GENERATORS",
     "MAX_PAYLOADS",
     "LoadResult",
     "LoadSpec",
@@ -65,9 +69,13 @@ __all__ = [
     "latency_summary",
     "leak_verdict",
     "littles_law_check",
+    "merge_parts",
     "parse_health",
     "run_find_max",
+    "run_generators",
     "run_load",
+    "run_stream",
     "server_verdict",
+    "split_offsets",
     "summary_lines",
 ]

@@ -4,16 +4,21 @@ Open loop sends request *i* at its scheduled time whatever the server is doing a
 then (no coordinated omission); closed loop keeps N requests in flight. Every run is bounded (duration,
 request cap, per-request timeout, drain deadline) and errors are counted by status code or exception
 name, never raised. aiohttp is imported only when a run starts, so ``bench --help`` stays fast.
+
+A run is one or more *streams* (:class:`StreamJob`): each sends its share of the schedule from a common
+start and hands back its raw figures (:class:`StreamPart`); :func:`merge_parts` makes the LoadResult from
+the raw samples of every stream, so one generator and N generators are summarised by the same code.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,8 +27,15 @@ from bench.errors import InputError
 from bench.load.payloads import Payload, build_payloads
 from bench.load.schedule import arrival_offsets
 from bench.load.spec import ENDPOINTS, LoadSpec, check_target
-from bench.load.verdicts import ceiling_warning, lag_summary, latency_summary, parse_health, server_verdict
-from bench.results import LoadResult
+from bench.load.verdicts import (
+    CEILING_WARN_FRACTION,
+    ceiling_warning,
+    lag_summary,
+    latency_summary,
+    parse_health,
+    server_verdict,
+)
+from bench.results import GeneratorFigures, LoadResult
 
 if TYPE_CHECKING:
     import asyncio  # at run time imported by the functions that use it: ~16 ms off `bench --help`
@@ -36,7 +48,8 @@ class _Recorder:
 
     def __init__(self, record_lag: bool) -> None:
         self.record_lag = record_lag
-        self.latencies: list[tuple[int, float]] = []
+        self.latencies: list[tuple[int, float]] = []  # (request index, ms) of each 2xx answer
+        self.sent_at: list[float] = []  # the send (open loop: scheduled) time of each, on the clock
         self.lags: list[float] = []
         self.errors: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
@@ -98,6 +111,7 @@ async def _send(session: Any, request: _Request, index: int, when: float, rec: _
         done = clock()
         if 200 <= response.status < 300:
             rec.latencies.append((index, (done - when) * 1e3))
+            rec.sent_at.append(when)
         else:
             rec.error(str(response.status), body.decode(errors="replace"))
     finally:
@@ -128,13 +142,15 @@ async def _open_loop(
     spec: LoadSpec,
     rec: _Recorder,
     on_mid: Callable[[], Any] | None,
+    start: float | None = None,
 ) -> tuple[float, float, int]:
-    """Send request i at start + offsets[i]; returns (start, end of sending, number not sent)."""
+    """Send request i at start + offsets[i] (start: a perf_counter time, default now); returns (start, end of
+    sending, number not sent)."""
     import asyncio
 
     clock = time.perf_counter
     tasks: set[asyncio.Task[Any]] = set()
-    start = clock() + 0.02
+    start = clock() + 0.02 if start is None else start
     give_up = start + spec.duration_s + spec.timeout_s  # a generator this far behind stops scheduling
     mid_at = start + spec.duration_s / 2
     mid_task = None
@@ -170,11 +186,14 @@ async def _closed_loop(
     concurrency: int,
     rec: _Recorder,
     on_mid: Callable[[], Any] | None,
+    start: float | None = None,
 ) -> tuple[float, float]:
-    """``concurrency`` workers, each sending its next request when the previous one returned."""
+    """``concurrency`` workers, each sending its next request when the previous one returned (from ``start``)."""
     import asyncio
 
     clock = time.perf_counter
+    if start is not None and start > clock():
+        await asyncio.sleep(start - clock())
     start = clock()
     deadline = start + spec.duration_s
     counter = itertools.count()
@@ -268,100 +287,256 @@ def generator_ceiling(base: str, seconds: float) -> tuple[float | None, str]:
     return asyncio.run(_ceiling(base, seconds))
 
 
-async def _run_async(spec: LoadSpec, base: str, payloads: list[Payload]) -> LoadResult:
+@dataclass
+class StreamJob:
+    """One arrival stream of a run: its share of the schedule (open loop) or of the requests in flight (closed).
+
+    ``spec`` is the run's spec with this stream's ``concurrency`` and ``max_requests``; ``offsets`` its send
+    times (open loop); ``health``: this stream also reads the server's /health (start, middle, end).
+    """
+
+    index: int
+    count: int
+    spec: LoadSpec
+    base: str
+    payloads: list[Payload]
+    offsets: np.ndarray | None
+    health: bool = True
+
+
+@dataclass
+class StreamPart:
+    """What one stream did, raw (times in s from the common start): merged by :func:`merge_parts`."""
+
+    index: int
+    where: str
+    samples: list[tuple[float, float]]  # (send time, latency ms) of each 2xx answer
+    lags: list[float]
+    errors: dict[str, int]
+    examples: dict[str, str]
+    sent: int
+    max_in_flight: int
+    send_end: float
+    last_done: float
+    unsent: int = 0
+    scheduled: int | None = None
+    last_offset: float | None = None
+    ceiling: float | None = None
+    ceiling_reason: str | None = None
+    health: list[dict[str, Any]] = field(default_factory=list)  # [start, mid, end] when this stream read them
+    concurrency: int | None = None
+
+
+def _perf_at(epoch: float | None) -> float | None:
+    """A wall-clock (epoch) instant on this process's perf_counter, so streams in other processes start together."""
+    return None if epoch is None else time.perf_counter() + (epoch - time.time())
+
+
+async def _sleep_until(epoch: float | None) -> None:
+    import asyncio
+
+    if epoch is not None and epoch > time.time():
+        await asyncio.sleep(epoch - time.time())
+
+
+async def run_stream(
+    job: StreamJob, start_at: float | None = None, ceiling_at: float | None = None, where: str = ""
+) -> StreamPart:
+    """Run one stream: its ceiling burst at ``ceiling_at`` (epoch s, the others idle), then its share from
+    ``start_at`` (epoch s; None: now)."""
+    spec, base = job.spec, job.base
     method, path, _ = ENDPOINTS[spec.endpoint]
-    warnings: list[str] = []
-    ceiling = None
+    ceiling, ceiling_why = None, None
     if spec.measure_ceiling:
+        await _sleep_until(ceiling_at)
         ceiling, why = await _ceiling(base, spec.ceiling_s)
-        warning = why if ceiling is None else ceiling_warning(spec.rate, ceiling)
-        if warning:
-            warnings.append(warning)
+        ceiling_why = why or None
     connections = spec.concurrency if spec.concurrency is not None else spec.connections
     rec = _Recorder(record_lag=spec.mode == "open")
     mid: dict[str, Any] = {}
-
-    requests = [_request(base, method, path, p.body, p.content_type) for p in payloads]
+    requests = [_request(base, method, path, p.body, p.content_type) for p in job.payloads]
     health_timeout = min(spec.timeout_s, 5.0)
+    health: list[dict[str, Any]] = []
+    unsent, last_offset = 0, None
     async with _session(connections, spec.timeout_s) as session:
 
         async def on_mid() -> None:
             mid.update(await _health(session, base, health_timeout))
 
-        health_start = await _health(session, base, health_timeout)
-        offsets = None
-        unsent = 0
+        if job.health:
+            health.append(await _health(session, base, health_timeout))
         if spec.mode == "open":
-            assert spec.rate is not None
-            offsets = arrival_offsets(spec.rate, spec.duration_s, spec.arrival, spec.seed, spec.cap)
-            if offsets.size == 0:
-                raise InputError(f"--rate {spec.rate:g} × --duration {spec.duration_s:g} schedules no request")
-            start, send_end, unsent = await _open_loop(session, requests, offsets, spec, rec, on_mid)
-            window = max(float(offsets[-1]) + 1.0 / spec.rate, send_end - start)
-            wall = max(rec.last_done, send_end) - start
+            assert job.offsets is not None
+            start, send_end, unsent = await _open_loop(
+                session, requests, job.offsets, spec, rec, on_mid if job.health else None, _perf_at(start_at)
+            )
+            last_offset = float(job.offsets[-1]) if job.offsets.size else None
+            last_done = max(rec.last_done, send_end)
         else:
             assert spec.concurrency is not None
-            start, end = await _closed_loop(session, requests, spec, spec.concurrency, rec, on_mid)
-            window = wall = end - start
-        health_end = await _health(session, base, health_timeout)
+            start, send_end = await _closed_loop(
+                session, requests, spec, spec.concurrency, rec, on_mid if job.health else None, _perf_at(start_at)
+            )
+            last_done = send_end
+        if job.health:
+            health.extend([mid, await _health(session, base, health_timeout)])
+    return StreamPart(
+        index=job.index,
+        where=where or f"process {os.getpid()}",
+        samples=sorted((when - start, ms) for when, (_, ms) in zip(rec.sent_at, rec.latencies, strict=True)),
+        lags=rec.lags,
+        errors=dict(rec.errors),
+        examples=rec.examples,
+        sent=rec.sent,
+        max_in_flight=rec.max_in_flight,
+        send_end=send_end - start,
+        last_done=last_done - start,
+        unsent=unsent,
+        scheduled=int(job.offsets.size) if job.offsets is not None else None,
+        last_offset=last_offset,
+        ceiling=ceiling,
+        ceiling_reason=ceiling_why,
+        health=health,
+        concurrency=spec.concurrency,
+    )
 
+
+def merge_parts(spec: LoadSpec, base: str, payloads: list[Payload], parts: Sequence[StreamPart]) -> LoadResult:
+    """One LoadResult from every stream's raw samples (percentiles of the pooled samples, never averaged)."""
+    parts = sorted(parts, key=lambda p: p.index)
+    multi = len(parts) > 1
+    open_loop = spec.mode == "open"
+    samples_at = sorted(s for p in parts for s in p.samples)
+    samples = [round(ms, 3) for _, ms in samples_at]
+    lags = [lag for p in parts for lag in p.lags]
+    errors: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for part in parts:
+        errors.update(part.errors)
+        for key, text in part.examples.items():
+            examples.setdefault(key, text)
+    sent = sum(p.sent for p in parts)
+    unsent = sum(p.unsent for p in parts)
+    send_end = max(p.send_end for p in parts)
+    if open_loop:
+        assert spec.rate is not None
+        last = max((p.last_offset for p in parts if p.last_offset is not None), default=0.0)
+        window = max(last + 1.0 / spec.rate, send_end)
+        wall = max(max(p.last_done for p in parts), send_end)
+    else:
+        window = wall = send_end
+    warnings: list[str] = []
+    ceilings = [p.ceiling for p in parts]
+    figures: list[GeneratorFigures] = []
+    valid: bool | None = None
+    if spec.measure_ceiling:
+        if not multi:
+            warning = parts[0].ceiling_reason if ceilings[0] is None else ceiling_warning(spec.rate, ceilings[0])
+            if warning:
+                warnings.append(warning)
+        else:
+            figures = [_generator_figures(p, spec, len(parts)) for p in parts]
+            valid = True
+            for f in figures:
+                if f.get("over_ceiling"):
+                    valid = False
+                    warnings.append(
+                        f"generator {f['index']} ({f['where']}): its {f['target_rate']:g}/s is "
+                        f"{f['load_fraction']:.0%} of its own ceiling ({f['ceiling_rps']:g}/s), above "
+                        f"{CEILING_WARN_FRACTION:.0%}: the run is invalid (a generator may have been the bottleneck); "
+                        "use more --generators or a lower --rate"
+                    )
+                elif f.get("ceiling_rps") is None:
+                    warnings.append(f"generator {f['index']}: {f.get('ceiling_reason')}")
+    elif multi:
+        figures = [_generator_figures(p, spec, len(parts)) for p in parts]
     if unsent:
         warnings.append(
             f"the generator fell more than --timeout behind schedule; {unsent} scheduled requests were not sent"
         )
-    if spec.mode == "open" and rec.lags and np.percentile(rec.lags, 99) > 10.0:
+    if open_loop and lags and np.percentile(lags, 99) > 10.0:
         warnings.append(
-            f"send lag p99 {np.percentile(rec.lags, 99):.1f} ms: the generator was late; "
+            f"send lag p99 {np.percentile(lags, 99):.1f} ms: the generator was late; "
             "latencies still count from the scheduled time"
         )
-    rec.latencies.sort()
-    samples = [round(ms, 3) for _, ms in rec.latencies]
     ok = len(samples)
     wall = max(wall, 1e-9)
+    health = next((p.health for p in parts if p.health), [{}, {}, {}])
+    scheduled = [p.scheduled for p in parts if p.scheduled is not None]
     result = LoadResult(
         url=base,
         endpoint=spec.endpoint,
         mode=spec.mode,
-        arrival=spec.arrival if spec.mode == "open" else None,
+        arrival=spec.arrival if open_loop else None,
         target_rate=spec.rate,
-        achieved_rate=round(rec.sent / max(window, 1e-9), 3),
+        achieved_rate=round(sent / max(window, 1e-9), 3),
         duration_s=round(window, 3),
-        requests=rec.sent,
+        requests=sent,
         ok=ok,
-        errors=dict(sorted(rec.errors.items())),
+        errors=dict(sorted(errors.items())),
         latency_ms=latency_summary(samples),
-        send_lag_ms=lag_summary(rec.lags)
-        if spec.mode == "open"
+        send_lag_ms=lag_summary(lags)
+        if open_loop
         else {
             "p50": None,
             "p99": None,
             "max": None,
             "reason": "closed loop: each request is sent when the previous one returned; there is no schedule",
         },
-        generator_ceiling_rps=ceiling,
-        server=server_verdict(health_start, mid, health_end),
+        generator_ceiling_rps=ceilings[0] if not multi else _sum_or_none(ceilings),
+        server=server_verdict(*health),
         concurrency=spec.concurrency,
         throughput_rps=round(ok / wall, 3),
         wall_s=round(wall, 3),
-        max_in_flight=rec.max_in_flight,
+        max_in_flight=sum(p.max_in_flight for p in parts),
         files_per_request=payloads[0].files if spec.endpoint == "batch" else None,
-        error_examples=dict(sorted(rec.examples.items())),
+        error_examples=dict(sorted(examples.items())),
         warnings=warnings,
         config={
             "duration_requested_s": spec.duration_s,
             "max_requests": spec.cap,
             "timeout_s": spec.timeout_s,
             "seed": spec.seed,
-            "connections": connections,
+            "connections": spec.concurrency if spec.concurrency is not None else spec.connections,
             "payloads": len(payloads),
-            "scheduled": int(offsets.size) if offsets is not None else None,
+            "scheduled": sum(scheduled) if scheduled else None,
             "unsent": unsent,
-            "latency_from": "scheduled send time" if spec.mode == "open" else "actual send time",
+            "latency_from": "scheduled send time" if open_loop else "actual send time",
             "latency_of": "2xx responses (errors are counted, not timed)",
         },
         samples_ms=samples,
+        generators=figures,
+        valid=valid,
     )
     return result
+
+
+def _sum_or_none(values: Sequence[float | None]) -> float | None:
+    """The generators' ceilings together (each measured alone), or None when one could not be measured."""
+    known = [v for v in values if v is not None]
+    return round(sum(known), 1) if len(known) == len(values) else None
+
+
+def _generator_figures(part: StreamPart, spec: LoadSpec, count: int) -> GeneratorFigures:
+    """One stream's own figures: its share, requests, send lag, ceiling and how near it ran to that ceiling."""
+    rate = spec.rate / count if spec.rate is not None else None
+    fraction = round(rate / part.ceiling, 3) if rate is not None and part.ceiling else None
+    return GeneratorFigures(
+        index=part.index,
+        where=part.where,
+        target_rate=round(rate, 3) if rate is not None else None,
+        concurrency=part.concurrency if spec.mode == "closed" else None,
+        requests=part.sent,
+        ok=len(part.samples),
+        errors=sum(part.errors.values()),
+        send_lag_ms=lag_summary(part.lags)
+        if spec.mode == "open"
+        else {"p50": None, "p99": None, "max": None, "reason": "closed loop: no schedule"},
+        ceiling_rps=part.ceiling,
+        ceiling_reason=part.ceiling_reason,
+        load_fraction=fraction,
+        over_ceiling=fraction is not None and fraction > CEILING_WARN_FRACTION,
+    )
 
 
 def run_load(spec: LoadSpec, log: Callable[[str], None] | None = None) -> LoadResult:
@@ -374,7 +549,14 @@ def run_load(spec: LoadSpec, log: Callable[[str], None] | None = None) -> LoadRe
         what = f"{spec.rate:g} req/s {spec.arrival}" if spec.mode == "open" else f"{spec.concurrency} in flight"
         target = base + ENDPOINTS[spec.endpoint][1]
         log(f"load: {spec.mode} loop, {what}, {spec.duration_s:g} s (cap {spec.cap}) → {target}")
-    result = asyncio.run(_run_async(spec, base, payloads))
+    offsets = None
+    if spec.mode == "open":
+        assert spec.rate is not None
+        offsets = arrival_offsets(spec.rate, spec.duration_s, spec.arrival, spec.seed, spec.cap)
+        if offsets.size == 0:
+            raise InputError(f"--rate {spec.rate:g} × --duration {spec.duration_s:g} schedules no request")
+    part = asyncio.run(run_stream(StreamJob(0, 1, spec, base, payloads, offsets)))
+    result = merge_parts(spec, base, payloads, [part])
     if log is not None:
         for warning in result.warnings:
             log(f"warning: {warning}")

@@ -27,7 +27,25 @@ def summary_lines(result: LoadResult) -> list[str]:
     ]
     if result.mode == "open":
         lines.append(f"send lag ms: p50 {fmt(lag.get('p50'))} · p99 {fmt(lag.get('p99'))} · max {fmt(lag.get('max'))}")
-    lines.append(f"generator ceiling: {fmt(result.generator_ceiling_rps, 0)}/s (closed-loop burst on /health/live)")
+    how = "closed-loop burst on /health/live"
+    if result.generators:
+        how = f"the sum of {len(result.generators)} generators' own, each a {how} while the others waited"
+    lines.append(f"generator ceiling: {fmt(result.generator_ceiling_rps, 0)}/s ({how})")
+    if result.generators:
+        verdict = {True: "valid", False: "INVALID (a generator ran above 70% of its ceiling)", None: "not judged"}
+        lines.append(f"{len(result.generators)} generators, samples pooled · run {verdict[result.valid]}")
+        for g in result.generators:
+            lag = g.get("send_lag_ms") or {}
+            share = (
+                f"{fmt(g.get('target_rate'), 1)}/s"
+                if g.get("target_rate") is not None
+                else f"{g.get('concurrency')} in flight"
+            )
+            lines.append(
+                f"  #{g['index']} {g.get('where')}: {share} · requests {g.get('requests')} · lag p99 "
+                f"{fmt(lag.get('p99'))} ms · ceiling {fmt(g.get('ceiling_rps'), 0)}/s"
+                + (f" ({g['load_fraction']:.1%} of it)" if g.get("load_fraction") is not None else "")
+            )
     lines.append(
         f"server RSS MB {fmt(srv.get('rss_start_mb'), 1)} → {fmt(srv.get('rss_end_mb'), 1)} · GPU MB "
         f"{fmt(srv.get('gpu_start_mb'), 1)} → {fmt(srv.get('gpu_end_mb'), 1)} · leak suspected: "

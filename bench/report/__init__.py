@@ -3,7 +3,9 @@
     from bench.report import write_report
     write_report(RunResult.load("reports/rc1"), "reports/rc1", langs=("en", "th"))
 
-Files: ``report.md`` (English), ``report.th.md`` (Thai), ``plots/*.png`` (shared by both).
+Files: ``report.md`` (English), ``report.th.md`` (Thai), ``plots/*.png`` (shared by both); with ``html=True``
+also ``report.html`` / ``report.th.html`` (one file each, plots inlined). The report opens with the claims of
+the hand-written report answered (``claims``: a :class:`ClaimSet`; default: recorded in the run, else the seed's).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any
 
 from bench.report.analysis import recommend
 from bench.report.catalog import catalog
+from bench.report.claims import ClaimSet, claims_for, load_claims
+from bench.report.html import markdown_to_html
 from bench.report.markdown import render_markdown
 from bench.report.plots import draw_plots, planned_plots
 from bench.report.policy import Policy, PolicyVerdict, evaluate_policy, load_policy, policy_for
 from bench.results import RunResult, atomic_write_text
 
 REPORT_FILES = {"en": "report.md", "th": "report.th.md"}
+HTML_FILES = {"en": "report.html", "th": "report.th.html"}
 
 
 @dataclass
@@ -38,19 +43,28 @@ def write_report(
     langs: tuple[str, ...] = ("en", "th"),
     policy: Policy | None = None,
     draw: bool = True,
+    claims: ClaimSet | None = None,
+    html: bool = False,
 ) -> ReportOutput:
-    """Plots once, then one Markdown file per language, all into ``out_dir``."""
+    """Plots once, then one Markdown file per language (and its HTML copy with ``html``), all into ``out_dir``."""
     out = Path(out_dir)
     policy = policy or policy_for(result)
+    claims = claims or claims_for(result)
     for lang in langs:
         catalog(lang)  # an unknown language fails before anything is drawn
-    plots = draw_plots(result, out) if draw else planned_plots(result)
+    plots = draw_plots(result, out, policy) if draw else planned_plots(result)
     files = [f"{p.file}" for p in plots.values() if p.file and draw]
     written = [out / f for f in files]
     for lang in langs:
         path = out / REPORT_FILES[lang]
-        atomic_write_text(path, render_markdown(result, lang, policy, plots))
+        text = render_markdown(result, lang, policy, plots, claims)
+        atomic_write_text(path, text)
         written.append(path)
+        if html:
+            page = out / HTML_FILES[lang]
+            title = text.splitlines()[0].lstrip("# ").strip() if text else "bench report"
+            atomic_write_text(page, markdown_to_html(text, out, lang, title))
+            written.append(page)
     verdict = evaluate_policy(result, policy)
     rec = recommend(result, verdict)
     choice = rec.choice.cell if rec.choice else None
@@ -63,11 +77,15 @@ def write_report(
 
 
 __all__ = [
+    "HTML_FILES",
     "REPORT_FILES",
+    "ClaimSet",
     "Policy",
     "PolicyVerdict",
     "ReportOutput",
+    "claims_for",
     "evaluate_policy",
+    "load_claims",
     "load_policy",
     "policy_for",
     "write_report",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import stats
 from bench.errors import InputError
 from bench.perturb import perturbation_names
 from bench.providers import is_gpu
@@ -26,7 +27,8 @@ DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
 # check key → (unit, direction): "max" passes when value ≤ limit, "min" when value ≥ limit.
 CHECKS: dict[str, tuple[str, str]] = {
-    "max_p99_ms": ("ms", "max"),
+    "max_p99_ms": ("ms", "max"),  # per call (one batch)
+    "max_p99_ms_per_image": ("ms", "max"),  # per call ÷ batch size: the limit that means the same at every batch
     "max_accuracy_drop_pt": ("pt", "max"),
     "min_accuracy_pct": ("%", "min"),
     "max_gpu_memory_mb": ("MB", "max"),
@@ -41,6 +43,16 @@ ROBUSTNESS_CHECKS: dict[str, tuple[str, str]] = {
     "min_delta_accuracy_pt": ("pt", "min"),  # accuracy under SPEC − the same variant's clean accuracy
 }
 ROBUSTNESS_PREFIX = "robustness."
+# Relative checks (``[relative.REF]`` tables): the cell against a reference row on the same provider and batch
+# size — another variant of this run (``fp32``, ``pytorch``) or the same cell in a previous results file
+# (``[relative.previous] results = "path/results.json"``). key → (unit, direction).
+RELATIVE_CHECKS: dict[str, tuple[str, str]] = {
+    "min_speedup_p50": ("×", "min"),  # reference median ÷ cell median (> 1: the cell is faster), bootstrap interval
+    "max_memory_ratio": ("×", "max"),  # cell ÷ reference: GPU peak per process on GPU cells, RSS peak on cpu
+    "max_size_ratio": ("×", "max"),  # model file size, cell ÷ reference
+}
+RELATIVE_PREFIX = "relative."
+PREVIOUS = "previous"  # the reference row is the same cell of an earlier results file
 RANK_BY = ("p50_ms", "p95_ms", "p99_ms", "throughput_ips")
 CANDIDATE_KEYS = ("variants", "providers", "batch_sizes")
 
@@ -58,6 +70,8 @@ class Policy:
     rank_by: str = "p95_ms"
     source: str | None = None  # the file it came from; None = the built-in default
     robustness: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation → check → limit
+    relative: dict[str, dict[str, float]] = field(default_factory=dict)  # reference row → check → limit
+    previous_results: str | None = None  # [relative.previous] results = "…": the earlier results file
 
     def limits_for(self, provider: str) -> dict[str, float]:
         """Check → limit for ``provider``'s cells (overrides applied), in the canonical check order."""
@@ -84,6 +98,7 @@ class Policy:
             "providers": self.providers,
             "candidates": self.candidates,
             **({"robustness": self.robustness} if self.robustness else {}),
+            **({"relative": _relative_dict(self.relative, self.previous_results)} if self.relative else {}),
         }
 
     @classmethod
@@ -95,6 +110,7 @@ class Policy:
         reference = data.pop("reference", "fp32")
         rank_by = data.pop("rank_by", "p95_ms")
         robustness = _robustness_table(where, data.pop("robustness", {}) or {})
+        relative, previous_results = _relative_table(where, data.pop("relative", {}) or {})
         checks = {k: _limit(where, k, v) for k, v in data.items() if _known(where, k)}
         if not isinstance(providers, dict):
             raise InputError(f"{where}: [providers] must be a table of provider tables")
@@ -122,7 +138,39 @@ class Policy:
             rank_by=rank_by,
             source=source,
             robustness=robustness,
+            relative=relative,
+            previous_results=previous_results,
         )
+
+
+def _relative_dict(relative: dict[str, dict[str, float]], previous: str | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {ref: dict(limits) for ref, limits in relative.items()}
+    if previous is not None:
+        out.setdefault(PREVIOUS, {})["results"] = previous
+    return out
+
+
+def _relative_table(where: str, table: Any) -> tuple[dict[str, dict[str, float]], str | None]:
+    """``[relative.pytorch] min_speedup_p50 = 2.0`` → ({"pytorch": {"min_speedup_p50": 2.0}}, previous file)."""
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: [relative] must hold tables per reference row, e.g. [relative.fp32]")
+    out: dict[str, dict[str, float]] = {}
+    previous = None
+    for ref, limits in table.items():
+        if not isinstance(limits, dict):
+            raise InputError(f"{where}: [relative.{ref}] must be a table of check limits")
+        limits = dict(limits)
+        if ref == PREVIOUS:
+            previous = limits.pop("results", None)
+            if not isinstance(previous, str) or not previous:
+                raise InputError(f'{where}: [relative.previous] needs results = "path/to/results.json"')
+        for key in limits:
+            if key not in RELATIVE_CHECKS:
+                raise InputError(
+                    f"{where}: unknown key 'relative.{ref}.{key}'; relative checks are " + ", ".join(RELATIVE_CHECKS)
+                )
+        out[str(ref)] = {k: _limit(where, f"relative.{ref}.{k}", v) for k, v in limits.items()}
+    return out, previous
 
 
 def _robustness_table(where: str, table: Any) -> dict[str, dict[str, float]]:
@@ -153,7 +201,7 @@ def _known(where: str, key: str, prefix: str = "") -> bool:
     if key not in CHECKS:
         raise InputError(
             f"{where}: unknown key '{prefix}{key}'; checks are {', '.join(CHECKS)} "
-            "(plus reference, rank_by, [providers.NAME], [candidates])"
+            '(plus reference, rank_by, [providers.NAME], [candidates], [relative.REF], [robustness."SPEC"])'
         )
     return True
 
@@ -197,6 +245,7 @@ class CheckOutcome:
     status: str  # pass | fail | not_measured | n/a
     why: str | None = None
     detail: str | None = None
+    interval: tuple[float, float] | None = None  # 95 % interval of a relative figure (speed-up), when it has one
 
 
 @dataclass
@@ -230,23 +279,153 @@ class PolicyVerdict:
         return bool(self.passing)
 
 
-def evaluate_policy(result: RunResult, policy: Policy) -> PolicyVerdict:
-    """Every check of ``policy`` on every cell of ``result`` (not-run cells included, as rows)."""
+def evaluate_policy(result: RunResult, policy: Policy, previous: RunResult | None = None) -> PolicyVerdict:
+    """Every check of ``policy`` on every cell of ``result`` (not-run cells included, as rows).
+
+    ``previous`` is the earlier results file of ``[relative.previous]`` (read from the policy's path if None).
+    """
+    if previous is None and policy.previous_results:
+        previous = load_previous(policy.previous_results, policy.source)
     rows = []
     for cell in result.cells:
         outcomes = []
         for key, limit in policy.limits_for(cell.provider).items():
             value, why, detail, applicable = _measure(key, cell, result, policy)
-            if not applicable:
-                outcomes.append(CheckOutcome(key, limit, None, NOT_APPLICABLE, why, detail))
-            elif value is None:
-                outcomes.append(CheckOutcome(key, limit, None, NOT_MEASURED, why, detail))
-            else:
-                ok = value <= limit if CHECKS[key][1] == "max" else value >= limit
-                outcomes.append(CheckOutcome(key, limit, value, PASS if ok else FAIL, why, detail))
+            outcomes.append(_outcome(key, limit, CHECKS[key][1], Figure(value, why, detail, applicable)))
+        for reference, limits in policy.relative.items():
+            for check, limit in limits.items():
+                figure = relative_figure(check, reference, cell, result, previous, policy.previous_results)
+                outcomes.append(_outcome(relative_key(check, reference), limit, RELATIVE_CHECKS[check][1], figure))
         outcomes.extend(robustness_outcomes(cell, result, policy))
         rows.append(CellChecks(cell, outcomes, policy.is_candidate(cell)))
     return PolicyVerdict(policy, rows)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure for a check or a claim: the value (None: not measured, with the reason code ``why``
+    and its free-text ``detail``), whether it applies at all, and its 95 % interval where it has one."""
+
+    value: float | None
+    why: str | None = None
+    detail: str | None = None
+    applicable: bool = True
+    interval: tuple[float, float] | None = None
+
+
+def _outcome(key: str, limit: float, direction: str, figure: Figure) -> CheckOutcome:
+    if not figure.applicable:
+        return CheckOutcome(key, limit, None, NOT_APPLICABLE, figure.why, figure.detail)
+    if figure.value is None:
+        return CheckOutcome(key, limit, None, NOT_MEASURED, figure.why, figure.detail)
+    ok = figure.value <= limit if direction == "max" else figure.value >= limit
+    return CheckOutcome(key, limit, figure.value, PASS if ok else FAIL, figure.why, figure.detail, figure.interval)
+
+
+def load_previous(path: str, policy_source: str | None = None) -> RunResult | None:
+    """The earlier results file of a relative check; a relative path is tried from the policy file's folder too.
+    None when it cannot be read (the checks then say "not measured" with the path), never an exception."""
+    candidates = [Path(path)]
+    if policy_source and not Path(path).is_absolute():
+        candidates.append(Path(policy_source).parent / path)
+    for candidate in candidates:
+        if candidate.exists():
+            try:
+                return RunResult.load(candidate)
+            except InputError:
+                return None
+    return None
+
+
+def relative_key(check: str, reference: str) -> str:
+    """The CheckOutcome key of a relative check: ``relative.min_speedup_p50@pytorch``."""
+    return f"{RELATIVE_PREFIX}{check}@{reference}"
+
+
+def split_relative_key(key: str) -> tuple[str, str] | None:
+    """(check, reference) of a relative outcome key, None for the other checks."""
+    if not key.startswith(RELATIVE_PREFIX):
+        return None
+    check, _, reference = key.removeprefix(RELATIVE_PREFIX).partition("@")
+    return check, reference
+
+
+def reference_row(
+    cell: CellResult, reference: str, result: RunResult, previous: RunResult | None, previous_path: str | None = None
+) -> tuple[CellResult | None, Figure | None]:
+    """The reference cell for ``cell`` (same provider and batch size), or the Figure saying why there is none."""
+    if reference == PREVIOUS:
+        if previous is None:
+            return None, Figure(None, "no_previous", previous_path or "—")
+        ref = next((c for c in previous.cells if c.key == cell.key), None)
+        if ref is None or ref.status != "ok":
+            return None, Figure(None, "previous_missing", "/".join(map(str, cell.key)))
+        return ref, None
+    if cell.variant == reference:
+        return None, Figure(None, "is_reference", reference, applicable=False)
+    ref = next((c for c in result.cells if c.key == (reference, cell.provider, cell.batch_size)), None)
+    if ref is None:
+        return None, Figure(None, "reference_not_planned", reference)
+    if ref.status != "ok":
+        return None, Figure(None, "reference_not_run", ref.reason or ref.status)
+    return ref, None
+
+
+def speedup(cell: CellResult, ref: CellResult) -> Figure:
+    """Reference median ÷ cell median with a two-level bootstrap interval over the replicates of both."""
+    if not cell.samples_ms or not ref.samples_ms:
+        a, b = (ref.latency_ms or {}).get("p50"), (cell.latency_ms or {}).get("p50")
+        return Figure(None if not a or not b else a / b, None if a and b else "no_latency")
+    mine, _ = stats.replicate_groups(cell.samples_ms, cell.sample_replicates or None)
+    theirs, _ = stats.replicate_groups(ref.samples_ms, ref.sample_replicates or None)
+    est = stats.ratio_interval(mine, theirs, "median", n_boot=1000)  # cell / reference: < 1 is faster
+    if est.point is None or est.point <= 0:
+        return Figure(None, "no_latency")
+    interval = None if est.low is None or est.high is None else (1.0 / est.high, 1.0 / est.low)
+    return Figure(1.0 / est.point, interval=interval)
+
+
+def memory_ratio(cell: CellResult, ref: CellResult) -> Figure:
+    """Cell ÷ reference peak memory: GPU memory per process on GPU cells, host RSS on cpu cells."""
+    mine, theirs = cell.memory or {}, ref.memory or {}
+    if is_gpu(cell.provider):
+        a, b = mine.get("gpu_process_peak_mb"), theirs.get("gpu_process_peak_mb")
+        if a is None or b is None or b <= 0:
+            return Figure(None, "gpu_not_sampled", mine.get("gpu_process_reason") or mine.get("gpu_reason"))
+        return Figure(a / b, "memory_gpu")
+    a, b = mine.get("rss_peak_mb"), theirs.get("rss_peak_mb")
+    if a is None or b is None or b <= 0:
+        return Figure(None, "no_rss")
+    return Figure(a / b, "memory_rss")
+
+
+def relative_figure(
+    check: str,
+    reference: str,
+    cell: CellResult,
+    result: RunResult,
+    previous: RunResult | None,
+    previous_path: str | None = None,
+) -> Figure:
+    """One relative figure of ``cell`` against its reference row (see RELATIVE_CHECKS)."""
+    if check == "max_size_ratio":
+        if reference != PREVIOUS and cell.variant == reference:
+            return Figure(None, "is_reference", reference, applicable=False)
+        if reference == PREVIOUS and previous is None:
+            return Figure(None, "no_previous", previous_path or "—")
+        pool = previous.cells if reference == PREVIOUS and previous is not None else result.cells
+        want = (lambda c: c.key == cell.key) if reference == PREVIOUS else (lambda c: c.variant == reference)
+        ref_model = next((c.model for c in pool if want(c) and c.model is not None), None)
+        if cell.model is None or ref_model is None or ref_model.size_mb <= 0:
+            return Figure(None, "no_model" if cell.model is None else "reference_not_planned", reference)
+        return Figure(cell.model.size_mb / ref_model.size_mb)
+    ref, missing = reference_row(cell, reference, result, previous, previous_path)
+    if missing is not None:
+        return missing
+    if cell.status != "ok":
+        return Figure(None, "not_run", cell.status)
+    assert ref is not None
+    return speedup(cell, ref) if check == "min_speedup_p50" else memory_ratio(cell, ref)
 
 
 def robustness_key(check: str, perturbation: str) -> str:
@@ -312,6 +491,12 @@ def _robust_value(
 Measured = tuple[float | None, str | None, str | None, bool]
 
 
+def measure_check(key: str, cell: CellResult, result: RunResult, policy: Policy) -> Figure:
+    """The figure one CHECKS key reads from one cell (what a claim on that check is answered with)."""
+    value, why, detail, applicable = _measure(key, cell, result, policy)
+    return Figure(value, why, detail, applicable)
+
+
 def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> Measured:
     """(value, reason code, detail, applicable) of one check on one cell."""
     if key == "max_model_mb":
@@ -319,8 +504,11 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
     if cell.status != "ok":
         return None, "not_run", cell.status, True
     lat, mem = cell.latency_ms or {}, cell.memory or {}
-    if key == "max_p99_ms":
-        return lat.get("p99"), None if lat.get("p99") is not None else "no_latency", None, True
+    if key in ("max_p99_ms", "max_p99_ms_per_image"):
+        p99 = lat.get("p99")
+        if p99 is None:
+            return None, "no_latency", None, True
+        return (p99 if key == "max_p99_ms" else p99 / cell.batch_size), None, None, True
     if key == "min_throughput_ips":
         return cell.throughput_ips, None if cell.throughput_ips is not None else "no_latency", None, True
     if key == "max_rss_mb":
@@ -355,15 +543,24 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
 __all__ = [
     "CHECKS",
     "DEFAULT_POLICY",
+    "PREVIOUS",
+    "RELATIVE_CHECKS",
     "ROBUSTNESS_CHECKS",
     "CellChecks",
     "CheckOutcome",
+    "Figure",
     "Policy",
     "PolicyVerdict",
     "evaluate_policy",
     "load_policy",
+    "load_previous",
+    "measure_check",
     "policy_for",
+    "reference_row",
+    "relative_figure",
+    "relative_key",
     "robustness_key",
     "robustness_outcomes",
+    "split_relative_key",
     "split_robustness_key",
 ]

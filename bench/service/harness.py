@@ -1,8 +1,9 @@
 """Start ``bench serve`` and measure it, for ``bench matrix --with-service`` (and the load tests).
 
 ``serve_subprocess`` runs the real CLI in a child process on a free loopback port and stops it after;
-``service_figures`` loads /detect and /detect/batch, finds the max rate under an SLO and compares the service's
-p50 with the in-process p50 of the same variant, so the report can show the HTTP overhead.
+``service_figures`` takes a /health snapshot and the start-up time, sends a built-in set of bad uploads,
+loads /detect and /detect/batch, finds the max rate under an SLO and compares the service's p50 with the
+in-process p50 of the same variant, so the report can show the HTTP overhead.
 """
 
 from __future__ import annotations
@@ -136,6 +137,93 @@ def _listening_url(log_file: IO[bytes]) -> str | None:
     return None
 
 
+# Bad uploads every service run answers (CLI.md's status codes): (case, endpoint, expected status). The bodies
+# are made by _bad_upload_parts.
+BAD_UPLOADS: tuple[tuple[str, str, int], ...] = (
+    ("text_as_image", "detect", 415),  # a text file: not an image type we accept
+    ("empty_file", "detect", 400),  # a zero-byte image upload
+    ("truncated_jpeg", "detect", 400),  # the first half of a real JPEG
+    ("too_many_pixels", "detect", 413),  # a 5000 × 5000 PNG: over the default --max-pixels (4096²) by its header
+    ("missing_field", "detect", 422),  # the image under another field name than `file`
+    ("empty_batch", "batch", 400),  # /detect/batch with an empty `files` slot only
+)
+
+
+def _bad_upload_parts(case: str) -> list[tuple[str, str | None, bytes, str | None]]:
+    """Multipart parts (field, filename, data, content type) of one BAD_UPLOADS case."""
+    import io
+
+    from PIL import Image
+
+    if case == "text_as_image":
+        return [("file", "note.txt", b"plain text, not an image\n", "text/plain")]
+    if case == "empty_file":
+        return [("file", "empty.png", b"", "image/png")]
+    if case in ("truncated_jpeg", "missing_field"):
+        buf = io.BytesIO()
+        Image.new("RGB", (96, 96), (120, 60, 30)).save(buf, format="JPEG", quality=90)
+        data = buf.getvalue()
+        if case == "truncated_jpeg":
+            return [("file", "cut.jpg", data[: len(data) // 2], "image/jpeg")]
+        return [("image", "face.jpg", data, "image/jpeg")]
+    if case == "too_many_pixels":
+        buf = io.BytesIO()
+        Image.new("L", (5000, 5000)).save(buf, format="PNG")
+        return [("file", "huge.png", buf.getvalue(), "image/png")]
+    if case == "empty_batch":
+        return [("files", "", b"", "application/octet-stream")]
+    raise ValueError(case)
+
+
+def _post_multipart(
+    url: str, parts: list[tuple[str, str | None, bytes, str | None]], timeout_s: float = 10.0
+) -> int | None:
+    """The status code of one multipart POST (None when nothing answered), without proxies."""
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    boundary = f"bench-{uuid.uuid4().hex}"
+    body = b""
+    for name, filename, data, content_type in parts:
+        disposition = f'form-data; name="{name}"' + ("" if filename is None else f'; filename="{filename}"')
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        head += f"Content-Type: {content_type}\r\n" if content_type else ""
+        body += (head + "\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None
+
+
+def bad_upload_statuses(base: str) -> list[dict[str, Any]]:
+    """Send every BAD_UPLOADS case to a running service: case, endpoint, expected and actual status."""
+    paths = {"detect": "/detect", "batch": "/detect/batch"}
+    return [
+        {
+            "case": case,
+            "endpoint": paths[endpoint],
+            "expected": expected,
+            "status": _post_multipart(base + paths[endpoint], _bad_upload_parts(case)),
+        }
+        for case, endpoint, expected in BAD_UPLOADS
+    ]
+
+
+def health_snapshot(base: str) -> dict[str, Any]:
+    """GET /health: its HTTP status and body (the seed's shape plus bench's extras)."""
+    status, body = _get_json(base + "/health")
+    return {"http_status": status, "body": body}
+
+
 def inprocess_p50(model_dir: str | Path | None, variant: str, provider: str, iterations: int = 200) -> float | None:
     """bench's in-process latency p50 (ms) of one variant/provider at batch 1 (bench.runner.measure_cell)."""
     bundle = Bundle.discover(resolve_model_dir(model_dir))
@@ -185,6 +273,9 @@ def service_figures(
         "overhead_p50_ms": None,
         "batch_endpoint": None,
         "max_rate": None,
+        "health": None,  # /health once ready: http_status, body
+        "startup": None,  # spawn → ready (s), the model's load and warm-up time (ms) from /health
+        "invalid_inputs": None,  # BAD_UPLOADS: case, endpoint, expected, status
     }
     say = log or (lambda _msg: None)
     if inprocess_p50_ms is None:
@@ -197,11 +288,23 @@ def service_figures(
                 "reason": f"{variant} on {provider} cannot run in-process here, so the service was not started",
             }
     entry["inprocess_p50_ms"] = round(inprocess_p50_ms, 3)
+    spawned = time.monotonic()
     try:
         with serve_subprocess(
             model_dir, variant, provider, extra_args=serve_args, env=env, ready_timeout_s=ready_timeout_s
         ) as base:
-            say(f"service {variant}/{provider}: ready at {base}; detect load {rate:g}/s for {duration_s:g} s")
+            ready_s = time.monotonic() - spawned
+            health = health_snapshot(base)
+            model = (health.get("body") or {}).get("model") or {}
+            entry["health"] = health
+            entry["startup"] = {
+                "ready_s": round(ready_s, 3),
+                "load_ms": model.get("load_ms"),
+                "warmup_ms": model.get("warmup_ms"),
+            }
+            say(f"service {variant}/{provider}: ready at {base} in {ready_s:.1f} s; {len(BAD_UPLOADS)} bad uploads")
+            entry["invalid_inputs"] = bad_upload_statuses(base)
+            say(f"service {variant}/{provider}: detect load {rate:g}/s for {duration_s:g} s")
             detect = run_load(LoadSpec(url=base, endpoint="detect", rate=rate, duration_s=duration_s, images=paths))
             say(f"service {variant}/{provider}: batch endpoint, {batch_files} files × {batch_rate:g}/s")
             batch = run_load(

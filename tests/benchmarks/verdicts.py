@@ -45,10 +45,11 @@ def _save_bundle(model: onnx.ModelProto, folder: Path) -> Path:
     return folder
 
 
-def mlp(hidden_layers: int, width: int = 64, seed: int = 0) -> onnx.ModelProto:
-    """input [N, width] → hidden_layers × (MatMul, Relu) → MatMul → [N, 2]."""
+def mlp(hidden_layers: int, width: int = 64, seed: int = 0) -> onnx.ModelProto:  # width = 1 × 8 × 8
+    """input [N, 1, 8, 8] (image-shaped, as bench expects) → flatten → hidden_layers × (MatMul, Relu) → [N, 2]."""
     rng = np.random.default_rng(seed)
-    nodes, inits, prev = [], [], "input"
+    inits = [numpy_helper.from_array(np.array([-1, width], dtype=np.int64), "flat_shape")]
+    nodes, prev = [helper.make_node("Reshape", ["pixel_values", "flat_shape"], ["flat"])], "flat"
     for i in range(hidden_layers):
         w = numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}")
         inits.append(w)
@@ -62,7 +63,7 @@ def mlp(hidden_layers: int, width: int = 64, seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
         inits,
     )
@@ -181,8 +182,15 @@ def ab_runs(base: Path, cand: Path, runs: int, tolerance: str, extra: list[str])
 
 
 def compare_runs_separately(base: Path, runs: int, tolerance: str, workdir: Path, extra: list[str]) -> dict:
-    """A/A of separate `bench run` processes, compared pairwise in sequence (the README's cross-run recipe)."""
-    counts: Counter[str] = Counter()
+    """A/A of separate `bench run` processes, compared pairwise in sequence: plain, and with a calibration made
+    on this machine first (the README's cross-run recipe: `bench calibrate --out DIR`, then `bench compare`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rc, _doc, err = bench("calibrate", "--model-dir", base, "--runs", "6", "--out", workdir, "--json", *extra)
+    calibration = workdir / "calibration.json"
+    if rc != 0:
+        print("   calibrate failed:", err.strip().splitlines()[-1] if err.strip() else rc, file=sys.stderr)
+    plain: Counter[str] = Counter()
+    calibrated: Counter[str] = Counter()
     tails: Counter[str] = Counter()
     files = []
     for i in range(runs + 1):
@@ -192,9 +200,15 @@ def compare_runs_separately(base: Path, runs: int, tolerance: str, workdir: Path
             files.append(out / "results.json")
     for a, b in itertools.pairwise(files):
         _rc, doc, _ = bench("compare", a, b, "--json", "--latency-tolerance", tolerance)
-        counts[p50_verdict(doc)] += 1
-        tails[p95_verdict(doc)] += 1
-    return {"p50": dict(counts), "p95": dict(tails)}
+        plain[p50_verdict(doc)] += 1
+        if calibration.is_file():
+            _rc, doc, _ = bench(
+                "compare", a, b, "--json", "--latency-tolerance", tolerance, "--calibration", calibration
+            )
+            calibrated[p50_verdict(doc)] += 1
+            tails[p95_verdict(doc)] += 1
+    sigma = json.loads(calibration.read_text())["cross_run"]["sigma_run"] if calibration.is_file() else None
+    return {"p50": dict(plain), "p50_calibrated": dict(calibrated), "p95_calibrated": dict(tails), "sigma_run": sigma}
 
 
 def main() -> int:
@@ -241,7 +255,11 @@ def main() -> int:
                         base, args.runs, "10%", args.out / f"{condition}-{model}", args.run_arg
                     )
                     results["cells"].append({"condition": condition, "model": model, "check": "A/A compare", **got})
-                    print(f"{condition:5} {model:5} A/A compare  p50 {got['p50']} p95 {got['p95']}", flush=True)
+                    print(
+                        f"{condition:5} {model:5} A/A compare  p50 {got['p50']} · with calibration (σ_run "
+                        f"{got['sigma_run']}) p50 {got['p50_calibrated']} p95 {got['p95_calibrated']}",
+                        flush=True,
+                    )
         finally:
             stop.set()
             if hog is not None:
