@@ -12,12 +12,9 @@ fp32 figure under another label. torch and transformers are imported only when a
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import re
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ from bench.engine import InputSpec, ModelLoadError, ProviderUnavailable, Session
 from bench.errors import InputError
 from bench.faults import slow_down
 from bench.providers import EP_NAMES
+from bench.quiet import quiet_libraries
 
 INSTALL_HINT = "pip install 'bench[torch]'"
 _DTYPES = {"pytorch": "float32", "pytorch-fp16": "float16"}
@@ -38,19 +36,6 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
     text = re.sub(r"\s+", " ", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Keep transformers' load chatter (progress bars, advice) off the user's screen and out of --json stdout."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
 
 
 class TorchEngine:
@@ -141,7 +126,7 @@ class TorchEngine:
             raise InputError(f"{self.model_dir} has no config.json; PyTorch variants need the Hugging Face checkpoint")
         transformers.utils.logging.disable_progress_bar()  # its load bar would land on stderr for each cell
         try:
-            with _quiet_transformers():
+            with quiet_libraries():
                 model, info = transformers.AutoModelForImageClassification.from_pretrained(
                     str(self.model_dir), local_files_only=True, output_loading_info=True
                 )

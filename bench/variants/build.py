@@ -8,7 +8,6 @@ complete, removed on error, Ctrl-C or SIGTERM) plus its sidecar (:mod:`bench.var
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.bundle import Bundle, is_pytorch_variant, variant_filename
 from bench.errors import InputError
+from bench.quiet import quiet_libraries
 from bench.variants.inspection import all_initializers, all_nodes
 from bench.variants.methods import TARGET_OPS, has_quantisable_matmul, run_method
 from bench.variants.names import variant_order
@@ -191,7 +191,7 @@ def build_variant(
     try:
         if log:
             log(f"{label} → {out.name}")
-        with _progress(label, enabled=log is not None), _quiet_tools(), _terminate_as_interrupt():
+        with _progress(label, enabled=log is not None), quiet_libraries(), _terminate_as_interrupt():
             produced = run_method(recipe, model, partial)
         targets = TARGET_OPS[recipe.method]
         if targets and not any(n.op_type in targets for n in all_nodes(produced.graph)):
@@ -260,22 +260,6 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
-
-
-@contextlib.contextmanager
-def _quiet_tools() -> Iterator[None]:
-    """Keep the converters' chatter (logging INFO/WARNING, prints, warnings) off stdout and the user's screen."""
-    import logging
-    import warnings
-
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
 
 
 @contextlib.contextmanager
