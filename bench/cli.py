@@ -198,6 +198,15 @@ def measure_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda g, opt: opt(g), reversed(opts), f)
 
 
+perturb_option = click.option(
+    "--perturb",
+    "perturb",
+    multiple=True,
+    help="Also evaluate under perturbations (repeatable): standard, extended, jpeg:Q, resize:F, blur:SIGMA, "
+    "noise:SIGMA, crop:F, comma lists (jpeg:90,70) or combinations (jpeg:50+resize:0.5); clean is always included.",
+)
+
+
 def run_options_from(kw: dict[str, Any]) -> RunOptions:
     """RunOptions from the shared measuring flags."""
     if kw["cuda_graph"] and kw["io_binding"] is False:
@@ -363,13 +372,7 @@ def run(
     is_flag=True,
     help="Fail (exit 2) on an unreadable image or a missing manifest file instead of skipping and listing it.",
 )
-@click.option(
-    "--perturb",
-    "perturb",
-    multiple=True,
-    help="Also evaluate under perturbations (repeatable): standard, extended, jpeg:Q, resize:F, blur:SIGMA, "
-    "noise:SIGMA, crop:F, comma lists (jpeg:90,70) or combinations (jpeg:50+resize:0.5); clean is always included.",
-)
+@perturb_option
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index for cuda/tensorrt.")
 @click.option("--no-build", is_flag=True, help="Never build a missing variant; fail instead (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON on stdout, nothing else.")
@@ -1174,13 +1177,7 @@ def serve(
     "Default: $BENCH_DATASET, ./datasets/demo, then the bundled demo set.",
 )
 @click.option("--no-accuracy", is_flag=True, help="Skip accuracy evaluation (latency on a seeded random tensor).")
-@click.option(
-    "--perturb",
-    "perturb",
-    multiple=True,
-    help="Also evaluate under perturbations (repeatable): standard, extended, jpeg:Q, resize:F, blur:SIGMA, "
-    "noise:SIGMA, crop:F, comma lists (jpeg:90,70) or combinations (jpeg:50+resize:0.5); clean is always included.",
-)
+@perturb_option
 @click.option("--threshold", type=float, default=None, help="Predict fake when p(fake) ≥ T (default: argmax).")
 @click.option("--positive-label", default=None, help="The fake class by id2label name or index (default: by name).")
 @click.option(
