@@ -32,9 +32,9 @@ from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.evaluate import evaluate_engine
 from bench.modelfile import model_info
-from bench.noise import NoiseProbe
+from bench.noise import NoiseProbe, combine_noise, intra_op_threads
 from bench.perturb import parse_perturbations
-from bench.providers import parse_providers
+from bench.providers import is_gpu, parse_providers
 from bench.results import CellResult, DatasetInfo, RunResult
 from bench.runner import RunOptions, images_batch, replicate_figures
 from bench.sampling import ResourceSampler
@@ -112,7 +112,9 @@ def measure_ab(
         )
     samples: list[list[float]] = [[], []]
     creates: list[list[float]] = [[], []]
-    noise = [NoiseProbe(), NoiseProbe()]
+    cpu_threads = None if is_gpu(provider) else intra_op_threads(options.session.threads)
+    noise = [NoiseProbe(cpu_threads), NoiseProbe(cpu_threads)]
+    block_noise: list[list[dict[str, Any]]] = [[], []]  # --isolation process: each block's child measured its own
     batches: list[np.ndarray | None] = [None, None]
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, frozen_heap():
         for block, order in enumerate(orders):
@@ -121,7 +123,15 @@ def measure_ab(
                     continue
                 if isolation == "process":
                     _block_in_process(
-                        sides[i], provider, block_options, cells[i], block, samples[i], creates[i], Path(tmp)
+                        sides[i],
+                        provider,
+                        block_options,
+                        cells[i],
+                        block,
+                        samples[i],
+                        creates[i],
+                        block_noise[i],
+                        Path(tmp),
                     )
                 else:
                     _block_in_session(
@@ -150,8 +160,7 @@ def measure_ab(
         cell.replicates = replicate_figures(
             samples[i], cell.sample_replicates, creates[i], block_options.loop.iterations, isolation
         )
-        if isolation == "session":
-            cell.noise = noise[i].figures()
+        cell.noise = noise[i].figures() if isolation == "session" else combine_noise(block_noise[i])
         if evaluate is not None:
             engine = open_engine(side.model_path, side.variant, provider, options.session)  # alone: timed ones are gone
             cell.accuracy = evaluate(engine, side)
@@ -278,6 +287,7 @@ def _block_in_process(
     block: int,
     samples: list[float],
     creates: list[float],
+    noises: list[dict[str, Any]],
     workdir: Path,
 ) -> None:
     """One replicate of one side in a fresh process (bench._cell): process-level state is not shared either."""
@@ -290,14 +300,8 @@ def _block_in_process(
     creates.append(result.session_create_ms or 0.0)
     samples.extend(result.samples_ms)
     cell.sample_replicates.extend([block] * len(result.samples_ms))
-    merged = cell.noise or {}
-    if (result.noise or {}).get("noisy"):
-        cell.noise = {
-            **(result.noise or {}),
-            "why": "; ".join(filter(None, [merged.get("why"), (result.noise or {}).get("why")])),
-        }
-    elif not merged:
-        cell.noise = result.noise
+    if result.noise:
+        noises.append(dict(result.noise))
 
 
 def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, log: LogFn | None) -> dict[str, Any]:

@@ -139,7 +139,14 @@ def measure_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Flags shared by every command that measures latency (run, matrix, ab)."""
     opts = [
         click.option("--iterations", type=int, default=100, show_default=True, help="Timed calls per cell."),
-        click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls before timing."),
+        click.option(
+            "--warmup",
+            type=int,
+            default=10,
+            show_default=True,
+            help="Untimed calls before timing (the first replicate; each later replicate, a fresh session in a "
+            "warmed process, gets 2).",
+        ),
         click.option(
             "--min-time",
             type=float,

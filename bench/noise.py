@@ -5,6 +5,12 @@ records the load average, the CPU time other processes used (system-wide busy ti
 process's own), hypervisor steal time where the kernel reports it, and the CPU frequency where
 readable; a cell is flagged ``noisy`` when others used more than ``OTHERS_CPU_NOISY`` of a core or
 steal exceeded ``STEAL_NOISY_PCT``. Compare names noisy sides in a verdict's "why".
+
+A noisy cell is also ``contended`` when bench's own intra-op threads plus the others' load exceed the
+CPUs: then bench's threads wait for a core inside every parallel operator, which adds a delay to both
+sides of an A/B and *dilutes* the difference, not just blurs it (measured on this 2-core box beside a
+one-core hog: a conv net +24 % slower read +9 % with 2 threads, +24 % with ``--threads 1``). The why
+then says to measure with fewer threads than the idle CPUs.
 """
 
 from __future__ import annotations
@@ -34,16 +40,48 @@ def _freq_mhz() -> float | None:
     return round(float(freq.current), 1) if freq and freq.current else None
 
 
+def noise_reasons(
+    others_cores: float, steal_pct: float | None, threads: int | None, cpus: int
+) -> tuple[list[str], bool]:
+    """(why the phase was noisy, whether bench's ``threads`` had to share CPUs with the others)."""
+    reasons = []
+    contended = False
+    if others_cores > OTHERS_CPU_NOISY:
+        reasons.append(f"other processes used {others_cores:.2f} cores")
+        if threads is not None and threads + others_cores > cpus:
+            contended = True
+            idle = max(1, int(cpus - others_cores + 0.5))
+            fix = f"--threads {min(idle, threads - 1)} or a quiet machine" if threads > 1 else "a quiet machine"
+            reasons.append(
+                f"bench's {threads} intra-op threads shared {cpus} CPUs with them, which dilutes latency "
+                f"differences: measure with {fix}"
+            )
+    if steal_pct is not None and steal_pct > STEAL_NOISY_PCT:
+        reasons.append(f"steal {steal_pct:.1f}%")
+    return reasons, contended
+
+
+def intra_op_threads(threads: int | None) -> int:
+    """The intra-op threads a CPU session runs: ``--threads`` or ORT's default, one per physical core."""
+    if threads:
+        return threads
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
 class NoiseProbe:
     """Context manager around a timed phase; ``figures()`` afterwards gives the Noise object of a cell.
 
     Several phases (one per replicate) accumulate: the figures cover timed calls only, not session
-    creation or warm-up.
+    creation or warm-up. ``threads``: the CPU threads the measured session computes with (None for
+    GPU providers, where the CPU only launches work), for the contention check.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         import psutil
 
+        self._threads = threads
         self._psutil = psutil
         self._proc = psutil.Process()
         self._wall = 0.0
@@ -89,12 +127,8 @@ class NoiseProbe:
         steal_pct = None if self._steal is None else 100.0 * self._steal / (wall * cpus)
         load = [*self._load, round(os.getloadavg()[0], 2)]
         freq = [*self._freq, _freq_mhz()]
-        reasons = []
-        if others > OTHERS_CPU_NOISY:
-            reasons.append(f"other processes used {others:.2f} cores")
-        if steal_pct is not None and steal_pct > STEAL_NOISY_PCT:
-            reasons.append(f"steal {steal_pct:.1f}%")
-        return {
+        reasons, contended = noise_reasons(others, steal_pct, self._threads, cpus)
+        figures: dict[str, Any] = {
             "wall_s": round(self._wall, 4),
             "loadavg_1m": load,
             "cpu_count": cpus,
@@ -104,6 +138,38 @@ class NoiseProbe:
             "noisy": bool(reasons),
             "why": "; ".join(reasons) or None,
         }
+        if self._threads is not None:
+            figures["threads"] = self._threads
+            figures["contended"] = contended
+        return figures
 
 
-__all__ = ["OTHERS_CPU_NOISY", "STEAL_NOISY_PCT", "NoiseProbe"]
+def combine_noise(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One Noise object for phases measured apart (blocks in fresh processes): load weighted by each
+    phase's wall time, the flags judged again on the whole."""
+    parts = [p for p in parts if p]
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    wall = sum(p["wall_s"] for p in parts) or 1e-9
+    others = sum(p["others_cpu_cores"] * p["wall_s"] for p in parts) / wall
+    have_steal = all(p.get("steal_pct") is not None for p in parts)
+    steal_pct = sum(p["steal_pct"] * p["wall_s"] for p in parts) / wall if have_steal else None
+    threads, cpus = parts[0].get("threads"), parts[0]["cpu_count"]
+    reasons, contended = noise_reasons(others, steal_pct, threads, cpus)
+    freqs = [p.get("cpu_freq_mhz") for p in parts]
+    figures: dict[str, Any] = {
+        "wall_s": round(wall, 4),
+        "loadavg_1m": [parts[0]["loadavg_1m"][0], parts[-1]["loadavg_1m"][-1]],
+        "cpu_count": cpus,
+        "others_cpu_cores": round(others, 3),
+        "steal_pct": None if steal_pct is None else round(steal_pct, 3),
+        "cpu_freq_mhz": [freqs[0][0], freqs[-1][-1]] if freqs[0] and freqs[-1] else None,
+        "noisy": bool(reasons),
+        "why": "; ".join(reasons) or None,
+    }
+    if threads is not None:
+        figures["threads"], figures["contended"] = threads, contended
+    return figures
+
+
+__all__ = ["OTHERS_CPU_NOISY", "STEAL_NOISY_PCT", "NoiseProbe", "combine_noise", "intra_op_threads", "noise_reasons"]

@@ -102,6 +102,7 @@ class RunConfig(TypedDict, total=False):
     batch_sizes: list[int]
     iterations: int
     warmup: int
+    replicate_warmup: int  # warm-up calls before each replicate after the first (which gets ``warmup``)
     min_time_s: float | None
     threads: int | None
     inter_op_threads: int | None
@@ -209,6 +210,8 @@ class Noise(TypedDict, total=False):
     cpu_freq_mhz: list[float] | None  # [start, end] mean current frequency, where readable
     noisy: bool
     why: str | None
+    threads: int  # CPU threads the measured session computed with (CPU providers only)
+    contended: bool  # those threads plus the others' load exceeded the CPUs: differences are diluted
 
 
 class Spread(TypedDict, total=False):

@@ -24,7 +24,7 @@ from bench.backends import open_engine
 from bench.engine import Engine, SessionSpec, cell_failure
 from bench.errors import InputError
 from bench.modelfile import model_info
-from bench.noise import NoiseProbe
+from bench.noise import NoiseProbe, intra_op_threads
 from bench.preprocess import PreprocessConfig, load_image, preprocess_batch
 from bench.providers import ProviderOptions, is_gpu
 from bench.results import CellResult, ModelInfo, Replicates
@@ -34,6 +34,10 @@ from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
 from bench.torch_engine import TorchEngine
 
 DEFAULT_REPLICATES = 5  # fresh sessions per cell: chosen from A/A runs on a 2-core box (README, "Verdicts")
+# Warm-up calls of a replicate after the first: the first replicate's --warmup has warmed the process (thread
+# pool, allocator, caches); a fresh session then needs its first call (arena, plan), measured at 1.0–1.7× the
+# steady median on the demo and a ViT-base export, the second within the steady spread.
+REPLICATE_WARMUP = 2
 
 ProgressFn = Callable[[int, float], None]
 
@@ -55,7 +59,8 @@ class RunOptions:
             raise InputError(f"--replicates must be ≥ 1, got {self.replicates}")
 
     def replicate_loops(self) -> list[LoopSpec]:
-        """Each replicate's loop: ``iterations`` (and ``min_time_s``) shared out exactly, warm-up in each.
+        """Each replicate's loop: ``iterations`` (and ``min_time_s``) shared out exactly; ``--warmup`` calls
+        before the first, ``REPLICATE_WARMUP`` (at most ``--warmup``) before each later one.
 
         Fewer iterations than replicates: one call per replicate, as many replicates as iterations.
         """
@@ -63,7 +68,14 @@ class RunOptions:
         count = min(self.replicates, loop.iterations)
         per, extra = divmod(loop.iterations, count)
         min_time = loop.min_time_s / count if loop.min_time_s else None
-        return [LoopSpec(iterations=per + (r < extra), warmup=loop.warmup, min_time_s=min_time) for r in range(count)]
+        return [
+            LoopSpec(
+                iterations=per + (r < extra),
+                warmup=loop.warmup if r == 0 else min(loop.warmup, REPLICATE_WARMUP),
+                min_time_s=min_time,
+            )
+            for r in range(count)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for a child process (``bench._cell``); :meth:`from_dict` rebuilds it."""
@@ -94,6 +106,7 @@ class RunOptions:
             "batch_size": self.batch_size,
             "iterations": self.loop.iterations,
             "warmup": self.loop.warmup,
+            "replicate_warmup": min(self.loop.warmup, REPLICATE_WARMUP),
             "min_time_s": self.loop.min_time_s,
             "threads": self.session.threads,
             "inter_op_threads": self.session.inter_op_threads,
@@ -129,7 +142,7 @@ def measure_cell(
     loops = options.replicate_loops()
     samples: list[float] = []
     creates: list[float] = []
-    noise = NoiseProbe()
+    noise = NoiseProbe(threads=None if is_gpu(provider) else intra_op_threads(options.session.threads))
     batch: np.ndarray | None = None
     engine: Engine | TorchEngine | None = None
     try:
@@ -204,4 +217,4 @@ def images_batch(paths: Sequence[Path], batch_size: int, engine: Engine, preproc
     return preprocess_batch([load_image(p) for p in chosen], preprocess).astype(engine.input.dtype)
 
 
-__all__ = ["DEFAULT_REPLICATES", "RunOptions", "images_batch", "measure_cell", "replicate_figures"]
+__all__ = ["DEFAULT_REPLICATES", "REPLICATE_WARMUP", "RunOptions", "images_batch", "measure_cell", "replicate_figures"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ from click.testing import CliRunner, Result
 
 from bench.cli import main
 from bench.compare import compare_runs
-from bench.noise import NoiseProbe
+from bench.noise import NoiseProbe, combine_noise, noise_reasons
 from bench.report.analysis import recommend
 from bench.report.policy import evaluate_policy, policy_for
 from bench.results import CellResult, ModelInfo, RunResult
+from bench.runner import REPLICATE_WARMUP, RunOptions
+from bench.timing import LoopSpec
 
 
 def invoke(*args: object) -> Result:
@@ -39,6 +42,16 @@ def cell_with(
 
 def groups(rng: np.random.Generator, scale: float, replicates: int = 8, calls: int = 40) -> list[list[float]]:
     return [list(scale * np.exp(rng.normal(0, 0.02) + rng.normal(0, 0.05, calls))) for _ in range(replicates)]
+
+
+def test_replicates_share_the_calls_and_only_the_first_gets_the_full_warmup() -> None:
+    loops = RunOptions(loop=LoopSpec(iterations=22, warmup=10), replicates=5).replicate_loops()
+    assert [lp.iterations for lp in loops] == [5, 5, 4, 4, 4]
+    assert [lp.warmup for lp in loops] == [10] + [REPLICATE_WARMUP] * 4
+    assert [lp.warmup for lp in RunOptions(loop=LoopSpec(iterations=3, warmup=1), replicates=3).replicate_loops()] == [
+        1
+    ] * 3
+    assert RunOptions(loop=LoopSpec(warmup=0)).as_config()["replicate_warmup"] == 0
 
 
 def test_bench_run_splits_calls_over_fresh_sessions_and_records_noise(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -67,7 +80,7 @@ def test_noise_probe_sees_another_process_burning_cpu() -> None:
     hog.start()
     try:
         time.sleep(0.2)
-        probe = NoiseProbe()
+        probe = NoiseProbe(threads=os.cpu_count())
         with probe:
             time.sleep(1.0)  # this process idles; the other one burns a core
     finally:
@@ -75,6 +88,37 @@ def test_noise_probe_sees_another_process_burning_cpu() -> None:
         hog.join(5)
     figures = probe.figures()
     assert figures["others_cpu_cores"] > 0.5 and figures["noisy"] is True and "other processes" in figures["why"]
+    assert figures["contended"] is True and "dilutes latency differences" in figures["why"]
+
+
+def test_contention_is_bench_threads_plus_the_others_load_beyond_the_cpus() -> None:
+    why, contended = noise_reasons(1.0, None, threads=2, cpus=2)
+    assert contended and "measure with --threads 1 or a quiet machine" in "; ".join(why)
+    assert noise_reasons(1.0, None, threads=1, cpus=2) == (["other processes used 1.00 cores"], False)
+    assert noise_reasons(0.1, None, threads=2, cpus=2) == ([], False)  # quiet: bench's own threads are no noise
+    why, contended = noise_reasons(1.6, 3.0, threads=1, cpus=2)
+    assert contended and "measure with a quiet machine" in why[1] and why[2] == "steal 3.0%"
+    assert noise_reasons(1.0, None, threads=None, cpus=2)[1] is False  # GPU cells: no CPU threads to contend
+
+
+def test_blocks_measured_apart_combine_into_one_wall_weighted_noise_record() -> None:
+    def block(others: float, wall: float) -> dict[str, object]:
+        return {
+            "wall_s": wall,
+            "loadavg_1m": [0.5, 0.7],
+            "cpu_count": 2,
+            "others_cpu_cores": others,
+            "steal_pct": None,
+            "cpu_freq_mhz": None,
+            "threads": 2,
+            "noisy": others > 0.25,
+            "contended": False,
+        }
+
+    both = combine_noise([block(0.0, 3.0), block(1.2, 1.0)])
+    assert both is not None and both["wall_s"] == 4.0 and both["others_cpu_cores"] == 0.3
+    assert both["noisy"] and both["contended"] and both["why"].startswith("other processes used 0.30 cores; ")
+    assert combine_noise([block(0.0, 1.0)]) == block(0.0, 1.0) and combine_noise([]) is None
 
 
 def _spin(stop: object) -> None:

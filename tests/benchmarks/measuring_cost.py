@@ -2,12 +2,16 @@
 
     python tests/benchmarks/measuring_cost.py --model-dir variants/demo --iterations 300 --repeats 3
 
-Three commands, alternated, each in a fresh process timed by GNU time (wall seconds, max RSS of the
+Four commands, alternated, each in a fresh process timed by GNU time (wall seconds, max RSS of the
 process and the children it waited for):
-- ``bare``: import onnxruntime, create one session, ``iterations`` timed calls of a random input;
+- ``bare``: import onnxruntime, create one session, 10 warm-up calls, ``iterations`` timed calls of a random input;
+- ``bare-replicated``: the same loop in bench's measurement design: the calls split over 5 fresh sessions,
+  one alive at a time, 10 warm-up calls in the first and 2 in each later one. ``matrix`` against it is
+  bench's own overhead (processes, hashing, noise probe, sampler, files, report); ``bare-replicated``
+  against ``bare`` is what the replicates cost;
 - ``run``: ``bench run`` of the same model and iterations (replicates, sampler, noise probe, results files);
-- ``matrix``: a one-cell ``bench matrix`` (fp32 · cpu · batch 1, no dataset, no report plots skipped:
-  the report is part of what a matrix run costs).
+- ``matrix``: a one-cell ``bench matrix`` (fp32 · cpu · batch 1, ``--no-accuracy``; report and plots
+  are drawn: they are part of what a matrix run costs).
 Prints medians and the ratios to ``bare`` (targets of issue 18: matrix wall ≤ 1.15 × bare on a ViT-base
 export, peak RSS ≤ bare + 50 MB).
 """
@@ -23,17 +27,20 @@ import tempfile
 from pathlib import Path
 
 BARE = """
-import sys, time, numpy as np, onnxruntime as ort
-path, n = sys.argv[1], int(sys.argv[2])
-s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-i = s.get_inputs()[0]
-shape = [d if isinstance(d, int) else 1 for d in i.shape]
-x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-for _ in range(10):
-    s.run(None, {i.name: x})
+import gc, sys, time, numpy as np, onnxruntime as ort
+path, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 t = []
-for _ in range(n):
-    t0 = time.perf_counter_ns(); s.run(None, {i.name: x}); t.append(time.perf_counter_ns() - t0)
+for r in range(reps):
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    i = s.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in i.shape]
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    for _ in range(10 if r == 0 else 2):
+        s.run(None, {i.name: x})
+    for _ in range(n // reps + (r < n % reps)):
+        t0 = time.perf_counter_ns(); s.run(None, {i.name: x}); t.append(time.perf_counter_ns() - t0)
+    del s, i
+    gc.collect()
 """
 
 
@@ -60,7 +67,8 @@ def main() -> int:
     n = str(args.iterations)
     with tempfile.TemporaryDirectory() as tmp:
         commands = {
-            "bare": [sys.executable, "-c", BARE, str(model), n],
+            "bare": [sys.executable, "-c", BARE, str(model), n, "1"],
+            "bare-replicated": [sys.executable, "-c", BARE, str(model), n, "5"],
             "run": [
                 sys.executable,
                 "-m",
@@ -88,6 +96,7 @@ def main() -> int:
                 "1",
                 "--iterations",
                 n,
+                "--no-accuracy",
                 "--out",
                 f"{tmp}/m",
             ],
@@ -103,6 +112,7 @@ def main() -> int:
             "wall_s": round(w, 2),
             "peak_rss_mb": round(r, 1),
             "wall_ratio": round(w / bare_wall, 3),
+            "wall_ratio_to_bare_replicated": round(w / med["bare-replicated"][0], 3),
             "rss_over_bare_mb": round(r - bare_rss, 1),
         }
         for k, (w, r) in med.items()
