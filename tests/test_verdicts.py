@@ -143,6 +143,24 @@ def test_compare_names_noisy_sides_and_fail_on_inconclusive_exits_1(tmp_path: Pa
     assert strict.exit_code == 1 and "inconclusive" in strict.output
 
 
+def test_a_directional_verdict_between_runs_under_different_load_is_inconclusive() -> None:
+    rng = np.random.default_rng(2)
+    tight = groups(rng, 1.0)
+
+    def run(scale: float, others: float) -> RunResult:
+        cell = cell_with([[x * scale for x in g] for g in tight])
+        cell.noise = {"others_cpu_cores": others, "noisy": others > 0.25, "why": f"other processes used {others}"}
+        return RunResult({"machine_id": "m"}, {}, [cell])
+
+    def p50(base: RunResult, cur: RunResult) -> str:
+        return next(r for r in compare_runs(base, cur).rows if r.metric == "latency_p50_ms").verdict
+
+    assert p50(run(1.0, 0.9), run(1.4, 0.95)) == "regression"  # same load on both sides: the slowdown stands
+    assert p50(run(1.0, 0.6), run(1.4, 1.05)) == "inconclusive"  # 0.45 cores more load: it may be the load's
+    row = next(r for r in compare_runs(run(1.4, 1.05), run(1.0, 0.3)).rows if r.metric == "latency_p50_ms")
+    assert row.verdict == "inconclusive" and "measured under different load" in row.why
+
+
 def test_a_calibration_widens_cross_run_intervals_and_one_from_elsewhere_is_named_not_used() -> None:
     rng = np.random.default_rng(2)
     base = RunResult({"machine_id": "m"}, {}, [cell_with(groups(rng, 1.0))])
