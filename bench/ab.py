@@ -46,6 +46,7 @@ MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed
 MIN_BLOCKS, MAX_BLOCKS = 10, 40  # auto blocks: at least 10 replicates per side; beyond 40 the gain is small
 DEFAULT_MIN_TIME_S = 1.0  # bench ab times each side for at least this long (a µs model's 100 calls are 1 ms)
 BLOCK_TIMEOUT_S = 600.0  # a block in its own process (--isolation process) that hangs longer is a failed side
+CONTENTION_PROBE_S = 0.3  # seconds of looking at the others' load before bench ab picks its threads
 ISOLATIONS = ("session", "process")
 
 
@@ -83,6 +84,7 @@ def measure_ab(
     is randomised but balanced (as many AB as BA), seeded by ``options.seed`` and recorded.
     ``blocks=None`` chooses them from the cost of a session (:func:`auto_blocks`).
     """
+    options, threads_why = fit_threads(provider, options, log)
     if blocks is None:
         blocks = auto_blocks(current, provider, options, log)
     if blocks < 1:
@@ -182,6 +184,8 @@ def measure_ab(
         **options.as_config(),
         "replicates": blocks,
     }
+    if threads_why:
+        config["threads_why"] = threads_why
     runs = []
     for role, side, cell in (("current", current, cells[0]), ("baseline", baseline, cells[1])):
         runs.append(
@@ -199,6 +203,36 @@ def measure_ab(
             )
         )
     return runs[1], runs[0]
+
+
+def fit_threads(provider: str, options: RunOptions, log: LogFn | None = None) -> tuple[RunOptions, str | None]:
+    """Without ``--threads`` on a CPU: fewer intra-op threads when other processes hold CPUs bench's would need.
+
+    Beside a busy neighbour every parallel operator waits for a core, adding the same delay to both sides
+    and shrinking the difference (a +24 % conv net read +9 % with 2 threads beside a one-core hog, +24 %
+    with 1). A short look at the others' load (``CONTENTION_PROBE_S``, bench idle) decides; the choice and
+    why are in the result's config. ``--threads N`` is always used as given (``--threads 0``: ORT's default).
+    """
+    if options.session.threads is not None or is_gpu(provider):
+        return options, None
+    probe = NoiseProbe(intra_op_threads(None))
+    with probe:
+        time.sleep(CONTENTION_PROBE_S)
+    noise = probe.figures()
+    if not noise.get("contended"):
+        return options, None
+    default, others, cpus = noise["threads"], noise["others_cpu_cores"], noise["cpu_count"]
+    threads = max(1, min(default - 1, int(cpus - others + 0.5)))
+    if threads >= default:  # one core and a neighbour: nothing fewer to fit
+        return options, None
+    why = (
+        f"other processes used {others:.2f} of {cpus} CPUs before measuring: both sides measured with "
+        f"--threads {threads} instead of ORT's {default} (their threads would wait for a core and dilute the "
+        f"difference; --threads 0 keeps ORT's default)"
+    )
+    if log:
+        log(f"ab: {why}")
+    return replace(options, session=replace(options.session, threads=threads)), why
 
 
 def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | None = None) -> int:

@@ -632,6 +632,8 @@ def ab(
 
     The noise-robust release gate: both sides share the machine's state and its neighbours' load, block
     by block; each block is a fresh session (or process) and the verdict resamples blocks, then calls.
+    Without --threads on a CPU whose other processes hold cores ORT's threads would need, both sides run
+    with fewer threads (said, and recorded as config.threads_why); --threads 0 keeps ORT's default.
     Exit 0 pass (also with inconclusive rows, unless --fail-on-inconclusive) · 1 regression (the
     --model-dir side is worse) · 2 bad input.
     """

@@ -103,6 +103,7 @@ class RunConfig(TypedDict, total=False):
     iterations: int
     warmup: int
     replicate_warmup: int  # warm-up calls before each replicate after the first (which gets ``warmup``)
+    threads_why: str  # bench ab: why it measured with fewer threads than ORT's default (a busy machine)
     min_time_s: float | None
     threads: int | None
     inter_op_threads: int | None

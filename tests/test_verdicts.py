@@ -91,6 +91,33 @@ def test_noise_probe_sees_another_process_burning_cpu() -> None:
     assert figures["contended"] is True and "dilutes latency differences" in figures["why"]
 
 
+def test_bench_ab_fits_its_threads_beside_a_busy_neighbour_unless_told() -> None:
+    import multiprocessing
+    import time
+
+    from bench.ab import fit_threads
+    from bench.engine import SessionSpec
+    from bench.noise import intra_op_threads
+
+    if intra_op_threads(None) < 2:
+        pytest.skip("one core: no fewer threads to fit")
+    told = RunOptions(session=SessionSpec(threads=0))
+    assert fit_threads("cpu", told) == (told, None) and fit_threads("cuda", RunOptions()) == (RunOptions(), None)
+    stop = multiprocessing.Event()
+    hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(2)]
+    for hog in hogs:
+        hog.start()
+    try:
+        time.sleep(0.2)
+        fitted, why = fit_threads("cpu", RunOptions())
+    finally:
+        stop.set()
+        for hog in hogs:
+            hog.join(5)
+    assert fitted.session.threads is not None and 1 <= fitted.session.threads < intra_op_threads(None)
+    assert why is not None and "--threads 0 keeps ORT's default" in why
+
+
 def test_contention_is_bench_threads_plus_the_others_load_beyond_the_cpus() -> None:
     why, contended = noise_reasons(1.0, None, threads=2, cpus=2)
     assert contended and "measure with --threads 1 or a quiet machine" in "; ".join(why)
