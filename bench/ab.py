@@ -123,32 +123,11 @@ def measure_ab(
             for i in order:
                 if cells[i].status != "ok":
                     continue
+                side_block = (sides[i], provider, block_options, cells[i], block, samples[i], creates[i])
                 if isolation == "process":
-                    _block_in_process(
-                        sides[i],
-                        provider,
-                        block_options,
-                        cells[i],
-                        block,
-                        samples[i],
-                        creates[i],
-                        block_noise[i],
-                        Path(tmp),
-                    )
+                    _block_in_process(*side_block, block_noise[i], Path(tmp))
                 else:
-                    _block_in_session(
-                        sides[i],
-                        provider,
-                        block_options,
-                        cells[i],
-                        block,
-                        samples[i],
-                        creates[i],
-                        noise[i],
-                        batches,
-                        i,
-                        input_batch,
-                    )
+                    _block_in_session(*side_block, noise[i], batches, i, input_batch)
     for i, side in enumerate(sides):
         cell = cells[i]
         if cell.status != "ok" or not samples[i]:

@@ -260,6 +260,9 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> No
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "BENCH_FAULTS": "", **NO_GPU},
+        # a shell's background job starts with SIGINT ignored, and Python then keeps ignoring it: the
+        # Ctrl-C under test needs the default disposition, however pytest itself was started
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
