@@ -10,7 +10,6 @@ policy's own measuring functions (:mod:`bench.report.policy`), so a claim and a 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,10 @@ from bench.report.policy import (
     Policy,
     load_previous,
     measure_check,
+    read_toml,
     relative_figure,
 )
 from bench.results import CellResult, RunResult
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.toml")
 
@@ -109,13 +104,7 @@ class ClaimSet:
 
 def load_claims(path: str | Path | None = None) -> ClaimSet:
     """Read a claims file (the built-in seed claims when ``path`` is None); a bad file is an input error."""
-    file = DEFAULT_CLAIMS if path is None else Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"claims file {file} not found") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"claims file {file} is not valid TOML: {exc}") from exc
+    data = read_toml(DEFAULT_CLAIMS if path is None else Path(path), "claims")
     return parse_claims(data, None if path is None else str(path))
 
 

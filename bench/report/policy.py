@@ -212,15 +212,19 @@ def _limit(where: str, key: str, value: Any) -> float:
     return float(value)
 
 
+def read_toml(file: Path, what: str) -> dict[str, Any]:
+    """A user's TOML file (``what``: "policy", "claims"); missing or malformed is an input error."""
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} file {file} not found") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{what} file {file} is not valid TOML: {exc}") from exc
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
     """Read a policy TOML (the built-in default when ``path`` is None); a bad file is an input error."""
-    file = DEFAULT_POLICY if path is None else Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"policy file {file} not found") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"policy file {file} is not valid TOML: {exc}") from exc
+    data = read_toml(DEFAULT_POLICY if path is None else Path(path), "policy")
     return Policy.from_dict(data, source=None if path is None else str(path))
 
 
@@ -556,6 +560,7 @@ __all__ = [
     "load_previous",
     "measure_check",
     "policy_for",
+    "read_toml",
     "reference_row",
     "relative_figure",
     "relative_key",
