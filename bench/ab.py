@@ -17,7 +17,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,19 @@ class AbSide:
         return f"{self.model_dir} [{self.variant}]"
 
 
+@dataclass
+class _SideRun:
+    """What one side's blocks accumulate: its cell, timed samples, session times, noise and input batch."""
+
+    side: AbSide
+    cell: CellResult
+    probe: NoiseProbe  # isolation "session": the noise of every block measured in this process
+    samples: list[float] = field(default_factory=list)
+    creates: list[float] = field(default_factory=list)
+    block_noise: list[dict[str, Any]] = field(default_factory=list)  # isolation "process": each child's own
+    batch: np.ndarray | None = None
+
+
 def measure_ab(
     current: AbSide,
     baseline: AbSide,
@@ -102,9 +115,17 @@ def measure_ab(
         replicates=1,
     )
     env = environment.fingerprint(options.session.provider_options.device_id)
-    cells = [CellResult(variant=s.variant, provider=provider, batch_size=options.batch_size) for s in sides]
-    for cell, side in zip(cells, sides, strict=True):
-        cell.model = model_info(side.model_path)
+    cpu_threads = None if is_gpu(provider) else intra_op_threads(options.session.threads)
+    runs = [
+        _SideRun(
+            side,
+            CellResult(variant=side.variant, provider=provider, batch_size=options.batch_size),
+            NoiseProbe(cpu_threads),
+        )
+        for side in sides
+    ]
+    for run in runs:
+        run.cell.model = model_info(run.side.model_path)
     orders = stats.balanced_order(blocks, options.seed)
     order_text = "".join("AB" if o == (0, 1) else "BA" for o in orders)
     if log:
@@ -112,45 +133,38 @@ def measure_ab(
             f"ab: {blocks} blocks × {block_options.loop.iterations} calls per side, a fresh {isolation} per block, "
             f"order {order_text} (A = {current.label}, B = {baseline.label})"
         )
-    samples: list[list[float]] = [[], []]
-    creates: list[list[float]] = [[], []]
-    cpu_threads = None if is_gpu(provider) else intra_op_threads(options.session.threads)
-    noise = [NoiseProbe(cpu_threads), NoiseProbe(cpu_threads)]
-    block_noise: list[list[dict[str, Any]]] = [[], []]  # --isolation process: each block's child measured its own
-    batches: list[np.ndarray | None] = [None, None]
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, frozen_heap():
         for block, order in enumerate(orders):
             for i in order:
-                if cells[i].status != "ok":
+                if runs[i].cell.status != "ok":
                     continue
-                side_block = (sides[i], provider, block_options, cells[i], block, samples[i], creates[i])
                 if isolation == "process":
-                    _block_in_process(*side_block, block_noise[i], Path(tmp))
+                    _block_in_process(runs[i], provider, block_options, block, Path(tmp))
                 else:
-                    _block_in_session(*side_block, noise[i], batches, i, input_batch)
-    for i, side in enumerate(sides):
-        cell = cells[i]
-        if cell.status != "ok" or not samples[i]:
+                    _block_in_session(runs[i], provider, block_options, block, input_batch)
+    for run in runs:
+        cell, side = run.cell, run.side
+        if cell.status != "ok" or not run.samples:
             cell.sample_replicates = []
             continue
-        latency = LatencyStats.from_samples(samples[i])
-        cell.session_create_ms = creates[i][0] if creates[i] else None
-        cell.samples_ms = [round(x, 5) for x in samples[i]]
+        latency = LatencyStats.from_samples(run.samples)
+        cell.session_create_ms = run.creates[0] if run.creates else None
+        cell.samples_ms = [round(x, 5) for x in run.samples]
         cell.latency_ms = {k: round(v, 5) if isinstance(v, float) else v for k, v in latency.as_dict().items()}
         cell.throughput_ips = round(options.batch_size / (latency.mean / 1000.0), 3)
         cell.replicates = replicate_figures(
-            samples[i], cell.sample_replicates, creates[i], block_options.loop.iterations, isolation
+            run.samples, cell.sample_replicates, run.creates, block_options.loop.iterations, isolation
         )
-        cell.noise = noise[i].figures() if isolation == "session" else combine_noise(block_noise[i])
+        cell.noise = run.probe.figures() if isolation == "session" else combine_noise(run.block_noise)
         if evaluate is not None:
             engine = open_engine(side.model_path, side.variant, provider, options.session)  # alone: timed ones are gone
             cell.accuracy = evaluate(engine, side)
             del engine
             if cell.accuracy is None and log:
                 log(f"ab: accuracy not measured for {side.label}")
-    for i, side in enumerate(sides):
-        if cells[i].status == "ok":
-            cells[i].memory = _memory(side, provider, options, isolated_memory, log)
+    for run in runs:
+        if run.cell.status == "ok":
+            run.cell.memory = _memory(run.side, provider, options, isolated_memory, log)
 
     config = {
         "command": "ab",
@@ -165,9 +179,9 @@ def measure_ab(
     }
     if threads_why:
         config["threads_why"] = threads_why
-    runs = []
-    for role, side, cell in (("current", current, cells[0]), ("baseline", baseline, cells[1])):
-        runs.append(
+    results = []
+    for role, side, cell in (("current", current, runs[0].cell), ("baseline", baseline, runs[1].cell)):
+        results.append(
             RunResult(
                 environment=env,
                 dataset=dataset,
@@ -181,7 +195,7 @@ def measure_ab(
                 },
             )
         )
-    return runs[1], runs[0]
+    return results[1], results[0]
 
 
 def fit_threads(provider: str, options: RunOptions, log: LogFn | None = None) -> tuple[RunOptions, str | None]:
@@ -255,66 +269,51 @@ def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | N
 
 
 def _block_in_session(
-    side: AbSide,
+    run: _SideRun,
     provider: str,
     options: RunOptions,
-    cell: CellResult,
     block: int,
-    samples: list[float],
-    creates: list[float],
-    noise: NoiseProbe,
-    batches: list[np.ndarray | None],
-    index: int,
     input_batch: Callable[[Engine, AbSide], np.ndarray] | None,
 ) -> None:
     """One replicate of one side in this process: a fresh session, warm-up, timed calls; the session then goes."""
     gc.collect()  # the other side's session of the previous step is gone before this one is made
+    side, cell = run.side, run.cell
     engine = call = None
     try:
         engine = open_engine(side.model_path, side.variant, provider, options.session)
-        batch = batches[index]
-        if batch is None:
+        if run.batch is None:
             batch = input_batch(engine, side) if input_batch else engine.random_batch(options.batch_size, options.seed)
             engine.check_batch_size(batch.shape[0])
-            batches[index] = batch
+            run.batch = batch
             cell.providers_effective = engine.providers_effective
             cell.io_binding = engine.io_binding_default if options.io_binding is None else options.io_binding
-        call = engine.timed_call(batch, io_binding=bool(cell.io_binding))
-        with noise:
+        call = engine.timed_call(run.batch, io_binding=bool(cell.io_binding))
+        with run.probe:
             times = timed_loop(call, options.loop)
     except InputError:
         raise
     except Exception as exc:  # provider trouble or an inference that throws: that side failed, the other goes on
         cell.status, cell.reason = cell_failure(exc, provider)
         return
-    creates.append(round(engine.session_create_ms, 3))
-    samples.extend(times)
+    run.creates.append(round(engine.session_create_ms, 3))
+    run.samples.extend(times)
     cell.sample_replicates.extend([block] * len(times))
 
 
-def _block_in_process(
-    side: AbSide,
-    provider: str,
-    options: RunOptions,
-    cell: CellResult,
-    block: int,
-    samples: list[float],
-    creates: list[float],
-    noises: list[dict[str, Any]],
-    workdir: Path,
-) -> None:
+def _block_in_process(run: _SideRun, provider: str, options: RunOptions, block: int, workdir: Path) -> None:
     """One replicate of one side in a fresh process (bench._cell): process-level state is not shared either."""
+    side, cell = run.side, run.cell
     spec = cell_spec(side.variant, provider, side.model_dir, side.model_path, options)
     result = run_cell_process(spec, BLOCK_TIMEOUT_S, workdir, tag=f"block{block}-{id(side)}")
     if result.status != "ok":
         cell.status, cell.reason = result.status, result.reason
         return
     cell.providers_effective, cell.io_binding = result.providers_effective, result.io_binding
-    creates.append(result.session_create_ms or 0.0)
-    samples.extend(result.samples_ms)
+    run.creates.append(result.session_create_ms or 0.0)
+    run.samples.extend(result.samples_ms)
     cell.sample_replicates.extend([block] * len(result.samples_ms))
     if result.noise:
-        noises.append(dict(result.noise))
+        run.block_noise.append(dict(result.noise))
 
 
 def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, log: LogFn | None) -> dict[str, Any]:
