@@ -348,39 +348,10 @@ class VersusClean(TypedDict, total=False):
     reasons: dict[str, str]
 
 
-class PerturbedAccuracy(TypedDict, total=False):
-    """One perturbation (bench.perturb name, e.g. ``jpeg:50+resize:0.5``) of one (variant, provider): the
-    accuracy figures on the perturbed images, the change against clean, agreement with the reference variant
-    under the same perturbation, and the per-image predictions."""
-
-    perturbation: Required[str]
-    n: int
-    threshold: float
-    accuracy: float | None
-    balanced_accuracy: float | None
-    precision: float | None
-    recall: float | None
-    f1: float | None
-    roc_auc: float | None
-    average_precision: float | None
-    eer: float | None
-    eer_threshold: float | None
-    log_loss: float | None
-    ece: float | None
-    confusion: list[list[int]] | None
-    reasons: dict[str, str]
-    vs_clean: VersusClean
-    agreement: Agreement | None
-    wall_s: float
-    predictions: list[Prediction]
-
-
-class Accuracy(TypedDict, total=False):
-    """Accuracy figures of one (variant, provider) on the dataset; None with ``reasons[field]`` when undefined."""
+class Scores(TypedDict, total=False):
+    """The figures of a labelled evaluation, clean or perturbed; None with ``reasons[field]`` when undefined."""
 
     n: int
-    skipped: list[SkippedImage]
-    positive_label: str | None
     threshold: float
     accuracy: float | None
     balanced_accuracy: float | None
@@ -395,6 +366,25 @@ class Accuracy(TypedDict, total=False):
     ece: float | None
     confusion: list[list[int]] | None  # [[tn, fp], [fn, tp]]
     reasons: dict[str, str]
+
+
+class PerturbedAccuracy(Scores, total=False):
+    """One perturbation (bench.perturb name, e.g. ``jpeg:50+resize:0.5``) of one (variant, provider): the
+    accuracy figures on the perturbed images, the change against clean, agreement with the reference variant
+    under the same perturbation, and the per-image predictions."""
+
+    perturbation: Required[str]
+    vs_clean: VersusClean
+    agreement: Agreement | None
+    wall_s: float
+    predictions: list[Prediction]
+
+
+class Accuracy(Scores, total=False):
+    """Accuracy figures of one (variant, provider) on the dataset; None with ``reasons[field]`` when undefined."""
+
+    skipped: list[SkippedImage]
+    positive_label: str | None
     agreement: Agreement | None
     images_per_s: float | None
     wall_s: float
