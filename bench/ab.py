@@ -32,7 +32,7 @@ from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.evaluate import evaluate_engine
 from bench.modelfile import model_info
-from bench.noise import NoiseProbe, combine_noise, intra_op_threads
+from bench.noise import NoiseProbe, combine_noise
 from bench.perturb import parse_perturbations
 from bench.providers import is_gpu, parse_providers
 from bench.results import CellResult, DatasetInfo, RunResult
@@ -115,7 +115,7 @@ def measure_ab(
         replicates=1,
     )
     env = environment.fingerprint(options.session.provider_options.device_id)
-    cpu_threads = None if is_gpu(provider) else intra_op_threads(options.session.threads)
+    cpu_threads = options.cpu_threads(provider)
     runs = [
         _SideRun(
             side,
@@ -208,7 +208,7 @@ def fit_threads(provider: str, options: RunOptions, log: LogFn | None = None) ->
     """
     if options.session.threads is not None or is_gpu(provider):
         return options, None
-    probe = NoiseProbe(intra_op_threads(None))
+    probe = NoiseProbe(options.cpu_threads(provider))
     with probe:
         time.sleep(CONTENTION_PROBE_S)
     noise = probe.figures()

@@ -23,7 +23,7 @@ from bench import stats
 from bench.cluster import cell_machine_id, machine_class
 from bench.environment import machine_id
 from bench.errors import InputError, VerdictFailed
-from bench.noise import OTHERS_CPU_NOISY
+from bench.noise import load_difference
 from bench.results import SCHEMA_VERSION, CellKey, CellResult, RunResult, schema_of
 from bench.robustness_compare import perturbed_accuracy_rows
 
@@ -579,19 +579,13 @@ def _latency_row(
             replicates_needed=None,
             why=f"{head}; the run-to-run spread dominates: measure both sides in one job (bench ab)",
         )
-    load_b, load_c = ((cell.noise or {}).get("others_cpu_cores") for cell in (b, c))
-    if (
-        decided.verdict in ("regression", "improvement")
-        and load_b is not None
-        and load_c is not None
-        and abs(load_c - load_b) > OTHERS_CPU_NOISY
-    ):
-        # e.g. a neighbour took 0.7 of a core in one run and 1.05 in the other: ×0.70 measured on an A/A pair
+    load = load_difference(b.noise, c.noise)
+    if load and decided.verdict in ("regression", "improvement"):
         decided = replace(
             decided,
             verdict="inconclusive",
             why=f"inconclusive: {decided.why.split(';')[0]}, but the sides were measured under different load "
-            f"(other processes used {load_b:.2f} vs {load_c:.2f} cores): the difference may be the load's",
+            f"({load}): the difference may be the load's",
         )
     noise_b, noise_c = stats.noise_components(gb), stats.noise_components(gc)
     why = decided.why + f" (two-level bootstrap over {unit}: {est.groups[0]} vs {est.groups[1]}"

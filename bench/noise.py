@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -144,6 +145,15 @@ class NoiseProbe:
         return figures
 
 
+def load_difference(baseline: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> str | None:
+    """Why two measurements' neighbours differ enough to explain a latency difference (others' CPU apart by
+    more than ``OTHERS_CPU_NOISY``), or None; seen: an A/A pair reading ×0.70 at 1.05 vs 0.69 cores."""
+    others = [(n or {}).get("others_cpu_cores") for n in (baseline, current)]
+    if None in others or abs(others[1] - others[0]) <= OTHERS_CPU_NOISY:
+        return None
+    return f"other processes used {others[0]:.2f} vs {others[1]:.2f} cores"
+
+
 def combine_noise(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One Noise object for phases measured apart (blocks in fresh processes): load weighted by each
     phase's wall time, the flags judged again on the whole."""
@@ -172,4 +182,12 @@ def combine_noise(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     return figures
 
 
-__all__ = ["OTHERS_CPU_NOISY", "STEAL_NOISY_PCT", "NoiseProbe", "combine_noise", "intra_op_threads", "noise_reasons"]
+__all__ = [
+    "OTHERS_CPU_NOISY",
+    "STEAL_NOISY_PCT",
+    "NoiseProbe",
+    "combine_noise",
+    "intra_op_threads",
+    "load_difference",
+    "noise_reasons",
+]

@@ -77,6 +77,11 @@ class RunOptions:
             for r in range(count)
         ]
 
+    def cpu_threads(self, provider: str) -> int | None:
+        """The CPU threads a session on ``provider`` computes with, for the contention check (bench.noise);
+        None on a GPU provider, where the CPU only launches work."""
+        return None if is_gpu(provider) else intra_op_threads(self.session.threads)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for a child process (``bench._cell``); :meth:`from_dict` rebuilds it."""
         data = asdict(self)
@@ -142,7 +147,7 @@ def measure_cell(
     loops = options.replicate_loops()
     samples: list[float] = []
     creates: list[float] = []
-    noise = NoiseProbe(threads=None if is_gpu(provider) else intra_op_threads(options.session.threads))
+    noise = NoiseProbe(options.cpu_threads(provider))
     batch: np.ndarray | None = None
     engine: Engine | TorchEngine | None = None
     try:
