@@ -8,6 +8,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+# a ViT image processor's settings (HF preprocessor_config.json), without the size
+PREPROCESSOR = {
+    "do_resize": True,
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.5] * 3,
+    "image_std": [0.5] * 3,
+}
 
 
 def make_classifier(
@@ -83,18 +95,18 @@ def make_bundle(root: Path, size: int = 32, labels: tuple[str, ...] = ("Deepfake
             }
         )
     )
-    (root / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "do_resize": True,
-                "size": {"height": size, "width": size},
-                "resample": 2,
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "do_normalize": True,
-                "image_mean": [0.5] * 3,
-                "image_std": [0.5] * 3,
-            }
-        )
-    )
+    (root / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR | {"size": {"height": size, "width": size}}))
+    return root
+
+
+def make_variants_workspace(root: Path, images_per_class: int) -> Path:
+    """``root/tiny``: a bundle with three variants (fp32, wide, seed2); ``root/ds``: real/ and fake/ 40×40 PNGs."""
+    bundle = make_bundle(root / "tiny")
+    make_classifier(bundle / "onnx" / "model_wide.onnx", hidden=128, seed=1)
+    make_classifier(bundle / "onnx" / "model_seed2.onnx", seed=2)
+    rng = np.random.default_rng(0)
+    for cls in ("real", "fake"):
+        (root / "ds" / cls).mkdir(parents=True)
+        for i in range(images_per_class):
+            Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(root / "ds" / cls / f"{i}.png")
     return root

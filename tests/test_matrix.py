@@ -14,17 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from PIL import Image
 
 from bench.errors import InputError
 from bench.matrix import _load_previous, _reusable, parse_batch_sizes, plan_cells
 from bench.results import CellResult, ModelInfo, RunResult
 
-from models import make_bundle, make_classifier
+from models import make_variants_workspace
 
 RUN = [sys.executable, "-m", "bench", "matrix"]
 FAST = ["--iterations", "5", "--warmup", "1", "--threads", "1"]
@@ -47,16 +45,7 @@ def bench(
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny bundle with three variants (fp32, wide, seed2) and a 12-image labelled set."""
-    root = tmp_path_factory.mktemp("matrix")
-    bundle = make_bundle(root / "tiny")
-    make_classifier(bundle / "onnx" / "model_wide.onnx", hidden=128, seed=1)
-    make_classifier(bundle / "onnx" / "model_seed2.onnx", seed=2)
-    rng = np.random.default_rng(0)
-    for cls in ("real", "fake"):
-        (root / "ds" / cls).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(root / "ds" / cls / f"{i}.png")
-    return root
+    return make_variants_workspace(tmp_path_factory.mktemp("matrix"), images_per_class=6)
 
 
 @pytest.fixture(scope="module")

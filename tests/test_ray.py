@@ -19,10 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 
 from bench import load
 from bench.bundle import Bundle
@@ -38,7 +36,7 @@ from bench.runner import RunOptions
 from bench.service import harness
 from bench.timing import LoopSpec
 
-from models import make_bundle, make_classifier
+from models import make_variants_workspace
 
 OPTIONS = RunOptions(loop=LoopSpec(iterations=5, warmup=1), session=SessionSpec(threads=1))
 CLI = [sys.executable, "-m", "bench", "matrix", "--iterations", "5", "--warmup", "1", "--threads", "1"]
@@ -59,16 +57,7 @@ def ray_address() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny bundle with three variants (fp32, wide, seed2) and a 6-image labelled set."""
-    root = tmp_path_factory.mktemp("ray")
-    bundle = make_bundle(root / "tiny")
-    make_classifier(bundle / "onnx" / "model_wide.onnx", hidden=128, seed=1)
-    make_classifier(bundle / "onnx" / "model_seed2.onnx", seed=2)
-    rng = np.random.default_rng(0)
-    for cls in ("real", "fake"):
-        (root / "ds" / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(root / "ds" / cls / f"{i}.png")
-    return root
+    return make_variants_workspace(tmp_path_factory.mktemp("ray"), images_per_class=3)
 
 
 def _matrix(workspace: Path, out: str, executor: Any, variants: list[str], providers: list[str], **kw: Any) -> Any:

@@ -29,20 +29,11 @@ from bench.service import ServiceConfig
 from bench.torch_engine import TorchEngine
 from bench.variants import ensure_variant, list_variants, parse_variants
 
-from models import make_classifier
+from models import PREPROCESSOR, make_classifier
 
 RUN = [sys.executable, "-m", "bench"]
 FAKE = 0  # id2label 0 = Deepfake
 TOLERANCE = 1e-4
-PREPROCESSOR = {
-    "do_resize": True,
-    "resample": 2,
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.5] * 3,
-    "image_std": [0.5] * 3,
-}
 
 
 def bench(*args: str, env: dict[str, str] | None = None, prefix: list[str] = RUN) -> subprocess.CompletedProcess[str]:
