@@ -123,6 +123,7 @@ def test_contention_is_bench_threads_plus_the_others_load_beyond_the_cpus() -> N
     assert contended and "measure with --threads 1 or a quiet machine" in "; ".join(why)
     assert noise_reasons(1.0, None, threads=1, cpus=2) == (["other processes used 1.00 cores"], False)
     assert noise_reasons(0.1, None, threads=2, cpus=2) == ([], False)  # quiet: bench's own threads are no noise
+    assert noise_reasons(1.01, None, threads=1, cpus=2)[1] is False  # one thread beside one busy core: room left
     why, contended = noise_reasons(1.6, 3.0, threads=1, cpus=2)
     assert contended and "measure with a quiet machine" in why[1] and why[2] == "steal 3.0%"
     assert noise_reasons(1.0, None, threads=None, cpus=2)[1] is False  # GPU cells: no CPU threads to contend
