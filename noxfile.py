@@ -10,6 +10,9 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.default_venv_backend = "venv"
 
 TORCH = "torch==2.13.0"  # CPU wheel; never unpinned torch, which pulls GBs of CUDA wheels
+# The linters, pinned (as in pyproject's dev extra): a new ruff or mypy release must not fail an unchanged tree.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
 
 
 @nox.session
@@ -21,12 +24,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check), the import layers contract, and mypy on the typed core."""
-    session.install("-e", ".[dev]")
+    """ruff (lint + format check), the import layers contract, and mypy over all of bench/, with pinned tools."""
+    # the project and its dependencies too: mypy checks bench against the types of the libraries it calls
+    session.install("-e", ".[dev]", RUFF, MYPY)
     session.run("ruff", "check", "bench", "tests", "noxfile.py", "variants")
     session.run("ruff", "format", "--check", "bench", "tests", "noxfile.py", "variants")
     session.run("lint-imports")
-    session.run("mypy", "bench/results.py", "bench/compare.py", "bench/timing.py")
+    session.run("mypy", "bench")
 
 
 # The gate: `bench ab` of this tree's demo model against the base revision's, both measured in this job,

@@ -25,11 +25,11 @@ from typing import Any
 
 from bench import faults
 from bench.bundle import Bundle
-from bench.engine import Engine, probe_provider
+from bench.engine import probe_provider
 from bench.errors import BenchError
 from bench.evaluate import labelled_set_evaluator
 from bench.results import CellResult, ModelInfo, atomic_write_text, json_default
-from bench.runner import RunOptions, images_batch, measure_cell
+from bench.runner import RunOptions, image_feed, measure_cell
 
 _SIGNALS = {
     signal.SIGABRT: "crashed (SIGABRT: the process aborted)",
@@ -170,13 +170,8 @@ def run_cell(spec: dict[str, Any]) -> CellResult:
     faults.maybe_crash(variant, provider)
     options = RunOptions.from_dict(spec["options"])
     bundle = Bundle.discover(spec["model_dir"])
-    feed = None
     images = [Path(p) for p in spec.get("input_images") or []]
-    if images:
-
-        def feed(engine: Engine) -> Any:
-            return images_batch(images, options.batch_size, engine, bundle.preprocess_config(engine.input.image_hw()))
-
+    feed = image_feed(images, options.batch_size, bundle) if images else None
     evaluate = labelled_set_evaluator(bundle, spec["evaluate"], options.batch_size) if spec.get("evaluate") else None
     model = ModelInfo(**spec["model"]) if spec.get("model") else None
     return measure_cell(

@@ -5,9 +5,9 @@ release gate measures both sides in the same job, interleaved, in a randomised b
 AB as BA blocks), so drift, thermal state and neighbours' load fall on both sides alike. Each block of
 each side is a replicate: a fresh session (one alive at a time: a session settles into a fast or slow
 state for many calls, and how many sessions are alive changes the figure), or with ``isolation="process"``
-a fresh process. The verdicts are :func:`bench.compare.compare_runs`', whose two-level bootstrap
-resamples these blocks, then calls within them. Memory comes from a short run of each side in its own
-fresh process (RSS is per process).
+a fresh process; either way timed as ``bench run`` times its replicates (``bench.runner``). The verdicts
+are :func:`bench.compare.compare_runs`', whose two-level bootstrap resamples these blocks, then calls
+within them. Memory comes from a short run of each side in its own fresh process (RSS is per process).
 """
 
 from __future__ import annotations
@@ -19,35 +19,43 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from bench import datasets, environment, stats
 from bench._cell import cell_spec, run_cell_process
-from bench.backends import open_engine
-from bench.bundle import Bundle, positive_index, resolve_model_dir
+from bench.bundle import Bundle, resolve_model_dir
 from bench.compare import CompareResult, Tolerances, compare_runs
 from bench.engine import Engine, cell_failure
 from bench.errors import InputError
-from bench.evaluate import evaluate_engine
+from bench.evaluate import EvalSpec, Evaluator
 from bench.modelfile import model_info
 from bench.noise import NoiseProbe, combine_noise
+from bench.options import DEFAULT_MIN_TIME_S, ISOLATIONS, MAX_BLOCKS, MIN_BLOCKS
 from bench.perturb import parse_perturbations
 from bench.providers import is_gpu, parse_providers
-from bench.results import CellResult, DatasetInfo, RunResult
-from bench.runner import RunOptions, images_batch, replicate_figures
+from bench.results import (
+    Accuracy,
+    CellMemory,
+    CellResult,
+    DatasetInfo,
+    Environment,
+    Noise,
+    RunConfig,
+    RunResult,
+    atomic_write_text,
+)
+from bench.runner import FreshSessions, ReplicateSamples, RunOptions, image_feed
 from bench.sampling import ResourceSampler
-from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
+from bench.timing import LoopSpec, frozen_heap
+from bench.torch_engine import TorchEngine
 from bench.variants import ensure_variant
 
 LogFn = Callable[[str], None]
 MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed, not waited on forever
-MIN_BLOCKS, MAX_BLOCKS = 10, 40  # auto blocks: at least 10 replicates per side; beyond 40 the gain is small
-DEFAULT_MIN_TIME_S = 1.0  # bench ab times each side for at least this long (a µs model's 100 calls are 1 ms)
 BLOCK_TIMEOUT_S = 600.0  # a block in its own process (--isolation process) that hangs longer is a failed side
 CONTENTION_PROBE_S = 0.3  # seconds of looking at the others' load before bench ab picks its threads
-ISOLATIONS = ("session", "process")
 
 
 @dataclass(frozen=True)
@@ -65,15 +73,14 @@ class AbSide:
 
 @dataclass
 class _SideRun:
-    """What one side's blocks accumulate: its cell, timed samples, session times, noise and input batch."""
+    """What one side's blocks accumulate: its cell, its timed samples and the noise they were timed in."""
 
     side: AbSide
     cell: CellResult
+    sessions: FreshSessions  # this side's sessions: one per block (isolation "session"), one to evaluate in
     probe: NoiseProbe  # isolation "session": the noise of every block measured in this process
-    samples: list[float] = field(default_factory=list)
-    creates: list[float] = field(default_factory=list)
+    timed: ReplicateSamples = field(default_factory=ReplicateSamples)
     block_noise: list[dict[str, Any]] = field(default_factory=list)  # isolation "process": each child's own
-    batch: np.ndarray | None = None
 
 
 def measure_ab(
@@ -82,8 +89,8 @@ def measure_ab(
     provider: str,
     options: RunOptions,
     blocks: int | None = None,
-    input_batch: Callable[[Engine, AbSide], np.ndarray] | None = None,
-    evaluate: Callable[[Engine, AbSide], dict[str, Any] | None] | None = None,
+    input_batch: Callable[[Engine | TorchEngine, AbSide], np.ndarray] | None = None,
+    evaluate: Callable[[Engine | TorchEngine, AbSide], Accuracy | None] | None = None,
     isolated_memory: bool = True,
     dataset: DatasetInfo | None = None,
     log: LogFn | None = None,
@@ -114,18 +121,15 @@ def measure_ab(
         ),
         replicates=1,
     )
-    env = environment.fingerprint(options.session.provider_options.device_id)
+    env = cast(Environment, environment.fingerprint(options.session.provider_options.device_id))
     cpu_threads = options.cpu_threads(provider)
-    runs = [
-        _SideRun(
-            side,
-            CellResult(variant=side.variant, provider=provider, batch_size=options.batch_size),
-            NoiseProbe(cpu_threads),
-        )
-        for side in sides
-    ]
-    for run in runs:
-        run.cell.model = model_info(run.side.model_path)
+    runs = []
+    for side in sides:
+        cell = CellResult(variant=side.variant, provider=provider, batch_size=options.batch_size)
+        cell.model = model_info(side.model_path)
+        feed = (lambda engine, s=side: input_batch(engine, s)) if input_batch else None
+        sessions = FreshSessions(side.model_path, side.variant, provider, block_options, feed, cell.model.sha256)
+        runs.append(_SideRun(side, cell, sessions, NoiseProbe(cpu_threads)))
     orders = stats.balanced_order(blocks, options.seed)
     order_text = "".join("AB" if o == (0, 1) else "BA" for o in orders)
     if log:
@@ -141,42 +145,38 @@ def measure_ab(
                 if isolation == "process":
                     _block_in_process(runs[i], provider, block_options, block, Path(tmp))
                 else:
-                    _block_in_session(runs[i], provider, block_options, block, input_batch)
+                    _block_in_session(runs[i], provider, block_options.loop, block)
     for run in runs:
         cell, side = run.cell, run.side
-        if cell.status != "ok" or not run.samples:
-            cell.sample_replicates = []
+        if cell.status != "ok" or not run.timed.samples:
             continue
-        latency = LatencyStats.from_samples(run.samples)
-        cell.session_create_ms = run.creates[0] if run.creates else None
-        cell.samples_ms = [round(x, 5) for x in run.samples]
-        cell.latency_ms = {k: round(v, 5) if isinstance(v, float) else v for k, v in latency.as_dict().items()}
-        cell.throughput_ips = round(options.batch_size / (latency.mean / 1000.0), 3)
-        cell.replicates = replicate_figures(
-            run.samples, cell.sample_replicates, run.creates, block_options.loop.iterations, isolation
+        run.timed.record(cell, block_options.loop.iterations, isolation)
+        cell.noise = cast(
+            "Noise | None", run.probe.figures() if isolation == "session" else combine_noise(run.block_noise)
         )
-        cell.noise = run.probe.figures() if isolation == "session" else combine_noise(run.block_noise)
         if evaluate is not None:
-            engine = open_engine(side.model_path, side.variant, provider, options.session)  # alone: timed ones are gone
-            cell.accuracy = evaluate(engine, side)
-            del engine
+            cell.accuracy = evaluate(run.sessions.open(), side)  # alone: the timed sessions are gone
+            run.sessions.close()
             if cell.accuracy is None and log:
                 log(f"ab: accuracy not measured for {side.label}")
     for run in runs:
         if run.cell.status == "ok":
             run.cell.memory = _memory(run.side, provider, options, isolated_memory, log)
 
-    config = {
-        "command": "ab",
-        "provider": provider,
-        "blocks": blocks,
-        "iterations_per_block": block_options.loop.iterations,
-        "order": order_text,
-        "isolation": isolation,
-        "memory": "isolated process per side" if isolated_memory and options.sample_hz > 0 else "off",
-        **options.as_config(),
-        "replicates": blocks,
-    }
+    config = cast(
+        RunConfig,
+        {
+            "command": "ab",
+            "provider": provider,
+            "blocks": blocks,
+            "iterations_per_block": block_options.loop.iterations,
+            "order": order_text,
+            "isolation": isolation,
+            "memory": "isolated process per side" if isolated_memory and options.sample_hz > 0 else "off",
+            **options.as_config(),
+            "replicates": blocks,
+        },
+    )
     if threads_why:
         config["threads_why"] = threads_why
     results = []
@@ -237,27 +237,20 @@ def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | N
     (Kalibera & Jones: spend on the level that varies, in proportion to what it costs). Session
     overhead then stays at most about the timed time: the wall time at most doubles.
     """
-    engine = call = None
+    probe = FreshSessions(side.model_path, side.variant, provider, options)
+    warmup = max(1, options.loop.warmup)
     try:
-        engine = open_engine(side.model_path, side.variant, provider, options.session)
-        batch = engine.random_batch(options.batch_size, options.seed)
-        engine.check_batch_size(batch.shape[0])
-        call = engine.timed_call(
-            batch, io_binding=engine.io_binding_default if options.io_binding is None else options.io_binding
-        )
-        start = time.perf_counter()
-        for _ in range(max(1, options.loop.warmup)):
-            call()
-        warm_s = time.perf_counter() - start
-        per_call = warm_s / max(1, options.loop.warmup)
-        block_cost = engine.session_create_ms / 1000.0 + warm_s
+        times, create_ms = probe.measure(LoopSpec(iterations=warmup, warmup=0))  # a block's warm-up calls, timed
     except InputError:
         raise
     except Exception:  # the blocks themselves will record why this side cannot run
         return MIN_BLOCKS
     finally:
-        engine = call = None  # the probe session is gone before the first block
+        probe.close()  # the probe session is gone before the first block
         gc.collect()
+    warm_s = sum(times) / 1000.0
+    per_call = warm_s / warmup
+    block_cost = create_ms / 1000.0 + warm_s
     timed = max(options.loop.min_time_s or 0.0, options.loop.iterations * per_call)
     blocks = int(min(MAX_BLOCKS, max(MIN_BLOCKS, timed / max(block_cost, 1e-6))))
     if log:
@@ -268,36 +261,22 @@ def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | N
     return blocks
 
 
-def _block_in_session(
-    run: _SideRun,
-    provider: str,
-    options: RunOptions,
-    block: int,
-    input_batch: Callable[[Engine, AbSide], np.ndarray] | None,
-) -> None:
-    """One replicate of one side in this process: a fresh session, warm-up, timed calls; the session then goes."""
-    gc.collect()  # the other side's session of the previous step is gone before this one is made
-    side, cell = run.side, run.cell
-    engine = call = None
+def _block_in_session(run: _SideRun, provider: str, loop: LoopSpec, block: int) -> None:
+    """One replicate of one side in this process: a fresh session, warm-up, timed calls; the session then goes,
+    so the other side's next block opens the only one alive."""
+    cell, sessions = run.cell, run.sessions
     try:
-        engine = open_engine(side.model_path, side.variant, provider, options.session)
-        if run.batch is None:
-            batch = input_batch(engine, side) if input_batch else engine.random_batch(options.batch_size, options.seed)
-            engine.check_batch_size(batch.shape[0])
-            run.batch = batch
-            cell.providers_effective = engine.providers_effective
-            cell.io_binding = engine.io_binding_default if options.io_binding is None else options.io_binding
-        call = engine.timed_call(run.batch, io_binding=bool(cell.io_binding))
-        with run.probe:
-            times = timed_loop(call, options.loop)
+        times, create_ms = sessions.measure(loop, during=(run.probe,))
     except InputError:
         raise
     except Exception as exc:  # provider trouble or an inference that throws: that side failed, the other goes on
         cell.status, cell.reason = cell_failure(exc, provider)
         return
-    run.creates.append(round(engine.session_create_ms, 3))
-    run.samples.extend(times)
-    cell.sample_replicates.extend([block] * len(times))
+    finally:
+        sessions.close()
+        if sessions.batch is not None:  # the first session built and checked the input
+            cell.providers_effective, cell.io_binding = sessions.providers_effective, sessions.io_binding
+    run.timed.add(block, times, create_ms)
 
 
 def _block_in_process(run: _SideRun, provider: str, options: RunOptions, block: int, workdir: Path) -> None:
@@ -309,17 +288,15 @@ def _block_in_process(run: _SideRun, provider: str, options: RunOptions, block: 
         cell.status, cell.reason = result.status, result.reason
         return
     cell.providers_effective, cell.io_binding = result.providers_effective, result.io_binding
-    run.creates.append(result.session_create_ms or 0.0)
-    run.samples.extend(result.samples_ms)
-    cell.sample_replicates.extend([block] * len(result.samples_ms))
+    run.timed.add(block, result.samples_ms, result.session_create_ms or 0.0)
     if result.noise:
         run.block_noise.append(dict(result.noise))
 
 
-def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, log: LogFn | None) -> dict[str, Any]:
+def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, log: LogFn | None) -> CellMemory:
     """The side's memory figures from a short run in a fresh process (the same sampler as ``bench run``)."""
     if not isolated or options.sample_hz <= 0:
-        stats = ResourceSampler(hz=0, gpu_index=None).stats().as_dict()
+        stats = cast(CellMemory, ResourceSampler(hz=0, gpu_index=None).stats().as_dict())
         if not isolated and options.sample_hz > 0:
             stats["gpu_reason"] = "memory not measured (isolated memory runs turned off)"
         return stats
@@ -336,9 +313,25 @@ def _memory(side: AbSide, provider: str, options: RunOptions, isolated: bool, lo
     # a crashed or hung memory run must not sink the latency verdict
     if log:
         log(f"ab: memory run for {side.label} failed: {cell.reason}")
-    stats = ResourceSampler(hz=0, gpu_index=None).stats().as_dict()
+    stats = cast(CellMemory, ResourceSampler(hz=0, gpu_index=None).stats().as_dict())
     stats["gpu_reason"] = f"memory run failed: {cell.reason or 'no memory figures'}"
     return stats
+
+
+def timed_for_a_while(options: RunOptions) -> RunOptions:
+    """``options`` with ``min_time_s`` = DEFAULT_MIN_TIME_S unless one was given: a verdict needs seconds of
+    calls per side, and 100 calls of a µs model are 1 ms."""
+    if options.loop.min_time_s is not None:
+        return options
+    return replace(options, loop=replace(options.loop, min_time_s=DEFAULT_MIN_TIME_S))
+
+
+def write_ab(out: Path, result: CompareResult, baseline: RunResult, current: RunResult) -> None:
+    """``bench ab --out DIR``: baseline/ and current/ results, compare.json and compare.md."""
+    baseline.write(out / "baseline")
+    current.write(out / "current")
+    atomic_write_text(out / "compare.json", result.to_json() + "\n")
+    atomic_write_text(out / "compare.md", result.to_markdown("bench ab"))
 
 
 def run_ab(
@@ -359,7 +352,11 @@ def run_ab(
     isolation: str = "session",
     perturb: Sequence[str] = (),
 ) -> tuple[CompareResult, RunResult, RunResult]:
-    """``bench ab``: resolve both sides, measure them interleaved, compare (baseline = ``against``)."""
+    """``bench ab``: resolve both sides, measure them interleaved, compare (baseline = ``against``).
+
+    Without ``min_time_s`` each side is timed for at least DEFAULT_MIN_TIME_S (:func:`timed_for_a_while`).
+    """
+    options = timed_for_a_while(options)
     perturbations = parse_perturbations(perturb) if perturb else []
     if perturbations and dataset is None:
         raise InputError("--perturb needs --dataset (a labelled set to evaluate both sides on)")
@@ -388,30 +385,21 @@ def run_ab(
                 log(f"warning: {warning}")
         paths = [item.path for item in lset.items]
         dataset_fp = lset.fingerprint()
+        spec = EvalSpec(lset.root, threshold, positive_label, perturbations=tuple(perturb))
+        evaluators = {key: Evaluator(bundle, lset, spec) for key, bundle in bundles.items()}
+        feeds = {key: image_feed(paths, options.batch_size, bundle) for key, bundle in bundles.items()}
 
-        def input_batch(engine: Any, side: AbSide) -> np.ndarray:
-            cfg = bundles[id(side)].preprocess_config(engine.input.image_hw())
-            return images_batch(paths, options.batch_size, engine, cfg)
+        def input_batch(engine: Engine | TorchEngine, side: AbSide) -> np.ndarray:
+            return feeds[id(side)](engine)
 
-        def evaluate(engine: Any, side: AbSide) -> dict[str, Any] | None:
-            bundle = bundles[id(side)]
-            labels = bundle.labels() or bundle.labels(engine.num_classes)
-            pos, why = positive_index(labels, positive_label)
-            if pos is None:  # CLI.md: accuracy unavailable with the reason; latency still runs
+        def evaluate(engine: Engine | TorchEngine, side: AbSide) -> Accuracy | None:
+            evaluator = evaluators[id(side)]
+            positive, why = evaluator.target(evaluator.labels(engine))
+            if positive is None:  # CLI.md: accuracy unavailable with the reason; latency still runs
                 if log:
                     log(f"ab: accuracy unavailable for {side.label}: {why}")
                 return None
-            return evaluate_engine(
-                engine,
-                lset.indexed(labels, pos),
-                labels,
-                pos,
-                threshold,
-                preprocess=bundle.preprocess_config(engine.input.image_hw()),
-                root=lset.root,
-                skipped=lset.skipped,
-                perturbations=perturbations,
-            )
+            return evaluator(engine)
 
     base_run, cur_run = measure_ab(
         cur,
@@ -441,4 +429,6 @@ __all__ = [
     "auto_blocks",
     "measure_ab",
     "run_ab",
+    "timed_for_a_while",
+    "write_ab",
 ]

@@ -31,12 +31,12 @@ import numpy as np
 
 from bench import environment, stats
 from bench._cell import cell_spec, run_cell_process
-from bench.ab import AbSide, auto_blocks, measure_ab
+from bench.ab import AbSide, auto_blocks, measure_ab, timed_for_a_while
 from bench.bundle import Bundle
 from bench.compare import Tolerances, compare_runs
 from bench.errors import CellNotRun, InputError
 from bench.modelfile import model_info
-from bench.results import CellResult, RunResult, atomic_write_text
+from bench.results import CellResult, Environment, RunResult, atomic_write_text
 from bench.runner import RunOptions
 from bench.variants import ensure_variant
 
@@ -65,6 +65,7 @@ def run_calibration(
         raise InputError(f"--target-mde must be a fraction between 0 and 1 (e.g. 5% or 0.05), got {target_mde}")
     tol = tolerances or Tolerances()
     say = log or (lambda _m: None)
+    options = timed_for_a_while(options)  # as bench ab: each side is timed for at least this long
     path = ensure_variant(bundle, variant, allow_build=allow_build, log=log)
     side = AbSide(path, variant, bundle.root)
     blocks = blocks or auto_blocks(side, provider, options, log)
@@ -165,7 +166,7 @@ def _cross_run(
             say(f"calibrate: separate run {k + 1}/{runs + 1}: p50 {p50} ms")
     rows = []
     for a, b in itertools.pairwise(cells):
-        env = {"machine_id": "this"}
+        env: Environment = {"machine_id": "this"}
         rows.append(_p50_row(compare_runs(RunResult(env, {}, [a]), RunResult(env, {}, [b]), tol)))
     log_medians = np.log([float(np.median(c.samples_ms)) for c in cells])
     within = [r["se_log"] for r in rows if r["se_log"] is not None]
@@ -223,4 +224,17 @@ def summary_lines(calibration: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["CALIBRATION_FILE", "load_calibration", "run_calibration", "summary_lines", "write_calibration"]
+def calibration_beside(results: Path) -> Path | None:
+    """The calibration.json stored beside a results file (or in its folder), if there is one."""
+    path = (results if results.is_dir() else results.parent) / CALIBRATION_FILE
+    return path if path.is_file() else None
+
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "calibration_beside",
+    "load_calibration",
+    "run_calibration",
+    "summary_lines",
+    "write_calibration",
+]

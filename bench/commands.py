@@ -8,20 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, cast
 
 from bench import datasets, environment
-from bench.bundle import Bundle, is_pytorch_variant, positive_index
+from bench.bundle import Bundle, is_pytorch_variant
 from bench.datasets import LabelledSet
-from bench.engine import Engine, SessionSpec
+from bench.engine import SessionSpec
 from bench.errors import InputError
-from bench.evaluate import CACHE_BYTES, ImageSource, LogFn, StartFn, add_agreement, check_threshold, evaluate_cell
+from bench.evaluate import (
+    CACHE_BYTES,
+    EvalSpec,
+    Evaluator,
+    ImageSource,
+    LogFn,
+    StartFn,
+    add_agreement,
+    check_threshold,
+    evaluate_cell,
+)
 from bench.modelfile import output_width
-from bench.perturb import DEFAULT_SEED, parse_perturbations
-from bench.results import CellResult, RunResult
-from bench.runner import RunOptions, images_batch, measure_cell
+from bench.perturb import DEFAULT_SEED
+from bench.results import CellResult, Environment, RunConfig, RunResult
+from bench.runner import ProgressFn, RunOptions, image_feed, measure_cell
 from bench.variants import ensure_variant
 
 
@@ -41,25 +49,22 @@ def run_cells(
     if dataset is not None and not images:
         raise InputError(f"dataset {dataset} holds no images")
     result = RunResult(
-        environment=environment.fingerprint(options.session.provider_options.device_id),
-        config={
-            "command": "run",
-            "model_dir": str(bundle.root),
-            "variants": list(variants),
-            "providers": list(providers),
-            **options.as_config(),
-        },
+        environment=cast(Environment, environment.fingerprint(options.session.provider_options.device_id)),
+        config=cast(
+            RunConfig,
+            {
+                "command": "run",
+                "model_dir": str(bundle.root),
+                "variants": list(variants),
+                "providers": list(providers),
+                **options.as_config(),
+            },
+        ),
         dataset=datasets.fingerprint(dataset, [(p, None) for p in images]) if dataset is not None else None,
     )
+    feed = image_feed(images, options.batch_size, bundle) if images else None
     for variant in variants:
         for provider in providers:
-            feed = None
-            if images:
-
-                def feed(engine: Engine, _images: list[Path] = images) -> np.ndarray:
-                    fallback = engine.input.image_hw()
-                    return images_batch(_images, options.batch_size, engine, bundle.preprocess_config(fallback))
-
             tick = progress(f"{variant}/{provider}", options.loop.iterations) if progress else None
             result.cells.append(
                 measure_cell(
@@ -68,10 +73,28 @@ def run_cells(
                     provider,
                     options,
                     input_batch=feed,
-                    progress=(lambda n, _ms, t=tick: t(n)) if tick else None,
+                    progress=_per_call(tick) if tick else None,
                 )
             )
     return result
+
+
+def _per_call(tick: Callable[[int], Any]) -> ProgressFn:
+    """measure_cell's progress (calls done, their median ms) as a tick of calls done."""
+
+    def advance(n: int, _ms: float) -> None:
+        tick(n)
+
+    return advance
+
+
+def default_reference(reference: str | None, variants: Sequence[str]) -> str | None:
+    """``bench eval --reference``: fp32 when several variants including fp32 are evaluated; "none" turns it off."""
+    if reference is None and len(variants) > 1 and "fp32" in variants:
+        return "fp32"
+    if reference is not None and reference.strip().lower() in ("", "none"):
+        return None
+    return reference
 
 
 def run_eval(
@@ -103,28 +126,26 @@ def run_eval(
     if batch_size < 1:
         raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
     session = session or SessionSpec()
-    perturbations = parse_perturbations(perturb) if perturb else []
+    spec = EvalSpec(dataset.root, threshold, positive_label, strict, perturbations=tuple(perturb))
+    source = ImageSource([item.path for item in dataset.items], cache_bytes=CACHE_BYTES)
+    evaluator = Evaluator(bundle, dataset, spec, batch_size=batch_size, source=source)
     names = list(dict.fromkeys([*variants, *([reference] if reference else [])]))
     for warning in dataset.warnings:
         if log:
             log(f"warning: {warning}")
-    targets: dict[str, Any] = {}
 
-    def resolve(labels: dict[int, str]) -> tuple[int | None, str | None]:
-        """Positive index (or why none) and the (path, index) items, once per label set."""
-        key = tuple(sorted(labels.items()))
-        if key not in targets:
-            pos, why = positive_index(labels, positive_label)
-            if pos is None and positive_label not in (None, ""):
-                raise InputError(why or f"--positive-label {positive_label!r} matches no label")
-            targets[key] = (pos, why, dataset.indexed(labels, pos) if pos is not None else None)
-        return targets[key]
+    def target(labels: dict[int, str]) -> tuple[int | None, str | None]:
+        """The fake class's index (or why none); a --positive-label that names no label is an input error."""
+        pos, why = evaluator.target(labels)
+        if pos is None and positive_label not in (None, ""):
+            raise InputError(why or f"--positive-label {positive_label!r} matches no label")
+        return pos, why
 
     if bundle.labels():  # check the label mapping before building or loading anything
-        resolve(bundle.labels())
+        target(bundle.labels())
     paths = {v: ensure_variant(bundle, v, allow_build=allow_build, log=log) for v in names}
     result = RunResult(
-        environment=environment.fingerprint(session.provider_options.device_id),
+        environment=cast(Environment, environment.fingerprint(session.provider_options.device_id)),
         config={
             "command": "eval",
             "model_dir": str(bundle.root),
@@ -140,47 +161,28 @@ def run_eval(
             "threads": session.threads,
             "graph_opt": session.graph_opt,
             "device_id": session.provider_options.device_id,
-            "perturbations": [p.name for p in perturbations],
+            "perturbations": [p.name for p in evaluator.perturbations],
             "perturb_seed": DEFAULT_SEED,
         },
         dataset=dataset.fingerprint(),
     )
-    source = ImageSource([item.path for item in dataset.items], cache_bytes=CACHE_BYTES)
     for variant in names:
         for provider in providers:
             labels = bundle.labels() or (
                 bundle.pytorch_labels() if is_pytorch_variant(variant) else bundle.labels(output_width(paths[variant]))
             )
-            pos, why, items = resolve(labels)
+            pos, why = target(labels)
             if pos is None:
                 result.cells.append(
                     CellResult.not_run(variant, provider, batch_size, "unavailable", f"accuracy unavailable: {why}")
                 )
                 continue
-            passes = max(1, len(perturbations))
-            advance = progress(f"{variant}/{provider}", len(items) * passes) if progress else None
-            cell = evaluate_cell(
-                paths[variant],
-                variant,
-                provider,
-                items,
-                labels,
-                pos,
-                preprocess=lambda e: bundle.preprocess_config(e.input.image_hw()),
-                threshold=threshold,
-                batch_size=batch_size,
-                strict=strict,
-                root=dataset.root,
-                skipped=dataset.skipped,
-                session=session,
-                progress=advance,
-                perturbations=perturbations,
-                source=source,
-            )
-            result.cells.append(cell)
+            passes = max(1, len(evaluator.perturbations))
+            advance = progress(f"{variant}/{provider}", len(dataset.items) * passes) if progress else None
+            result.cells.append(evaluate_cell(paths[variant], variant, provider, evaluator, labels, session, advance))
     if reference:
         add_agreement(result.cells, reference)
     return result
 
 
-__all__ = ["run_cells", "run_eval"]
+__all__ = ["default_reference", "run_cells", "run_eval"]

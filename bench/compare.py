@@ -24,16 +24,17 @@ from bench.cluster import cell_machine_id, machine_class
 from bench.environment import machine_id
 from bench.errors import InputError, VerdictFailed
 from bench.noise import load_difference
+from bench.options import RunOptions
 from bench.results import SCHEMA_VERSION, CellKey, CellResult, RunResult, schema_of
 from bench.robustness_compare import perturbed_accuracy_rows
+from bench.settings import keys_with_role
 
-VERDICTS = ("regression", "improvement", "same", "inconclusive", "incomparable")
 Verdict = Literal["regression", "improvement", "same", "inconclusive", "incomparable"]
 Side = Literal["baseline", "current"]
 MemoryMetric = Literal["rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb"]
 MEMORY_METRICS: tuple[MemoryMetric, ...] = ("rss_peak_mb", "gpu_process_peak_mb", "gpu_device_peak_mb")
 # Config fields whose difference makes latency figures measure different things: warned about.
-_CONFIG_WATCH = ("threads", "inter_op_threads", "graph_opt", "io_binding", "sample_hz", "device_id", "trt_fp16")
+_CONFIG_WATCH = keys_with_role(RunOptions, "watch")  # settings whose difference bench compare warns about
 
 
 LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
     from rich.table import Table
 
     from bench.variants import BuildResult, CheckReport, VariantInfo
@@ -157,12 +158,12 @@ def print_environment(env: dict[str, Any], version: str) -> None:
     console.print(table)
 
 
-def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
+def _table(title: str, columns: Sequence[tuple[str, JustifyMethod]]) -> Table:
     from rich.table import Table
 
     table = Table(title=title)
     for name, justify in columns:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify)
     return table
 
 
@@ -309,7 +310,7 @@ def robustness_table(cells: Sequence[CellResult], title: str | None = None) -> T
     from rich.table import Table
 
     table = Table(title=title)
-    heads = ("variant", "provider", "perturbation", "accuracy", "bal. acc", "AUC", "AP", "EER", "ECE")
+    heads: tuple[str, ...] = ("variant", "provider", "perturbation", "accuracy", "bal. acc", "AUC", "AP", "EER", "ECE")
     heads += ("ΔAUC pt", "Δacc pt", "flips vs clean", "flips vs ref", "max |Δp| vs ref")
     for name in heads:
         table.add_column(name, justify="left" if name in ("variant", "provider", "perturbation") else "right")
@@ -324,7 +325,8 @@ def robustness_table(cells: Sequence[CellResult], title: str | None = None) -> T
         a = c.accuracy or {}
         if c.status != "ok" or not a:
             continue
-        for entry in [{**a, "perturbation": "clean"}, *(a.get("perturbations") or [])]:
+        entries: list[Mapping[str, Any]] = [{**a, "perturbation": "clean"}, *(a.get("perturbations") or [])]
+        for entry in entries:
             vs, agree = entry.get("vs_clean") or {}, entry.get("agreement") or {}
             table.add_row(
                 c.variant,

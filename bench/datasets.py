@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.bundle import POSITIVE_LABEL_NAMES, find_default
 from bench.errors import InputError
 from bench.preprocess import IMAGE_SUFFIXES
+from bench.results import DatasetInfo
 
 # Dataset label spellings that mean "the fake class" / "the one other class of a two-class model".
 FAKE_SYNONYMS = frozenset(POSITIVE_LABEL_NAMES) | {"fakes", "deepfakes", "spoofed", "synthetic"}
@@ -70,7 +71,7 @@ def image_files(root: str | Path) -> list[Path]:
     )
 
 
-def fingerprint(root: Path, items: list[tuple[Path, str | None]]) -> dict[str, object]:
+def fingerprint(root: Path, items: list[tuple[Path, str | None]]) -> DatasetInfo:
     """The results contract's dataset object: path, n, sha256 of sorted (relpath, size, label)."""
     import hashlib
 
@@ -112,7 +113,7 @@ class LabelledSet:
         """``path`` as stored in results: relative to the set's root when inside it (posix)."""
         return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
 
-    def fingerprint(self) -> dict[str, object]:
+    def fingerprint(self) -> DatasetInfo:
         return fingerprint(self.root, [(i.path, i.label) for i in self.items])
 
     def indexed(self, labels: Mapping[int, str], positive: int | None) -> list[tuple[Path, int | None]]:

@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,10 +26,10 @@ from bench.errors import InputError
 from bench.faults import slow_down
 from bench.gpu import probe as probe_gpu
 from bench.modelfile import file_sha256
+from bench.options import SessionSpec
 from bench.providers import EP_NAMES, ProviderOptions, TrtCache, compiled_in, is_gpu, provider_chain, trt_cache_for
+from bench.results import CopyBreakdown, GpuRun, StageTime
 from bench.timing import LatencyStats
-
-GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -60,16 +60,6 @@ class ModelLoadError(RuntimeError):
 
 class CudaGraphUnsupported(ModelLoadError):
     """This model cannot be captured as a CUDA graph (dynamic output shape, nodes off the GPU, ...)."""
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """Session controls recorded in every result's config."""
-
-    threads: int | None = None  # intra-op; None = ORT's default (all physical cores)
-    inter_op_threads: int | None = None
-    graph_opt: str = "all"
-    provider_options: ProviderOptions = field(default_factory=ProviderOptions)
 
 
 @dataclass(frozen=True)
@@ -162,7 +152,7 @@ def first_line(exc: BaseException) -> str:
     return _trim(re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text))
 
 
-def cell_failure(exc: Exception, provider: str) -> tuple[str, str]:
+def cell_failure(exc: Exception, provider: str) -> tuple[Literal["unavailable", "failed"], str]:
     """(status, reason) of a cell whose session or inference raised ``exc``: the one mapping of provider trouble.
 
     A provider or model this ORT cannot run is ``unavailable``; anything raised while running is ``failed``.
@@ -203,7 +193,7 @@ class Engine:
         self.provider = provider
         self.spec = spec or SessionSpec()
         self.trt_cache: TrtCache | None = None
-        self.cache_state = "off"
+        self.cache_state: Literal["cold", "warm", "off"] = "off"
         if not self.model_path.is_file():
             raise InputError(f"model file {self.model_path} not found")
         if provider not in EP_NAMES:
@@ -284,13 +274,13 @@ class Engine:
             ort_version,
         )
 
-    def gpu_run(self) -> dict[str, Any] | None:
+    def gpu_run(self) -> GpuRun | None:
         """What a GPU cell ran with: CUDA graph, TensorRT precision flags, and the engine build (cold or warm
         cache, build time apart from inference). None for a CPU cell."""
         if not is_gpu(self.provider):
             return None
         po = self.spec.provider_options
-        out: dict[str, Any] = {"cuda_graph": po.cuda_graph, "engine_build": None}
+        out: GpuRun = {"cuda_graph": po.cuda_graph, "engine_build": None}
         if self.provider == "tensorrt":
             cold = self.cache_state in ("cold", "off")
             out["engine_build"] = {
@@ -365,7 +355,7 @@ class Engine:
         graph = self.uses_cuda_graph
         if graph and not use_binding:
             raise InputError("--cuda-graph needs IOBinding (fixed device addresses); drop --no-io-binding")
-        feed = {self.input.name: batch.astype(self.input.dtype, copy=False)}
+        feed: dict[str, np.ndarray] = {self.input.name: batch.astype(self.input.dtype, copy=False)}
         if not use_binding:
             names = self.output_names[:1]
             return slow_down(lambda: self.session.run(names, feed), str(self.model_path))
@@ -386,11 +376,10 @@ class Engine:
             for name in self.output_names:
                 binding.bind_output(name, device, device_id)
 
-        def call() -> None:
+        def call(*, _keepalive: object = (value, outputs)) -> None:  # the OrtValues must outlive the binding
             self.session.run_with_iobinding(binding)
             binding.synchronize_outputs()
 
-        call.keepalive = (value, outputs)  # type: ignore[attr-defined]  # OrtValues must outlive the binding
         return slow_down(call, str(self.model_path))
 
     @property
@@ -399,7 +388,7 @@ class Engine:
 
     def _output_buffers(self, batch_size: int) -> list[tuple[str, list[int], type]]:
         """(name, shape, dtype) of every output at ``batch_size``; a CUDA graph needs them all fixed."""
-        buffers = []
+        buffers: list[tuple[str, list[int], type]] = []
         for out in self.session.get_outputs():
             dims = list(out.shape)
             if dims and not isinstance(dims[0], int):
@@ -412,7 +401,7 @@ class Engine:
             buffers.append((out.name, dims, _ORT_DTYPES.get(out.type, np.float32)))
         return buffers
 
-    def copy_breakdown(self, batch: np.ndarray, calls: int = 50, warmup: int = 3) -> dict[str, Any] | None:
+    def copy_breakdown(self, batch: np.ndarray, calls: int = 50, warmup: int = 3) -> CopyBreakdown | None:
         """Where an end-to-end GPU call (``--no-io-binding``) spends its time: host→device copy of the input,
         compute (outputs left on the device), device→host copy of the outputs; per-stage medians and means
         over ``calls`` staged calls. None for a CPU cell (no copies)."""
@@ -421,7 +410,7 @@ class Engine:
         import onnxruntime as ort
 
         device_id = self.spec.provider_options.device_id
-        host = batch.astype(self.input.dtype, copy=False)
+        host: np.ndarray = batch.astype(self.input.dtype, copy=False)
         binding = self.session.io_binding()
         stages: dict[str, list[float]] = {"copy_in": [], "compute": [], "copy_out": []}
         for i in range(warmup + calls):
@@ -444,17 +433,24 @@ class Engine:
         return breakdown_stats(stages, input_bytes=host.nbytes)
 
 
-def breakdown_stats(stages: dict[str, list[float]], input_bytes: int | None = None) -> dict[str, Any]:
-    """Per-stage p50/mean (ms) of staged calls, and each stage's share of the summed medians."""
-    out: dict[str, Any] = {}
-    for key, samples in stages.items():
+def breakdown_stats(stages: dict[str, list[float]], input_bytes: int | None = None) -> CopyBreakdown:
+    """Per-stage p50/mean (ms) of staged calls (``copy_in``, ``compute``, ``copy_out``), and the copies' share of
+    the summed medians."""
+
+    def stage(samples: list[float]) -> StageTime:
         stats = LatencyStats.from_samples(samples)
-        out[key] = {"n": stats.n, "p50": round(stats.p50, 5), "mean": round(stats.mean, 5)}
-    total = sum(v["p50"] for v in out.values())
-    out["total_p50"] = round(total, 5)
-    out["copy_share"] = round((out["copy_in"]["p50"] + out["copy_out"]["p50"]) / total, 4) if total > 0 else None
-    out["input_bytes"] = input_bytes
-    return out
+        return {"n": stats.n, "p50": round(stats.p50, 5), "mean": round(stats.mean, 5)}
+
+    copy_in, compute, copy_out = stage(stages["copy_in"]), stage(stages["compute"]), stage(stages["copy_out"])
+    total = copy_in["p50"] + compute["p50"] + copy_out["p50"]
+    return {
+        "copy_in": copy_in,
+        "compute": compute,
+        "copy_out": copy_out,
+        "total_p50": round(total, 5),
+        "copy_share": round((copy_in["p50"] + copy_out["p50"]) / total, 4) if total > 0 else None,
+        "input_bytes": input_bytes,
+    }
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -464,23 +460,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+# A one-node model (Identity on a float [1, 3, 2, 2] tensor, opset 17, IR 8), serialised: building it with onnx.helper
+# costs `bench info` 0.7 s of importing onnx. tests/test_engine.py rebuilds it with onnx.helper and compares.
+PROBE_MODEL = bytes.fromhex(
+    "08083a530a100a017812017922084964656e74697479120570726f62655a1b0a017812160a14080112100a0208010a0208030a0208020a"
+    "020802621b0a017912160a14080112100a0208010a0208030a0208020a02080242040a001011"
+)
+
+
 def probe_provider(provider: str) -> dict[str, Any]:
     """Can ``provider`` really run here? Builds a session for a tiny model and reads back what ran."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     state: dict[str, Any] = {"execution_provider": EP_NAMES[provider], "usable": False, "reason": None}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
-        onnx.save_model(model, path)
+        path.write_bytes(PROBE_MODEL)
         try:
             Engine(path, provider)
             state["usable"] = True

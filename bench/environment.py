@@ -107,7 +107,7 @@ def provider_libraries(
     provider: str, site_dirs: list[Path] | None = None, cache: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Each library ``provider`` loads: found (where) or missing (where looked, and the pip command that fixes it)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for lib in PROVIDER_LIBRARIES[provider]:
         path, looked = find_library(lib, site_dirs, cache)
         fix = None

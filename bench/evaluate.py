@@ -1,8 +1,9 @@
 """Evaluate variants on a labelled set: batched inference through the Engine, metrics, agreement.
 
 The ``accuracy`` object of a cell (results contract) is built here and nowhere else, so ``bench eval``,
-``bench matrix`` and the reports agree on it. Images that do not decode are skipped and listed with the
-reason (``strict=True``: an InputError instead); an evaluation in which no image decodes is an InputError.
+``bench matrix``, ``bench ab`` and the reports agree on it; the three commands evaluate through :class:`Evaluator`.
+Images that do not decode are skipped and listed with the reason (``strict=True``: an InputError instead); an
+evaluation in which no image decodes is an InputError.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,7 +29,9 @@ from bench.metrics import agreement, binary_metrics, decide, unlabelled_metrics,
 from bench.modelfile import model_info
 from bench.perturb import DEFAULT_SEED, Perturbation, parse_perturbations
 from bench.preprocess import ImageError, PreprocessConfig, load_image, to_tensor
-from bench.results import CellResult
+from bench.results import Accuracy, CellResult, Prediction
+from bench.settings import check, setting
+from bench.torch_engine import TorchEngine
 
 AdvanceFn = Callable[[int], None]
 StartFn = Callable[[str, int], AdvanceFn]
@@ -37,7 +41,7 @@ _ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")  # Pillow names t
 
 
 def evaluate_engine(
-    engine: Engine,
+    engine: Engine | TorchEngine,
     items: LabelledSet | Sequence[tuple[Path, int | None]],
     labels: dict[int, str],
     positive_index: int | None,
@@ -51,7 +55,7 @@ def evaluate_engine(
     skipped: Sequence[dict[str, str]] = (),
     perturbations: Sequence[Perturbation] = (),
     source: ImageSource | None = None,
-) -> dict[str, Any]:
+) -> Accuracy:
     """The results contract's ``accuracy`` object for ``engine`` on ``items``.
 
     ``items`` is a LabelledSet (its labels are mapped with ``label_mapping``, its root and skipped rows
@@ -157,11 +161,11 @@ def evaluate_engine(
                 }
             )
         result["perturbations"] = entries
-    return result
+    return cast(Accuracy, result)
 
 
 def _run_pass(
-    engine: Engine,
+    engine: Engine | TorchEngine,
     source: ImageSource,
     perturbation: Perturbation,
     cfg: PreprocessConfig,
@@ -290,7 +294,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_preprocess(engine: Engine) -> PreprocessConfig:
+def default_preprocess(engine: Engine | TorchEngine) -> PreprocessConfig:
     """Preprocessing from the bundle the model file sits in (``onnx/..`` or its folder), else HF defaults."""
     import json
 
@@ -353,85 +357,158 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
             target["reasons"]["agreement"] = why
 
 
-def _preds(cell: CellResult) -> list[dict[str, Any]]:
+def _preds(cell: CellResult) -> list[Prediction]:
     return (cell.accuracy or {}).get("predictions") or []
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How accuracy is evaluated: on which labelled set, at which threshold, which class is fake, under which
+    perturbations (bench.perturb specs); ``dataset=None`` evaluates nothing."""
+
+    dataset: Path | None = setting(
+        None, flag="", help="Labelled set (each command words its own --dataset).", role="record"
+    )  # a resumed run compares the data set's fingerprint instead
+    threshold: float | None = setting(
+        None,
+        flag="--threshold",
+        help="Predict fake when p(fake) ≥ T (default: argmax, i.e. 0.5 for two classes).",
+        role="measure",
+        minimum=0,
+        maximum=1,
+    )
+    positive_label: str | None = setting(
+        None,
+        flag="--positive-label",
+        help="The fake class by id2label name or index (default: by name).",
+        role="measure",
+    )
+    strict: bool = setting(
+        False,
+        flag="--strict",
+        is_flag=True,
+        help="Fail (exit 2) on an unreadable image or a missing manifest file instead of skipping and listing it.",
+        role="record",
+    )
+    perturbations: tuple[str, ...] = setting(
+        (),
+        flag="",
+        help="bench.perturb names evaluated besides the clean images (the CLI's --perturb).",
+        role="measure",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON for a matrix cell's process (``bench._cell``); :meth:`from_dict` rebuilds it."""
+        return {
+            "dataset": str(self.dataset),
+            "threshold": self.threshold,
+            "positive_label": self.positive_label,
+            "strict": self.strict,
+            "perturb": list(self.perturbations),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalSpec:
+        return cls(
+            dataset=Path(data["dataset"]),
+            threshold=data.get("threshold"),
+            positive_label=data.get("positive_label"),
+            strict=data.get("strict", False),
+            perturbations=tuple(data.get("perturb") or ()),
+        )
+
+
+class Evaluator:
+    """Accuracy of open engines on one labelled set: the one evaluator of ``bench eval``, matrix cells and ``bench ab``.
+
+    Made once per run and bundle (perturbations parsed once, the fake class found once per label set), then
+    called with each engine. ``source`` shares decoded images between the engines of a run (:class:`ImageSource`).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        labelled: LabelledSet,
+        spec: EvalSpec = EvalSpec(),
+        *,
+        batch_size: int = 32,
+        source: ImageSource | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.labelled = labelled
+        self.spec = spec
+        self.threshold = 0.5 if spec.threshold is None else float(spec.threshold)
+        self.perturbations = parse_perturbations(spec.perturbations) if spec.perturbations else []
+        self.batch_size = batch_size
+        self.source = source
+        self._targets: dict[tuple[tuple[int, str], ...], tuple[int | None, str | None]] = {}
+
+    def labels(self, engine: Engine | TorchEngine) -> dict[int, str]:
+        """The model's labels: config.json's id2label, else "0".."k-1" from the engine's output width."""
+        return self.bundle.labels(engine.num_classes)
+
+    def target(self, labels: dict[int, str]) -> tuple[int | None, str | None]:
+        """The fake class's index in ``labels``, or None and why; a dataset label that maps to no model label
+        is an InputError here, before anything is evaluated."""
+        key = tuple(sorted(labels.items()))
+        if key not in self._targets:
+            positive, why = positive_index(labels, self.spec.positive_label)
+            if positive is not None:
+                self.labelled.indexed(labels, positive)
+            self._targets[key] = (positive, why)
+        return self._targets[key]
+
+    def __call__(
+        self, engine: Engine | TorchEngine, labels: dict[int, str] | None = None, progress: AdvanceFn | None = None
+    ) -> Accuracy:
+        """The ``accuracy`` object of ``engine`` (:func:`evaluate_engine`); ``labels`` default to :meth:`labels`."""
+        labels = self.labels(engine) if labels is None else labels
+        positive, _why = self.target(labels)
+        return evaluate_engine(
+            engine,
+            self.labelled,
+            labels,
+            positive,
+            self.threshold,
+            self.batch_size,
+            progress,
+            self.spec.strict,
+            preprocess=self.bundle.preprocess_config(engine.input.image_hw()),
+            perturbations=self.perturbations,
+            source=self.source,
+        )
+
+
+def labelled_set_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int) -> Evaluator:
+    """A matrix cell's evaluator, from the ``evaluate`` object of its process spec (:meth:`EvalSpec.to_dict`)."""
+    evaluation = EvalSpec.from_dict(spec)
+    labelled = load_labelled_set(spec["dataset"], strict=evaluation.strict)
+    return Evaluator(bundle, labelled, evaluation, batch_size=batch_size)
 
 
 def evaluate_cell(
     model_path: Path,
     variant: str,
     provider: str,
-    items: Sequence[tuple[Path, int | None]],
+    evaluator: Evaluator,
     labels: dict[int, str],
-    positive_index: int,
-    *,
-    preprocess: Callable[[Engine], PreprocessConfig],
-    threshold: float = 0.5,
-    batch_size: int = 32,
-    strict: bool = False,
-    root: Path | None = None,
-    skipped: Sequence[dict[str, str]] = (),
     session: SessionSpec | None = None,
     progress: AdvanceFn | None = None,
-    perturbations: Sequence[Perturbation] = (),
-    source: ImageSource | None = None,
 ) -> CellResult:
-    """One variant × provider evaluated into a CellResult; provider trouble becomes the cell's status.
-
-    ``preprocess`` maps the open Engine to its PreprocessConfig (e.g.
-    ``lambda e: bundle.preprocess_config(e.input.image_hw())``); ``perturbations`` and ``source`` as in
-    :func:`evaluate_engine`.
-    """
-    cell = CellResult(variant=variant, provider=provider, batch_size=batch_size)
+    """One variant × provider evaluated into a CellResult (``bench eval``); provider trouble becomes its status."""
+    cell = CellResult(variant=variant, provider=provider, batch_size=evaluator.batch_size)
     cell.model = model_info(model_path)
     try:
         engine = open_engine(model_path, variant, provider, session)
         cell.session_create_ms = round(engine.session_create_ms, 3)
         cell.providers_effective = engine.providers_effective
-        cell.batch_size = engine.input.fixed_batch or batch_size
-        cell.accuracy = evaluate_engine(
-            engine,
-            items,
-            labels,
-            positive_index,
-            threshold,
-            batch_size,
-            progress,
-            strict,
-            preprocess=preprocess(engine),
-            root=root,
-            skipped=skipped,
-            perturbations=perturbations,
-            source=source,
-        )
+        cell.batch_size = engine.input.fixed_batch or evaluator.batch_size
+        cell.accuracy = evaluator(engine, labels, progress)
     except InputError:
         raise
     except Exception as exc:  # provider trouble or an inference that throws: the cell says why, the run goes on
         cell.status, cell.reason = cell_failure(exc, provider)
     return cell
-
-
-def labelled_set_evaluator(bundle: Bundle, spec: dict[str, Any], batch_size: int) -> Callable[[Engine], dict[str, Any]]:
-    """``evaluate(engine)`` for a matrix cell: accuracy of the engine on the labelled set ``spec`` names,
-    under each of ``spec["perturb"]`` (bench.perturb specs) as well when given."""
-    labelled = load_labelled_set(spec["dataset"], strict=spec.get("strict", False))
-    perturbations = parse_perturbations(spec.get("perturb") or [])
-
-    def run(engine: Engine) -> dict[str, Any]:
-        labels = bundle.labels(engine.num_classes)
-        positive, _why = positive_index(labels, spec.get("positive_label"))
-        threshold = 0.5 if spec.get("threshold") is None else float(spec["threshold"])
-        preprocess = bundle.preprocess_config(engine.input.image_hw())
-        return evaluate_engine(
-            engine,
-            labelled,
-            labels,
-            positive,
-            threshold,
-            batch_size,
-            strict=spec.get("strict", False),
-            preprocess=preprocess,
-            perturbations=perturbations,
-        )
-
-    return run

@@ -69,16 +69,6 @@ class Executor(Protocol):
     def describe(self) -> dict[str, Any] | None: ...
 
 
-def run_one(executor: Executor, spec: dict[str, Any], timeout_s: float, tag: str) -> CellResult:
-    """Run one cell on ``executor`` and wait for it: ``run(spec, timeout) -> CellResult``."""
-    key = (spec["variant"], spec["provider"], int(spec["options"]["batch_size"]))
-    executor.submit(CellJob(key, spec, timeout_s, tag))
-    while True:
-        for job, cell in executor.wait():
-            if job.key == key:
-                return cell
-
-
 # --- local: child processes on this machine, one at a time ------------------------------------------
 
 
@@ -451,5 +441,4 @@ __all__ = [
     "LocalExecutor",
     "RayExecutor",
     "make_executor",
-    "run_one",
 ]

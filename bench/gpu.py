@@ -97,10 +97,6 @@ class Gpu:
             return None, "the driver lists this process but not its memory (usedGpuMemory unavailable)"
         return sum(used) / _MB, None
 
-    def process_memory_mb(self, pid: int) -> float | None:
-        """Device memory held by ``pid``; None when it cannot be attributed (:meth:`process_memory` says why)."""
-        return self.process_memory(pid)[0]
-
     def telemetry(self) -> dict[str, Any]:
         """One reading of clocks, power, temperature, throttle reasons and the energy counter.
 

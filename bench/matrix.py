@@ -21,48 +21,41 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench import datasets, environment
 from bench._cell import cell_spec
 from bench.bundle import Bundle, positive_index
 from bench.errors import InputError
-from bench.evaluate import add_agreement
+from bench.evaluate import EvalSpec, add_agreement  # EvalSpec: also imported from here (bench.cli)
 from bench.executors import CellJob, Executor, LocalExecutor
 from bench.formatting import fmt
 from bench.modelfile import model_info, output_width
 from bench.perturb import DEFAULT_SEED
 from bench.providers import is_gpu
-from bench.results import CellResult, ModelInfo, RunResult
+from bench.results import CellResult, DatasetInfo, Environment, ModelInfo, RunConfig, RunResult, ServiceEntry
 from bench.runner import RunOptions
 from bench.service import harness
+from bench.settings import config_key, keys_with_role, settings
 from bench.variants import ensure_variant, recipe_names
 
 LogFn = Callable[[str], None]
 
 DEFAULT_PROVIDERS = "cpu,cuda,tensorrt"
-DEFAULT_BATCH_SIZES = "1,8"
 DEFAULT_CELL_TIMEOUT_S = 900.0
 PROBE_TIMEOUT_S = 180.0
 REFERENCE_VARIANT = "fp32"
+NO_EVALUATION = EvalSpec()  # latency only: no labelled set
 
-# Config keys that change what a measurement means: a resumed run must match them.
+# Config keys that change what a measurement means: a resumed run must match them (bench.settings roles).
+# A matrix records batch sizes per cell, not the run-wide batch_size.
 MEASURE_KEYS = (
-    "iterations",
-    "warmup",
-    "min_time_s",
-    "threads",
-    "inter_op_threads",
-    "graph_opt",
-    "device_id",
-    "trt_fp16",
-    "io_binding",
-    "sample_hz",
-    "seed",
-    "threshold",
-    "positive_label",
-    "perturbations",
+    *(k for k in keys_with_role(RunOptions, "measure", "watch") if k != "batch_size"),
+    *keys_with_role(EvalSpec, "measure", "watch"),
 )
+_FLAGS = {config_key(f, s): s.flag for cls in (RunOptions, EvalSpec) for f, s in settings(cls)} | {
+    "perturbations": "--perturb"
+}
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -77,17 +70,6 @@ def parse_batch_sizes(text: str) -> list[int]:
     if not sizes:
         raise InputError("--batch-sizes is empty; e.g. --batch-sizes 1,8")
     return sorted(dict.fromkeys(sizes))
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """How accuracy is evaluated in each (variant, provider)'s first cell; ``dataset=None`` skips it."""
-
-    dataset: Path | None = None
-    threshold: float | None = None
-    positive_label: str | None = None
-    strict: bool = False
-    perturbations: tuple[str, ...] = ()  # bench.perturb names, evaluated with the clean images (robustness)
 
 
 @dataclass(frozen=True)
@@ -130,7 +112,7 @@ def run_matrix(
     batch_sizes: Sequence[int],
     options: RunOptions,
     out: Path | None = None,
-    evaluation: EvalSpec = EvalSpec(),
+    evaluation: EvalSpec = NO_EVALUATION,
     policy: dict[str, Any] | None = None,
     policy_file: str | None = None,
     cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
@@ -152,30 +134,33 @@ def run_matrix(
     infos: dict[str, ModelInfo] = {v: model_info(p) for v, p in paths.items()}
     dataset_info, input_images, accuracy_reason = _prepare_dataset(bundle, evaluation, next(iter(paths.values())))
 
-    config = {
-        "command": "matrix",
-        "model_dir": str(bundle.root),
-        "variants": list(variants),
-        "providers": list(providers),
-        "batch_sizes": list(batch_sizes),
-        "cell_timeout_s": cell_timeout_s,
-        "with_service": with_service,
-        **({"service_options": dict(service_options)} if with_service and service_options else {}),
-        **{k: v for k, v in options.as_config().items() if k != "batch_size"},
-        "threshold": evaluation.threshold,
-        "positive_label": evaluation.positive_label,
-        "accuracy_reason": accuracy_reason,
-        "perturbations": list(evaluation.perturbations),
-        "perturb_seed": DEFAULT_SEED,
-        "reference_variant": str((policy or {}).get("reference") or REFERENCE_VARIANT),
-        "policy_file": policy_file,
-        "policy": policy,
-        "executor": executor.name if executor is not None else LocalExecutor.name,
-    }
+    config = cast(
+        RunConfig,
+        {
+            "command": "matrix",
+            "model_dir": str(bundle.root),
+            "variants": list(variants),
+            "providers": list(providers),
+            "batch_sizes": list(batch_sizes),
+            "cell_timeout_s": cell_timeout_s,
+            "with_service": with_service,
+            **({"service_options": dict(service_options)} if with_service and service_options else {}),
+            **{k: v for k, v in options.as_config().items() if k != "batch_size"},
+            "threshold": evaluation.threshold,
+            "positive_label": evaluation.positive_label,
+            "accuracy_reason": accuracy_reason,
+            "perturbations": list(evaluation.perturbations),
+            "perturb_seed": DEFAULT_SEED,
+            "reference_variant": str((policy or {}).get("reference") or REFERENCE_VARIANT),
+            "policy_file": policy_file,
+            "policy": policy,
+            "executor": executor.name if executor is not None else LocalExecutor.name,
+        },
+    )
     if executor is not None and executor.describe() is not None:
         config["ray"] = executor.describe()
     result = RunResult(
-        environment=environment.fingerprint(options.session.provider_options.device_id),
+        environment=cast(Environment, environment.fingerprint(options.session.provider_options.device_id)),
         config=config,
         dataset=dataset_info,
     )
@@ -338,17 +323,7 @@ def _cell_spec(
     evaluation: EvalSpec | None,
     model: ModelInfo | None = None,
 ) -> dict[str, Any]:
-    evaluate = (
-        None
-        if evaluation is None
-        else {
-            "dataset": str(evaluation.dataset),
-            "threshold": evaluation.threshold,
-            "positive_label": evaluation.positive_label,
-            "strict": evaluation.strict,
-            "perturb": list(evaluation.perturbations),
-        }
-    )
+    evaluate = evaluation.to_dict() if evaluation is not None else None
     return cell_spec(plan.variant, plan.provider, bundle.root, model_path, options, input_images, evaluate, model)
 
 
@@ -375,7 +350,7 @@ def _probe_providers(executor: Executor, providers: set[str], say: LogFn) -> dic
 
 def _prepare_dataset(
     bundle: Bundle, evaluation: EvalSpec, model_path: Path
-) -> tuple[dict[str, Any] | None, list[str], str | None]:
+) -> tuple[DatasetInfo | None, list[str], str | None]:
     """(dataset object, input images for the timed loop, why accuracy is not evaluated or None)."""
     if evaluation.dataset is None:
         return None, [], "no labelled dataset given"
@@ -396,15 +371,13 @@ def _load_previous(out: Path, result: RunResult, say: LogFn) -> dict[tuple[str, 
         return {}
     old = RunResult.load(out)
     differ = [k for k in MEASURE_KEYS if old.config.get(k) != result.config.get(k)]
+    changes = [f"{_FLAGS.get(k, k)}: {old.config.get(k)!r} then, {result.config.get(k)!r} now" for k in differ]
     if (old.dataset or {}).get("fingerprint") != (result.dataset or {}).get("fingerprint"):
-        differ.append("dataset")
-    if differ:
-        detail = ", ".join(
-            f"{k}: {old.config.get(k)!r} then, {result.config.get(k)!r} now" for k in differ if k != "dataset"
-        )
+        changes.append("the dataset's fingerprint differs")
+    if changes:
         raise InputError(
-            f"--resume: {out} was measured with other settings ({', '.join(differ)}{'; ' + detail if detail else ''}); "
-            "use the same flags, or a new --out"
+            f"--resume: {out} was measured with other settings ({'; '.join(changes)}); its cells would not be "
+            "comparable: rerun with the same flags, or give a new --out"
         )
     result.run_id, result.created = old.run_id, old.created
     return {c.key: c for c in old.cells}
@@ -455,10 +428,10 @@ def _add_agreement(result: RunResult, say: LogFn) -> None:
 
 def _service_figures(
     bundle: Bundle, result: RunResult, images: list[str], say: LogFn, options: dict[str, Any]
-) -> list[dict[str, Any]]:
+) -> list[ServiceEntry]:
     """Service figures per variant, on the first provider (in the order asked) where that variant ran;
     ``options`` go to harness.service_figures (rate, duration_s: ``--service-rate``, ``--service-duration``)."""
-    entries: list[dict[str, Any]] = []
+    entries: list[ServiceEntry] = []
     providers = result.config["providers"]
     for variant in result.config["variants"]:
         ran = [
@@ -487,7 +460,6 @@ def _service_figures(
 
 
 __all__ = [
-    "DEFAULT_BATCH_SIZES",
     "DEFAULT_CELL_TIMEOUT_S",
     "DEFAULT_PROVIDERS",
     "CellPlan",

@@ -136,7 +136,7 @@ class NoiseProbe:
             "cpu_count": cpus,
             "others_cpu_cores": round(others, 3),
             "steal_pct": None if steal_pct is None else round(steal_pct, 3),
-            "cpu_freq_mhz": freq if any(f is not None for f in freq) else None,  # type: ignore[dict-item]
+            "cpu_freq_mhz": freq if any(f is not None for f in freq) else None,
             "noisy": bool(reasons),
             "why": "; ".join(reasons) or None,
         }
@@ -149,10 +149,10 @@ class NoiseProbe:
 def load_difference(baseline: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> str | None:
     """Why two measurements' neighbours differ enough to explain a latency difference (others' CPU apart by
     more than ``OTHERS_CPU_NOISY``), or None; seen: an A/A pair reading ×0.70 at 1.05 vs 0.69 cores."""
-    others = [(n or {}).get("others_cpu_cores") for n in (baseline, current)]
-    if None in others or abs(others[1] - others[0]) <= OTHERS_CPU_NOISY:
+    before, after = ((n or {}).get("others_cpu_cores") for n in (baseline, current))
+    if before is None or after is None or abs(after - before) <= OTHERS_CPU_NOISY:
         return None
-    return f"other processes used {others[0]:.2f} vs {others[1]:.2f} cores"
+    return f"other processes used {before:.2f} vs {after:.2f} cores"
 
 
 def combine_noise(parts: list[dict[str, Any]]) -> dict[str, Any] | None:

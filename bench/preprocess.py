@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -74,8 +74,8 @@ class PreprocessConfig:
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
     do_normalize: bool = True
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # one per channel (as the JSON gives them)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
     @classmethod
     def from_json(cls, cfg: Mapping[str, Any], fallback_hw: tuple[int, int] | None = None) -> PreprocessConfig:
@@ -265,7 +265,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode.startswith("I;16"):
         img = img.convert("I").point(_wide_to_8bit(65535), "L")
     elif img.mode == "I":
-        img = img.point(_wide_to_8bit(65535 if img.getextrema()[1] > 255 else 255), "L")
+        _, top = cast("tuple[int, int]", img.getextrema())  # one band: (min, max), not one pair per band
+        img = img.point(_wide_to_8bit(65535 if top > 255 else 255), "L")
     elif img.mode == "F":
         img = img.convert("L")  # clips to 0..255 and truncates, NaN → 0
     return img.convert("RGB")
@@ -296,7 +297,8 @@ def to_tensor(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.do_rescale:
         x = x * np.float32(cfg.rescale_factor)
     if cfg.do_normalize:
-        x = (x - np.asarray(cfg.image_mean, np.float32)) / np.asarray(cfg.image_std, np.float32)
+        mean, std = np.asarray(cfg.image_mean, np.float32), np.asarray(cfg.image_std, np.float32)
+        x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 

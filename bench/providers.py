@@ -12,9 +12,10 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.errors import InputError
+from bench.settings import check, setting
 
 EP_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -28,11 +29,38 @@ PROVIDER_NAMES = tuple(EP_NAMES)
 class ProviderOptions:
     """Provider-specific options: the GPU, CUDA graphs, TensorRT's precision flags and its cache folder."""
 
-    device_id: int = 0
-    trt_fp16: bool = True
-    trt_cache_dir: Path | None = None
-    trt_int8: bool = False  # TensorRT int8 kernels (QDQ models, or a calibration table beside the model)
-    cuda_graph: bool = False  # capture the model once as a CUDA graph and replay it (needs IOBinding)
+    device_id: int = setting(
+        0, flag="--device-id", help="GPU index for cuda/tensorrt.", role="watch", minimum=0, maximum=1023
+    )
+    trt_fp16: bool = setting(
+        True, flag="--trt-fp16", negative="--no-trt-fp16", help="TensorRT fp16 kernels.", role="watch"
+    )
+    trt_int8: bool = setting(
+        False,
+        flag="--trt-int8",
+        negative="--no-trt-int8",
+        help="TensorRT int8 kernels (QDQ models).",
+        role="watch",
+    )
+    cuda_graph: bool = setting(
+        False,
+        flag="--cuda-graph",
+        is_flag=True,
+        help="Capture the model as a CUDA graph and replay it (cuda/tensorrt; needs IOBinding and fixed shapes).",
+        role="watch",
+    )
+    trt_cache_dir: Path | None = setting(
+        None,
+        flag="--trt-cache",
+        config_key="trt_cache",
+        path=True,
+        help="TensorRT engine + timing cache folder, keyed by model sha256, TensorRT version, GPU and "
+        "options; re-used across cells and runs (engine build time is reported apart).",
+        role="measure",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -97,7 +125,7 @@ def provider_chain(
     cuda: dict[str, Any] = {"device_id": options.device_id}
     if options.cuda_graph and provider == "cuda":
         cuda["enable_cuda_graph"] = True
-    cpu = ("CPUExecutionProvider", {})
+    cpu: tuple[str, dict[str, Any]] = ("CPUExecutionProvider", {})
     if provider == "cpu":
         return [cpu]
     if provider == "cuda":
@@ -148,7 +176,7 @@ class TrtCache:
         """The engines TensorRT wrote for this key (ORT names them ``*.engine``)."""
         return sorted(self.engine_dir.glob("*.engine")) if self.engine_dir.is_dir() else []
 
-    def state(self) -> str:
+    def state(self) -> Literal["warm", "cold"]:
         """``warm`` when an engine for this key is on disk (it will be loaded, not built), else ``cold``."""
         return "warm" if self.engine_files() else "cold"
 

@@ -4,13 +4,13 @@ Field names are an interface users' CI scripts read: add fields, never rename; b
 on a break. Fields a run could not measure are None with a reason beside them. The top-level records
 are stdlib dataclasses (code builds and mutates them); their nested JSON objects are TypedDicts, so
 one set of types is both the documentation and, through pydantic (imported only when validating),
-the JSON Schema (:func:`results_schema`, published as docs/results.schema.json) and the check that
-:meth:`RunResult.load` applies (:func:`validate_results`).
+the JSON Schema (:func:`results_schema`, published as docs/results.schema.json) and the parser that
+:meth:`RunResult.load` uses (:func:`validate_results`: the RunResult it returns is the one validation built).
 
 Reading is lenient where it can be and strict where it must be: unknown keys are allowed everywhere
 (a newer bench may add fields), keys of nested objects are optional (older files lack keys added
 since; bench itself always writes them all), but a key that is present must have its type (no
-coercion: ``"8"`` is not a batch size).
+coercion: ``"8"`` is not a batch size). :func:`load_frame` turns many results files into one pandas table.
 """
 
 from __future__ import annotations
@@ -25,17 +25,19 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from typing_extensions import Required, TypedDict
+from typing_extensions import Required, TypedDict, is_typeddict
 
 from bench.errors import InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import pandas as pd
     from pydantic import TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "unavailable", "failed")
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 Status = Literal["ok", "unavailable", "failed"]
@@ -43,6 +45,22 @@ Status = Literal["ok", "unavailable", "failed"]
 
 # --- nested objects of results.json ---------------------------------------------------------------
 # typing_extensions.TypedDict, not typing's: pydantic needs it on Python < 3.12.
+
+
+class _AsWritten:
+    """``Annotated`` marker for a record stored in results.json as the dict its ``to_dict()`` writes (a service
+    entry's ``load``): validated and documented as that dataclass, read back as the dict ``to_dict()`` makes of
+    it (so readers index it like any nested object; keys an older file lacks get the record's defaults)."""
+
+    def __init__(self, record: type) -> None:
+        self.record = record
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            lambda record: record.to_dict(), handler.generate_schema(self.record)
+        )
 
 
 class PlatformInfo(TypedDict, total=False):
@@ -88,7 +106,22 @@ class Environment(TypedDict, total=False):
     gpu: GpuInfo | None
     gpu_reason: str | None
     cuda_libraries: dict[str, str | None]
+    tensorrt: str | None  # TensorRT's version where its libraries are installed (bench.environment.tensorrt_version)
     machine_id: str  # short hash of what makes two runs comparable
+
+
+class ServiceOptions(TypedDict, total=False):
+    """``bench matrix --with-service``: the load it put on each served variant."""
+
+    rate: float  # --service-rate: /detect requests per second, open loop
+    duration_s: float  # --service-duration: seconds of /detect and of /detect/batch load
+
+
+class ClaimsRecord(TypedDict, total=False):
+    """The claims a matrix answered, kept so ``bench report`` answers the same ones later (report.claims)."""
+
+    source: str | None  # the --claims file; None: the built-in seed claims
+    claim: list[dict[str, Any]]  # its [[claim]] tables as read (id, text, check, limit, variants, ...)
 
 
 class RunConfig(TypedDict, total=False):
@@ -116,9 +149,13 @@ class RunConfig(TypedDict, total=False):
     io_binding: bool | None
     sample_hz: float
     seed: int
+    replicates: int  # fresh sessions (or processes) the timed calls were split over; bench ab: its blocks
+    gc_disabled_during_timing: bool  # Python's garbage collector was off during timed calls
     # matrix
     cell_timeout_s: float
     with_service: bool
+    service_options: ServiceOptions  # with_service: how the service was loaded
+    claims: ClaimsRecord  # the claims the report answered
     threshold: float | None
     positive_label: str | None
     accuracy_reason: str | None
@@ -140,6 +177,7 @@ class RunConfig(TypedDict, total=False):
     blocks: int
     iterations_per_block: int
     order: str
+    isolation: Literal["session", "process"]  # what each block got fresh
     memory: str
     side: str
 
@@ -533,6 +571,30 @@ class BatchEndpoint(TypedDict, total=False):
     images_per_s: float | None
 
 
+class ServiceHealth(TypedDict, total=False):
+    """The service's /health answer once it was ready (its body is the service's own, open-ended)."""
+
+    http_status: int | None  # None: nothing answered
+    body: dict[str, Any] | None
+
+
+class ServiceStartup(TypedDict, total=False):
+    """How long ``bench serve`` took to become ready, and the model's load and warm-up inside that."""
+
+    ready_s: float  # process spawn → /health/ready
+    load_ms: float | None  # from /health: session creation
+    warmup_ms: float | None  # from /health: warm-up calls before ready
+
+
+class InvalidInput(TypedDict, total=False):
+    """One bad upload sent to the service (bench.service.harness.BAD_UPLOADS) and the status it answered."""
+
+    case: str
+    endpoint: str  # /detect or /detect/batch
+    expected: int  # the HTTP status CLI.md promises
+    status: int | None  # the status it answered; None: nothing answered
+
+
 class ServiceEntry(TypedDict, total=False):
     """One variant served over HTTP (``bench matrix --with-service``); figures None with ``reason`` if not run."""
 
@@ -540,11 +602,14 @@ class ServiceEntry(TypedDict, total=False):
     provider: str
     status: Status
     reason: str | None
-    load: LoadResult | None
+    load: Annotated[dict[str, Any], _AsWritten(LoadResult)] | None  # the /detect load run, as LoadResult.to_dict()
     inprocess_p50_ms: float | None
     overhead_p50_ms: float | None
     batch_endpoint: BatchEndpoint | None
     max_rate: MaxRate | None
+    health: ServiceHealth | None
+    startup: ServiceStartup | None
+    invalid_inputs: list[InvalidInput] | None
 
 
 # --- the records ----------------------------------------------------------------------------------
@@ -587,6 +652,16 @@ class CellResult:
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.variant, self.provider, self.batch_size)
+
+    def latency_interval(self, statistic: str = "p50") -> tuple[float, float, float] | None:
+        """(point, low, high) in ms of a per-call latency quantile, by bench.stats' two-level bootstrap over this
+        cell's replicates (contiguous blocks for files without replicate indices); None when too few to tell."""
+        if not self.samples_ms:
+            return None
+        from bench.stats import quantile_interval, replicate_groups  # numpy: off the path of `bench run --help`
+
+        groups, _unit = replicate_groups(self.samples_ms, self.sample_replicates or None)
+        return quantile_interval(groups, statistic)
 
     @classmethod
     def not_run(cls, variant: str, provider: str, batch_size: int, status: Status, reason: str) -> CellResult:
@@ -635,7 +710,7 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        """Build from parsed JSON without validating it (:meth:`load` validates first)."""
+        """Build from parsed JSON without validating it (bench compare's reader); :meth:`load` validates and builds."""
         _check_version(data.get("schema_version"))
         return cls(
             environment=data.get("environment") or Environment(),
@@ -651,10 +726,11 @@ class RunResult:
 
     @classmethod
     def load(cls, path: str | Path) -> RunResult:
-        """Read results.json (or a directory holding one), checked against the contract (:func:`validate_results`).
+        """Read results.json (or a directory holding one): the RunResult that checking it against the contract
+        built (:func:`validate_results`).
 
-        Lenient as that function is: unknown keys are ignored and keys added since an older file was
-        written may be missing; a present key of the wrong type is refused.
+        Lenient as that check is: keys added since an older file was written may be missing, unknown keys of
+        nested objects are kept (the records' own are dropped); a present key of the wrong type is refused.
         """
         path = Path(path)
         if path.is_dir():
@@ -665,10 +741,7 @@ class RunResult:
             raise InputError(f"results file {path} not found") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{path} is not a results JSON file ({exc})") from exc
-        if not isinstance(data, dict) or "cells" not in data:
-            raise InputError(f"{path} is not a bench results file (no 'cells')")
-        validate_results(data, source=str(path))
-        return cls.from_dict(data)
+        return validate_results(data, source=str(path))
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write results.json and results.csv atomically into ``out_dir``."""
@@ -698,6 +771,87 @@ class RunResult:
             if cell.variant == reference and cell.accuracy and cell.accuracy.get("accuracy") is not None:
                 return cell.accuracy["accuracy"], cell.provider
         return None, None
+
+
+# --- many runs as one table (pandas, imported on first use) ----------------------------------------
+
+FRAME_COLUMNS = (
+    "path", "run_id", "created", "machine_id", "command", "variant", "provider", "batch_size", "status",
+    "perturbation", "metric", "value", "ci_low", "ci_high", "unit",
+)  # fmt: skip
+# Every cell's figures, (metric, where in the cell, unit, quantile): a row each, NaN where the cell has none (not
+# run, or not measurable here). A latency quantile also gets its 95 % interval (CellResult.latency_interval).
+CELL_METRICS: tuple[tuple[str, tuple[str, ...], str, str | None], ...] = (
+    ("latency_p50_ms", ("latency_ms", "p50"), "ms", "p50"),
+    ("latency_p90_ms", ("latency_ms", "p90"), "ms", "p90"),
+    ("latency_p95_ms", ("latency_ms", "p95"), "ms", "p95"),
+    ("latency_p99_ms", ("latency_ms", "p99"), "ms", "p99"),
+    ("latency_mean_ms", ("latency_ms", "mean"), "ms", None),
+    ("throughput_ips", ("throughput_ips",), "images/s", None),
+    ("session_create_ms", ("session_create_ms",), "ms", None),
+    ("rss_peak_mb", ("memory", "rss_peak_mb"), "MB", None),
+    ("gpu_process_peak_mb", ("memory", "gpu_process_peak_mb"), "MB", None),
+    ("gpu_device_peak_mb", ("memory", "gpu_device_peak_mb"), "MB", None),
+)
+# Accuracy figures (Scores, and agreement with the reference variant), clean and per perturbation, in the cells
+# that carry them (a (variant, provider)'s first cell): (metric, unit).
+ACCURACY_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "fraction"),
+    ("balanced_accuracy", "fraction"),
+    ("precision", "fraction"),
+    ("recall", "fraction"),
+    ("f1", "fraction"),
+    ("roc_auc", "fraction"),
+    ("average_precision", "fraction"),
+    ("eer", "fraction"),
+    ("log_loss", "nats"),
+    ("ece", "fraction"),
+    ("flip_rate", "fraction"),  # agreement.flip_rate: decisions that differ from the reference variant's
+)
+
+
+def load_frame(paths: str | Path | Iterable[str | Path], *, intervals: bool = True) -> pd.DataFrame:
+    """results.json files (or folders holding one) as one tidy pandas table: a row per run × cell × metric.
+
+    Columns are ``FRAME_COLUMNS``; metrics are ``CELL_METRICS`` (every cell) and ``ACCURACY_METRICS`` (cells
+    with accuracy; ``perturbation`` "clean" or the perturbation's name, None for the timing rows). ``ci_low`` /
+    ``ci_high`` bound a latency quantile at 95 % where the samples allow (``intervals=False`` skips the
+    bootstrap); the results carry no interval for the other figures, so theirs are NaN. Files are validated
+    as :meth:`RunResult.load` reads them.
+    """
+    import pandas as pd
+
+    rows: list[tuple[Any, ...]] = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        run = RunResult.load(path)
+        where = (str(path), run.run_id, run.created, run.environment.get("machine_id"), run.config.get("command"))
+        for cell in run.cells:
+            key = (*where, cell.variant, cell.provider, cell.batch_size, cell.status)
+            for metric, at, unit, quantile in CELL_METRICS:
+                value = _dig(cell, at)
+                interval = cell.latency_interval(quantile) if intervals and quantile and value is not None else None
+                low, high = (interval[1], interval[2]) if interval else (None, None)
+                rows.append((*key, None, metric, value, low, high, unit))
+            accuracy = cell.accuracy
+            passes: list[tuple[str, Accuracy | PerturbedAccuracy]] = [("clean", accuracy)] if accuracy else []
+            passes += [(p["perturbation"], p) for p in (accuracy or {}).get("perturbations") or []]
+            for name, scores in passes:
+                figures: dict[str, Any] = {**scores, "flip_rate": (scores.get("agreement") or {}).get("flip_rate")}
+                rows.extend((*key, name, m, figures.get(m), None, None, unit) for m, unit in ACCURACY_METRICS)
+    frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+    frame["created"] = pd.to_datetime(frame["created"], format="ISO8601", utc=True, errors="coerce")
+    frame["batch_size"] = frame["batch_size"].astype("int64")
+    for column in ("value", "ci_low", "ci_high"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def _dig(record: Any, at: tuple[str, ...]) -> Any:
+    """The value at ``at`` (an attribute, then keys) of a cell, None where any step is missing or None."""
+    value = getattr(record, at[0], None)
+    for key in at[1:]:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def new_run_id() -> str:
@@ -816,6 +970,11 @@ class LoadResult:
 
 _OPTIONAL_CELL_FIELDS = ("sample_replicates", "replicates", "noise", "placement")
 
+# Unknown keys of nested objects are kept, not dropped, by the validated RunResult: a file from a newer bench
+# loads and is written back whole. (The records' own unknown keys are ignored, as their constructors would.)
+for _nested in [v for v in list(globals().values()) if is_typeddict(v) and v.__module__ == __name__]:
+    _nested.__pydantic_config__ = {"extra": "allow"}
+
 
 def _check_version(version: Any) -> None:
     if version != SCHEMA_VERSION:
@@ -829,8 +988,9 @@ def _adapter(cls: type) -> TypeAdapter[Any]:
     return TypeAdapter(cls)
 
 
-def validate_results(data: dict[str, Any], *, source: str | None = None) -> None:
-    """Check parsed results.json against the contract; InputError naming the first bad field if it does not fit.
+def validate_results(data: dict[str, Any], *, source: str | None = None) -> RunResult:
+    """Check parsed results.json against the contract and return the RunResult pydantic built from it; InputError
+    naming the first bad field if it does not fit.
 
     Lenient where old and future files need it, strict where a reader would go wrong: unknown keys are
     allowed, keys of nested objects may be missing (older files), but every present key must have its
@@ -843,9 +1003,13 @@ def validate_results(data: dict[str, Any], *, source: str | None = None) -> None
         raise InputError(f"{where} is not a bench results file (no 'cells')")
     _check_version(data.get("schema_version"))
     try:
-        _adapter(RunResult).validate_json(json.dumps(data, default=json_default), strict=True)
+        run: RunResult = _adapter(RunResult).validate_json(json.dumps(data, default=json_default), strict=True)
     except ValidationError as exc:
         raise InputError(f"{where} does not match the results contract: {describe_validation_error(exc)}") from None
+    for unknown in ("run_id", "created"):  # a file without them: say so, rather than take the defaults' "now"
+        if unknown not in data:
+            setattr(run, unknown, "")
+    return run
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from bench.results import CellResult
+from bench.results import Accuracy, CellResult
 
 Row = TypeVar("Row")  # bench.compare.CompareRow (a dataclass with ``metric`` and ``why``)
 
@@ -45,7 +45,8 @@ def _proxy(cell: CellResult, acc: dict[str, Any], entry: dict[str, Any] | None) 
     if entry is None:
         return replace(cell, accuracy=None)
     merged = {"positive_label": acc.get("positive_label"), "threshold": acc.get("threshold"), **entry}
-    return replace(cell, accuracy=merged)  # type: ignore[arg-type]
+    # an Accuracy with the entry's own keys too (perturbation, vs_clean), which the accuracy row does not read
+    return replace(cell, accuracy=cast(Accuracy, merged))
 
 
 __all__ = ["perturbed_accuracy_rows"]

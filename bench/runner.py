@@ -4,7 +4,8 @@ A session settles into a fast or a slow state for many calls, and how many sessi
 the figure itself; so every replicate opens a new session after the previous one is gone (one alive at a
 time), and raw samples keep their replicate index for the hierarchical statistics of ``bench.stats``.
 Python's GC is off during timed calls (bench.timing), nothing draws during them (progress moves between
-replicates), and the machine's load is recorded over the timed phases (bench.noise).
+replicates), and the machine's load is recorded over the timed phases (bench.noise). ``bench ab`` times its
+blocks through the same :class:`FreshSessions` and figures them with the same :class:`ReplicateSamples`.
 
 Whatever goes wrong on the provider's side becomes the cell's status and reason; only input errors
 (bad flags, a broken model file) propagate, so ``bench run`` can exit 2 and a matrix can record them.
@@ -14,119 +15,118 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from bench.backends import open_engine
-from bench.engine import Engine, SessionSpec, cell_failure
+from bench.bundle import Bundle
+from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.modelfile import model_info
-from bench.noise import NoiseProbe, intra_op_threads
+from bench.noise import NoiseProbe
+from bench.options import DEFAULT_REPLICATES, REPLICATE_WARMUP, RunOptions
 from bench.preprocess import PreprocessConfig, load_image, preprocess_batch
-from bench.providers import ProviderOptions, is_gpu
-from bench.results import CellResult, ModelInfo, Replicates
+from bench.providers import is_gpu
+from bench.results import Accuracy, CellLatency, CellMemory, CellResult, ModelInfo, Noise, Replicates
 from bench.sampling import ResourceSampler
 from bench.stats import noise_components, replicate_groups
 from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
 from bench.torch_engine import TorchEngine
 
-DEFAULT_REPLICATES = 5  # fresh sessions per cell: chosen from A/A runs on a 2-core box (README, "Verdicts")
-# Warm-up calls of a replicate after the first: the first replicate's --warmup has warmed the process (thread
-# pool, allocator, caches); a fresh session then needs its first call (arena, plan), measured at 1.0–1.7× the
-# steady median on the demo and a ViT-base export, the second within the steady spread.
-REPLICATE_WARMUP = 2
-
 ProgressFn = Callable[[int, float], None]
+InputBatchFn = Callable[[Engine | TorchEngine], np.ndarray]
+EvaluateFn = Callable[[Engine | TorchEngine], Accuracy | None]
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything that decides how a cell is measured; recorded as the result's ``config``."""
+class FreshSessions:
+    """Replicates of one model file on one provider, each timed in a session of its own.
 
-    batch_size: int = 1
-    loop: LoopSpec = field(default_factory=LoopSpec)
-    session: SessionSpec = field(default_factory=SessionSpec)
-    io_binding: bool | None = None  # None: on for GPU providers, off for CPU
-    sample_hz: float = 10.0
-    seed: int = 0
-    replicates: int = DEFAULT_REPLICATES  # fresh sessions the timed calls are split over
+    The one timed path of bench: ``measure_cell``'s replicates and ``bench ab``'s blocks both come here, so the
+    input batch is built and checked, and the IOBinding default resolved, on the first session only and in one
+    place. Only the last replicate's session stays open (``engine``), for what follows the timing (GPU
+    figures, accuracy); :meth:`close` lets it go when another session must be the only one alive.
+    """
 
-    def __post_init__(self) -> None:
-        if self.replicates < 1:
-            raise InputError(f"--replicates must be ≥ 1, got {self.replicates}")
+    def __init__(
+        self,
+        model_path: Path,
+        variant: str,
+        provider: str,
+        options: RunOptions,
+        input_batch: InputBatchFn | None = None,
+        model_sha256: str | None = None,
+    ) -> None:
+        self.model_path, self.variant, self.provider, self.options = model_path, variant, provider, options
+        self.input_batch = input_batch
+        self.model_sha256 = model_sha256
+        self.engine: Engine | TorchEngine | None = None
+        self.batch: np.ndarray | None = None  # set once checked, with io_binding
+        self.io_binding: bool | None = None
+        self.providers_effective: list[str] = []
 
-    def replicate_loops(self) -> list[LoopSpec]:
-        """Each replicate's loop: ``iterations`` (and ``min_time_s``) shared out exactly; ``--warmup`` calls
-        before the first, ``REPLICATE_WARMUP`` (at most ``--warmup``) before each later one.
-
-        Fewer iterations than replicates: one call per replicate, as many replicates as iterations.
-        """
-        loop = self.loop
-        count = min(self.replicates, loop.iterations)
-        per, extra = divmod(loop.iterations, count)
-        min_time = loop.min_time_s / count if loop.min_time_s else None
-        return [
-            LoopSpec(
-                iterations=per + (r < extra),
-                warmup=loop.warmup if r == 0 else min(loop.warmup, REPLICATE_WARMUP),
-                min_time_s=min_time,
+    def measure(self, loop: LoopSpec, during: Sequence[AbstractContextManager[Any]] = ()) -> tuple[list[float], float]:
+        """One replicate: (ms per timed call, session create ms). The previous session is gone before this one
+        opens; ``during`` (noise probe, sampler phase) is entered around the warm-up and timed calls."""
+        options = self.options
+        engine = self.open()
+        if self.batch is None:
+            self.providers_effective = engine.providers_effective
+            batch = (
+                self.input_batch(engine) if self.input_batch else engine.random_batch(options.batch_size, options.seed)
             )
-            for r in range(count)
-        ]
+            engine.check_batch_size(batch.shape[0])
+            self.io_binding = engine.io_binding_default if options.io_binding is None else options.io_binding
+            self.batch = batch
+        call = engine.timed_call(self.batch, io_binding=bool(self.io_binding))
+        with ExitStack() as phase:
+            for context in during:
+                phase.enter_context(context)
+            times = timed_loop(call, loop)
+        return times, round(engine.session_create_ms, 3)
 
-    def cpu_threads(self, provider: str) -> int | None:
-        """The CPU threads a session on ``provider`` computes with, for the contention check (bench.noise);
-        None on a GPU provider, where the CPU only launches work."""
-        return None if is_gpu(provider) else intra_op_threads(self.session.threads)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON for a child process (``bench._cell``); :meth:`from_dict` rebuilds it."""
-        data = asdict(self)
-        cache = data["session"]["provider_options"].get("trt_cache_dir")
-        data["session"]["provider_options"]["trt_cache_dir"] = str(cache) if cache is not None else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunOptions:
-        session = dict(data["session"])
-        po = dict(session.pop("provider_options"))
-        if po.get("trt_cache_dir") is not None:
-            po["trt_cache_dir"] = Path(po["trt_cache_dir"])
-        return cls(
-            batch_size=data["batch_size"],
-            loop=LoopSpec(**data["loop"]),
-            session=SessionSpec(**session, provider_options=ProviderOptions(**po)),
-            io_binding=data["io_binding"],
-            sample_hz=data["sample_hz"],
-            seed=data["seed"],
-            replicates=data.get("replicates", 1),
+    def open(self) -> Engine | TorchEngine:
+        """A fresh session, the previous one gone first (one alive at a time); it stays open until :meth:`close`."""
+        self.close()
+        gc.collect()
+        self.engine = open_engine(
+            self.model_path, self.variant, self.provider, self.options.session, model_sha256=self.model_sha256
         )
+        return self.engine
 
-    def as_config(self) -> dict[str, Any]:
-        po = self.session.provider_options
-        return {
-            "batch_size": self.batch_size,
-            "iterations": self.loop.iterations,
-            "warmup": self.loop.warmup,
-            "replicate_warmup": min(self.loop.warmup, REPLICATE_WARMUP),
-            "min_time_s": self.loop.min_time_s,
-            "threads": self.session.threads,
-            "inter_op_threads": self.session.inter_op_threads,
-            "graph_opt": self.session.graph_opt,
-            "device_id": po.device_id,
-            "trt_fp16": po.trt_fp16,
-            "trt_int8": po.trt_int8,
-            "cuda_graph": po.cuda_graph,
-            "trt_cache": str(po.trt_cache_dir) if po.trt_cache_dir else None,
-            "io_binding": self.io_binding,
-            "sample_hz": self.sample_hz,
-            "seed": self.seed,
-            "replicates": self.replicates,
-            "gc_disabled_during_timing": True,
-        }
+    def close(self) -> None:
+        self.engine = None
+
+
+@dataclass
+class ReplicateSamples:
+    """A cell's timed calls gathered over its replicates: each call's time and replicate, each session's create time."""
+
+    samples: list[float] = field(default_factory=list)
+    replicate_ids: list[int] = field(default_factory=list)
+    session_create_ms: list[float] = field(default_factory=list)
+
+    def add(self, replicate: int, times: Sequence[float], session_create_ms: float) -> None:
+        self.samples.extend(times)
+        self.replicate_ids.extend([replicate] * len(times))
+        self.session_create_ms.append(session_create_ms)
+
+    def record(self, cell: CellResult, iterations_per_replicate: int, isolation: str) -> None:
+        """Write the cell's samples, latency, throughput and replicate figures (bench run, matrix and ab alike)."""
+        stats = LatencyStats.from_samples(self.samples)
+        cell.session_create_ms = self.session_create_ms[0]
+        cell.samples_ms = [round(s, 5) for s in self.samples]
+        cell.sample_replicates = list(self.replicate_ids)
+        cell.latency_ms = cast(
+            CellLatency, {k: round(v, 5) if isinstance(v, float) else v for k, v in stats.as_dict().items()}
+        )
+        cell.throughput_ips = round(cell.batch_size / (stats.mean / 1000.0), 3)
+        cell.replicates = replicate_figures(
+            self.samples, self.replicate_ids, self.session_create_ms, iterations_per_replicate, isolation
+        )
 
 
 def measure_cell(
@@ -134,8 +134,8 @@ def measure_cell(
     variant: str,
     provider: str,
     options: RunOptions,
-    input_batch: Callable[[Engine], np.ndarray] | None = None,
-    evaluate: Callable[[Engine], dict[str, Any]] | None = None,
+    input_batch: InputBatchFn | None = None,
+    evaluate: EvaluateFn | None = None,
     progress: ProgressFn | None = None,
     model: ModelInfo | None = None,
 ) -> CellResult:
@@ -145,52 +145,33 @@ def measure_cell(
     cell.model = model or model_info(model_path)
     gpu_index = options.session.provider_options.device_id if is_gpu(provider) else None
     loops = options.replicate_loops()
-    samples: list[float] = []
-    creates: list[float] = []
+    sessions = FreshSessions(model_path, variant, provider, options, input_batch, model_sha256=cell.model.sha256)
+    timed = ReplicateSamples()
     noise = NoiseProbe(options.cpu_threads(provider))
-    batch: np.ndarray | None = None
-    engine: Engine | TorchEngine | None = None
     try:
         with frozen_heap(), ResourceSampler(hz=options.sample_hz, gpu_index=gpu_index) as sampler:
             for r, loop in enumerate(loops):
-                engine = None
-                gc.collect()  # the previous replicate's session is gone before the next one is made
-                engine = open_engine(model_path, variant, provider, options.session, model_sha256=cell.model.sha256)
-                creates.append(round(engine.session_create_ms, 3))
-                if batch is None:
-                    cell.providers_effective = engine.providers_effective
-                    batch = (
-                        input_batch(engine) if input_batch else engine.random_batch(options.batch_size, options.seed)
-                    )
-                    engine.check_batch_size(batch.shape[0])
-                    cell.io_binding = engine.io_binding_default if options.io_binding is None else options.io_binding
-                call = engine.timed_call(batch, io_binding=bool(cell.io_binding))
-                with noise, sampler.timed():
-                    times = timed_loop(call, loop)
-                samples.extend(times)
-                cell.sample_replicates.extend([r] * len(times))
-                del call
+                times, create_ms = sessions.measure(loop, during=(noise, sampler.timed()))
+                timed.add(r, times, create_ms)
                 if progress is not None:
                     progress(len(times), float(np.median(times)))
     except InputError:
         raise
     except Exception as exc:  # provider trouble or an inference that throws: the cell says why, the run goes on
         cell.status, cell.reason = cell_failure(exc, provider)
-        cell.sample_replicates = []
         return cell
-    stats = LatencyStats.from_samples(samples)
-    cell.session_create_ms = creates[0]
-    cell.samples_ms = [round(s, 5) for s in samples]
-    cell.latency_ms = {k: round(v, 5) if isinstance(v, float) else v for k, v in stats.as_dict().items()}
-    cell.throughput_ips = round(options.batch_size / (stats.mean / 1000.0), 3)
-    cell.memory = sampler.stats(timed_images=len(samples) * options.batch_size).as_dict()
+    finally:
+        cell.providers_effective, cell.io_binding = sessions.providers_effective, sessions.io_binding
+    timed.record(cell, loops[0].iterations, "session")
+    memory = cast(CellMemory, sampler.stats(timed_images=len(timed.samples) * options.batch_size).as_dict())
+    cell.memory = memory
+    engine, batch = sessions.engine, sessions.batch
     gpu_run = engine.gpu_run() if engine is not None else None
-    if gpu_run is not None and batch is not None:
+    if engine is not None and gpu_run is not None and batch is not None:
         if not cell.io_binding:  # end to end: where the time goes (copy in, compute, copy out)
             gpu_run["copy_breakdown_ms"] = engine.copy_breakdown(batch, calls=min(options.loop.iterations, 100))
-        cell.memory["gpu_run"] = gpu_run
-    cell.replicates = replicate_figures(samples, cell.sample_replicates, creates, loops[0].iterations, "session")
-    cell.noise = noise.figures()
+        memory["gpu_run"] = gpu_run
+    cell.noise = cast(Noise, noise.figures())
     if evaluate is not None and engine is not None:
         cell.accuracy = evaluate(engine)
     return cell
@@ -214,7 +195,9 @@ def replicate_figures(
     }
 
 
-def images_batch(paths: Sequence[Path], batch_size: int, engine: Engine, preprocess: PreprocessConfig) -> np.ndarray:
+def images_batch(
+    paths: Sequence[Path], batch_size: int, engine: Engine | TorchEngine, preprocess: PreprocessConfig
+) -> np.ndarray:
     """A real image batch: the first ``batch_size`` images of a dataset (cycled), preprocessed."""
     if not paths:
         raise InputError("the dataset has no images to use as input")
@@ -222,4 +205,23 @@ def images_batch(paths: Sequence[Path], batch_size: int, engine: Engine, preproc
     return preprocess_batch([load_image(p) for p in chosen], preprocess).astype(engine.input.dtype)
 
 
-__all__ = ["DEFAULT_REPLICATES", "REPLICATE_WARMUP", "RunOptions", "images_batch", "measure_cell", "replicate_figures"]
+def image_feed(paths: Sequence[Path], batch_size: int, bundle: Bundle) -> InputBatchFn:
+    """``input_batch`` of real images: :func:`images_batch` preprocessed as ``bundle`` says at the model's size."""
+
+    def feed(engine: Engine | TorchEngine) -> np.ndarray:
+        return images_batch(paths, batch_size, engine, bundle.preprocess_config(engine.input.image_hw()))
+
+    return feed
+
+
+__all__ = [
+    "DEFAULT_REPLICATES",
+    "REPLICATE_WARMUP",
+    "FreshSessions",
+    "ReplicateSamples",
+    "RunOptions",
+    "image_feed",
+    "images_batch",
+    "measure_cell",
+    "replicate_figures",
+]

@@ -253,8 +253,9 @@ class ResourceSampler:
         out.gpu_device_peak_mb = _round(max(dev))
         out.gpu_device_scope = "device-wide: every process on this GPU, not only this one"
         out.gpu_total_mb = _round(self._gpu.memory()[1]) if self._gpu is not None else None
-        out.gpu_util_mean_pct = _round(_mean([s.gpu_util for s in gpu_window]))  # type: ignore[misc]
-        out.gpu_util_max_pct = _round(max((s.gpu_util for s in gpu_window), default=None))  # type: ignore[type-var]
+        util = [u for s in gpu_window if (u := s.gpu_util) is not None]  # all of gpu_window's
+        out.gpu_util_mean_pct = _round(_mean(util))
+        out.gpu_util_max_pct = _round(max(util, default=None))
         proc = [s.gpu_proc for s in samples if s.gpu_proc is not None]
         if proc:
             out.gpu_process_peak_mb = _round(max(proc))

@@ -22,10 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Final
 
 import numpy as np
 
-QUANTILE_METHOD = "median_unbiased"  # Hyndman & Fan type 8: approximately median-unbiased for any n
+QUANTILE_METHOD: Final = "median_unbiased"  # Hyndman & Fan type 8: approximately median-unbiased for any n
 MIN_GROUPS = 3  # fewer replicates (or blocks) than this: no interval, "inconclusive (n too small)"
 MIN_SAMPLES = 20  # fewer calls than this on a side: likewise
 TAIL_CALLS = 5  # a tail quantile needs this many calls beyond it on each side (p95: 100 calls, p99: 500)

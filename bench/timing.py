@@ -11,28 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import InputError
-
-
-@dataclass(frozen=True)
-class LoopSpec:
-    """How long to measure: ``warmup`` uncounted calls, then ``iterations`` timed calls.
-
-    With ``min_time_s`` the loop keeps going until that many seconds have passed *and* at least
-    ``iterations`` calls were timed (pytest-benchmark's min_rounds + min_time rule).
-    """
-
-    iterations: int = 100
-    warmup: int = 10
-    min_time_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise InputError(f"--iterations must be ≥ 1, got {self.iterations}")
-        if self.warmup < 0:
-            raise InputError(f"--warmup must be ≥ 0, got {self.warmup}")
-        if self.min_time_s is not None and self.min_time_s <= 0:
-            raise InputError(f"--min-time must be > 0 seconds, got {self.min_time_s}")
+from bench.options import LoopSpec
 
 
 @contextlib.contextmanager
@@ -114,30 +93,3 @@ class LatencyStats:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
-
-
-def bootstrap_ratio(
-    current: Sequence[float] | np.ndarray,
-    baseline: Sequence[float] | np.ndarray,
-    statistic: Callable[[np.ndarray], float] = np.median,
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(point, low, high): statistic(current) / statistic(baseline) with a percentile-bootstrap interval."""
-    a = np.asarray(current, dtype=np.float64)
-    b = np.asarray(baseline, dtype=np.float64)
-    if a.size == 0 or b.size == 0:
-        raise ValueError("bootstrap needs samples on both sides")
-    rng = np.random.default_rng(seed)
-    ia = rng.integers(0, a.size, size=(n_boot, a.size))
-    ib = rng.integers(0, b.size, size=(n_boot, b.size))
-    if statistic is np.median:
-        num, den = np.median(a[ia], axis=1), np.median(b[ib], axis=1)
-    else:
-        num = np.apply_along_axis(statistic, 1, a[ia])
-        den = np.apply_along_axis(statistic, 1, b[ib])
-    ratios = num / den
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [alpha, 1 - alpha])
-    return float(statistic(a) / statistic(b)), float(low), float(high)

@@ -26,6 +26,7 @@ from bench.errors import InputError
 from bench.faults import slow_down
 from bench.providers import EP_NAMES
 from bench.quiet import quiet_libraries
+from bench.results import GpuRun
 
 INSTALL_HINT = "pip install 'bench[torch]'"
 _DTYPES = {"pytorch": "float32", "pytorch-fp16": "float16"}
@@ -146,6 +147,8 @@ class TorchEngine:
     def _image_shape(self, config: Any) -> tuple[int | str, ...]:
         """(C, H, W) from the model config; H/W stay symbolic when the config does not fix them."""
         size = getattr(config, "image_size", None)
+        h: int | str
+        w: int | str
         if isinstance(size, int):
             h = w = size
         elif isinstance(size, (list, tuple)) and len(size) == 2:
@@ -186,7 +189,7 @@ class TorchEngine:
         """Logits for one batch (float32, on the host)."""
         return self._forward(self._tensor(batch)).float().cpu().numpy()
 
-    def gpu_run(self) -> dict[str, Any] | None:
+    def gpu_run(self) -> GpuRun | None:
         """What a CUDA cell ran with (the ONNX engine's counterpart): eager PyTorch, how the clock was synchronised.
         None on CPU."""
         if self.clock_sync is None:

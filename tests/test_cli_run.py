@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from cli import run_bench as bench
 from models import make_classifier
-
-RUN = [sys.executable, "-m", "bench"]
-
-
-def bench(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env={**os.environ, **(env or {})}
-    )
 
 
 def test_run_json_is_one_document_and_follows_the_contract(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -163,7 +153,15 @@ def test_internal_error_is_exit_4(tiny_bundle: Path, monkeypatch: pytest.MonkeyP
     def boom(*a: object, **k: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("bench.cli.run_cells", boom)  # the name the command calls
+    monkeypatch.setattr("bench.commands.run_cells", boom)  # the command imports it from there when it runs
     result = CliRunner().invoke(cli.main, ["run", "--model-dir", str(tiny_bundle)])
     assert result.exit_code == 4
     assert "internal error: ZeroDivisionError: boom" in result.output
+
+
+def test_info_lists_each_library_once() -> None:
+    """tensorrt loads CUDA's libraries too; the text lists each of them once."""
+    p = bench("info")
+    assert p.returncode == 0, p.stderr
+    rows = [line.split()[0] for line in p.stdout.splitlines() if line.startswith("  lib")]
+    assert rows and len(rows) == len(set(rows)), rows

@@ -450,6 +450,7 @@ def two_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return old, candidate
 
 
+@pytest.mark.slow
 def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_path: Path) -> None:
     old, new = two_dirs
     faults = json.dumps({"slowdown": {"factor": 1.0, "match": "candidate-model"}})
@@ -485,6 +486,7 @@ def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_pa
     assert sorted(set(cur.cells[0].sample_replicates)) == list(range(blocks))
 
 
+@pytest.mark.slow
 def test_cli_ab_same_model_passes_with_memory(two_dirs: tuple[Path, Path]) -> None:
     old, new = two_dirs
     # One intra-op thread: two 2-thread pools on a shared 2-core runner make every op wait on a neighbour.
@@ -498,6 +500,7 @@ def test_cli_ab_same_model_passes_with_memory(two_dirs: tuple[Path, Path]) -> No
     assert rss["baseline"] > 10 and rss["current"] > 10  # measured in each side's own process
 
 
+@pytest.mark.slow
 def test_cli_ab_against_variant_with_accuracy(tiny_bundle: Path, tmp_path: Path) -> None:
     shutil.copy(tiny_bundle / "onnx" / "model.onnx", tiny_bundle / "onnx" / "model_quantized.onnx")
     dataset = tmp_path / "set"

@@ -150,3 +150,22 @@ def test_first_line_strips_ort_prefix() -> None:
 def test_softmax_is_stable() -> None:
     p = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
     np.testing.assert_allclose(p, [[1.0, 0.0], [0.5, 0.5]])
+
+
+def test_probe_model_is_the_identity_model_onnx_helper_builds() -> None:
+    """bench.engine ships the probe model serialised (importing onnx costs `bench info` 0.7 s); it is this one."""
+    from onnx import TensorProto, helper
+
+    from bench.engine import PROBE_MODEL, probe_provider
+
+    shape = [1, 3, 2, 2]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert model.SerializeToString() == PROBE_MODEL
+    assert probe_provider("cpu") == {"execution_provider": "CPUExecutionProvider", "usable": True, "reason": None}

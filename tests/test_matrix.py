@@ -6,11 +6,10 @@ bundle with three real variant files; ``CUDA_VISIBLE_DEVICES=""`` makes ``cuda``
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,24 +21,12 @@ from bench.errors import InputError
 from bench.matrix import _load_previous, _reusable, parse_batch_sizes, plan_cells
 from bench.results import CellResult, ModelInfo, RunResult
 
+from cli import BENCH, bench_env, run_bench
 from models import make_variants_workspace
 
-RUN = [sys.executable, "-m", "bench", "matrix"]
+RUN = [*BENCH, "matrix"]
 FAST = ["--iterations", "5", "--warmup", "1", "--threads", "1"]
-NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
-
-
-def bench(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RUN, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, "BENCH_FAULTS": "", **NO_GPU, **(env or {})},
-    )
+bench = functools.partial(run_bench, "matrix", timeout=240, no_gpu=True)  # bench(*flags, cwd=..., env=...)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +65,7 @@ def _kept_lines(stderr: str) -> int:
 # --- one full matrix run ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_matrix_writes_every_cell_with_unavailable_rows(
     full_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -102,6 +90,7 @@ def test_matrix_writes_every_cell_with_unavailable_rows(
     assert len(lines) == 12 and all("/12]" in ln for ln in lines) and "ETA" in lines[0]
 
 
+@pytest.mark.slow
 def test_cells_run_in_their_own_processes(full_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     doc = json.loads(full_run[0].stdout)
     rss = [c["memory"]["rss_peak_mb"] for c in doc["cells"] if c["status"] == "ok"]
@@ -111,6 +100,7 @@ def test_cells_run_in_their_own_processes(full_run: tuple[subprocess.CompletedPr
     assert all(s > 0 for s in sessions)
 
 
+@pytest.mark.slow
 def test_accuracy_once_per_variant_and_provider_with_agreement(
     full_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -125,6 +115,7 @@ def test_accuracy_once_per_variant_and_provider_with_agreement(
     assert doc["dataset"]["n"] == 12 and doc["config"]["batch_sizes"] == [1, 2]
 
 
+@pytest.mark.slow
 def test_matrix_report_has_every_section_and_plot(full_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     out = full_run[1]
     en = (out / "report.md").read_text()
@@ -137,6 +128,7 @@ def test_matrix_report_has_every_section_and_plot(full_run: tuple[subprocess.Com
     assert "**Recommendation**:" in en
 
 
+@pytest.mark.slow
 def test_resume_with_nothing_left_and_fail_on_policy(
     full_run: tuple[subprocess.CompletedProcess[str], Path], workspace: Path
 ) -> None:
@@ -176,6 +168,7 @@ def test_resume_with_nothing_left_and_fail_on_policy(
 # --- crash isolation ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_crashing_and_a_hanging_cell_fail_while_others_run(workspace: Path) -> None:
     faults = {"crash": {"variant": "wide"}, "slowdown": {"factor": 1e6, "match": "model_seed2"}}
     p = bench(
@@ -207,6 +200,30 @@ def test_a_crashing_and_a_hanging_cell_fail_while_others_run(workspace: Path) ->
     assert "**cpu** — failed, 1 cell (wide × batch 1): the cell's process crashed (SIGABRT" in report
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        (["--replicates", "2"], "--replicates: 5 then, 2 now"),
+        (["--trt-int8"], "--trt-int8: False then, True now"),
+        (["--threads", "2"], "--threads: 1 then, 2 now"),
+    ],
+)
+def test_resume_refuses_cells_measured_under_other_settings(
+    full_run: tuple[subprocess.CompletedProcess[str], Path], workspace: Path, changed: list[str], named: str
+) -> None:
+    """--resume never keeps a cell measured otherwise (before, --replicates 3 kept 1-replicate cells and recorded 3):
+    exit 2 naming each differing flag and how to go on; the earlier results stay as they were."""
+    before = (full_run[1] / "results.json").read_text()
+    fast = FAST[:4] if "--threads" in changed else FAST  # FAST without its --threads 1
+    args = ["--model-dir", "tiny", "--variants", "fp32,wide,seed2", "--providers", "cpu,cuda", "--batch-sizes", "1,2"]
+    p = bench(*args, "--dataset", "ds", *fast, *changed, "--out", "full", "--resume", cwd=workspace)
+    assert p.returncode == 2, p.stderr
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: --resume:") and named in line and "rerun with the same flags" in line
+    assert (full_run[1] / "results.json").read_text() == before
+
+
 # --- Ctrl-C and resume ---------------------------------------------------------------------------------
 
 
@@ -221,6 +238,7 @@ def _children_alive(cwd: Path) -> list[psutil.Process]:
     return alive
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> None:
     args = [
         "--model-dir",
@@ -248,7 +266,7 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "BENCH_FAULTS": "", **NO_GPU},
+        env=bench_env(no_gpu=True),
         # a shell's background job starts with SIGINT ignored, and Python then keeps ignoring it: the
         # Ctrl-C under test needs the default disposition, however pytest itself was started
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

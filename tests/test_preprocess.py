@@ -125,7 +125,7 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
 ONE_LEVEL = 2 / 255  # one 8-bit grey level after normalising to [-1, 1]
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("fmt", ["JPEG", pytest.param("PNG", marks=pytest.mark.slow), "WEBP"])  # PNG: 2 s
 def test_reduced_decode_is_within_grey_levels_of_the_full_one(fmt: str) -> None:
     """Pillow's reducing_gap promise ("indistinguishable from fair resampling"), checked on the model's input."""
     cfg = PreprocessConfig(height=224, width=224)

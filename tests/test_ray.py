@@ -8,11 +8,8 @@ cluster-free parts (bad input, machine classes, compare's rule) run everywhere.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,10 +33,11 @@ from bench.runner import RunOptions
 from bench.service import harness
 from bench.timing import LoopSpec
 
+from cli import run_bench
 from models import make_variants_workspace
 
 OPTIONS = RunOptions(loop=LoopSpec(iterations=5, warmup=1), session=SessionSpec(threads=1))
-CLI = [sys.executable, "-m", "bench", "matrix", "--iterations", "5", "--warmup", "1", "--threads", "1"]
+CLI = ["matrix", "--iterations", "5", "--warmup", "1", "--threads", "1"]  # after python -m bench
 SCHEDULE_TIMEOUT_S = 1.0
 
 
@@ -92,6 +90,7 @@ def both(workspace: Path, ray_address: str) -> tuple[MatrixOutcome, MatrixOutcom
 # --- the matrix through Ray -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_cells_and_statuses_as_local(both: tuple[MatrixOutcome, MatrixOutcome]) -> None:
     local, on_ray = both
     assert [(c.key, c.status) for c in on_ray.result.cells] == [(c.key, c.status) for c in local.result.cells]
@@ -117,6 +116,7 @@ def test_ray_gives_the_same_cells_and_statuses_as_local(both: tuple[MatrixOutcom
     assert RunResult.load(on_ray.out).cells[0].placement == on_ray.result.cells[0].placement  # round-trips
 
 
+@pytest.mark.slow
 def test_resume_across_executors(workspace: Path, both: tuple[MatrixOutcome, MatrixOutcome]) -> None:
     """An unfinished local run finished on Ray, and an unfinished Ray run finished locally: kept cells untouched."""
     local, on_ray = both
@@ -145,36 +145,34 @@ def test_resume_across_executors(workspace: Path, both: tuple[MatrixOutcome, Mat
             assert cells[key].samples_ms == before.samples_ms and cells[key].placement == before.placement
 
 
+@pytest.mark.slow
 def test_a_crashing_and_a_hanging_cell_are_isolated_on_ray(workspace: Path, ray_address: str) -> None:
     """Through the CLI, joined to the running Ray by address: faults as in the local test, the rest runs."""
     faults = {"crash": {"variant": "wide"}, "slowdown": {"factor": 1e6, "match": "model_seed2"}}
-    p = subprocess.run(
-        [
-            *CLI,
-            "--model-dir",
-            "tiny",
-            "--variants",
-            "fp32,wide,seed2",
-            "--providers",
-            "cpu",
-            "--batch-sizes",
-            "1",
-            "--no-accuracy",
-            "--cell-timeout",
-            "4",
-            "--executor",
-            "ray",
-            "--ray-address",
-            ray_address,
-            "--out",
-            "ray-faults",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    p = run_bench(
+        *CLI,
+        "--model-dir",
+        "tiny",
+        "--variants",
+        "fp32,wide,seed2",
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "1",
+        "--no-accuracy",
+        "--cell-timeout",
+        "4",
+        "--executor",
+        "ray",
+        "--ray-address",
+        ray_address,
+        "--out",
+        "ray-faults",
+        "--json",
         cwd=workspace,
         timeout=120,
-        env={**os.environ, "BENCH_FAULTS": json.dumps(faults), "CUDA_VISIBLE_DEVICES": ""},
+        env={"BENCH_FAULTS": json.dumps(faults)},
+        no_gpu=True,
     )
     assert p.returncode == 0, p.stderr
     cells = {c["variant"]: c for c in json.loads(p.stdout)["cells"]}  # --json: one document on stdout
@@ -184,6 +182,7 @@ def test_a_crashing_and_a_hanging_cell_are_isolated_on_ray(workspace: Path, ray_
     assert cells["wide"]["placement"]["node_id"] == cells["fp32"]["placement"]["node_id"]
 
 
+@pytest.mark.slow
 def test_cells_no_node_can_run_are_unavailable_not_pending(workspace: Path, ray_address: str) -> None:
     executor = RayExecutor(resources={"bench_no_such_node": 1}, schedule_timeout_s=SCHEDULE_TIMEOUT_S)
     started = time.monotonic()
@@ -207,6 +206,7 @@ def _cell_process(tag: str) -> psutil.Process | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_lost_worker_fails_its_cell_and_the_rest_go_on(
     workspace: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,22 +248,22 @@ def test_a_lost_worker_fails_its_cell_and_the_rest_go_on(
 # --- bad input --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_without_ray_installed_the_command_exits_2_with_the_pip_command(workspace: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "no-ray" / "ray"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('ray is not installed (test)')\n")
-    p = subprocess.run(
-        [*CLI, "--model-dir", "tiny", "--variants", "fp32", "--providers", "cpu", "--executor", "ray"],
-        capture_output=True,
-        text=True,
+    p = run_bench(
+        *[*CLI, "--model-dir", "tiny", "--variants", "fp32", "--providers", "cpu", "--executor", "ray"],
         cwd=workspace,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(blocker.parent)},
+        env={"PYTHONPATH": str(blocker.parent)},
     )
     assert p.returncode == 2, p.stderr
     assert "needs Ray, which is not installed" in p.stderr and "pip install 'bench[ray]'" in p.stderr
 
 
+@pytest.mark.slow
 def test_an_unreachable_ray_address_exits_2_within_30_s_naming_it(workspace: Path) -> None:
     pytest.importorskip("ray")
     with socket.socket() as probe:
@@ -271,13 +271,11 @@ def test_an_unreachable_ray_address_exits_2_within_30_s_naming_it(workspace: Pat
         port = probe.getsockname()[1]
     address = f"ray://127.0.0.1:{port}"
     started = time.monotonic()
-    p = subprocess.run(
-        [*CLI, "--model-dir", "tiny", "--variants", "fp32", "--executor", "ray", "--ray-address", address],
-        capture_output=True,
-        text=True,
+    p = run_bench(
+        *[*CLI, "--model-dir", "tiny", "--variants", "fp32", "--executor", "ray", "--ray-address", address],
         cwd=workspace,
         timeout=60,
-        env={**os.environ, "RAY_ADDRESS": ""},
+        env={"RAY_ADDRESS": ""},
     )
     assert p.returncode == 2, p.stderr
     assert address in p.stderr and "cannot reach" in p.stderr and time.monotonic() - started < 30
@@ -346,6 +344,7 @@ def service(workspace: Path) -> Iterator[str]:
         yield base
 
 
+@pytest.mark.slow
 def test_two_ray_actor_generators_merge_like_one(service: str, ray_address: str, workspace: Path) -> None:
     images = tuple(sorted((workspace / "ds").rglob("*.png")))
     spec = LoadSpec(url=service, rate=16, arrival="poisson", seed=4, duration_s=3.0, images=images, ceiling_s=0.5)

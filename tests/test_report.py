@@ -251,6 +251,7 @@ def test_pareto_front_drops_dominated_cells(seedlike: RunResult) -> None:
 # --- files and the CLI ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_write_report_draws_plots_and_both_languages(seedlike: RunResult, tmp_path: Path) -> None:
     out = write_report(seedlike, tmp_path, langs=("en", "th"))
     for name in ("latency", "accuracy_latency", "size_latency"):
@@ -563,6 +564,7 @@ def test_service_section_has_health_startup_leak_caveat_and_bad_uploads(seedlike
     assert "| fp16 · cuda | ok | 20.0 / 20.0 | 600 | 0 | 26.000 | 41.500 | 7.161 | 12.900 | 4.300 |" in service
 
 
+@pytest.mark.slow
 def test_bad_uploads_get_the_statuses_cli_md_promises(tiny_bundle: Path) -> None:
     """A real `bench serve` on loopback: each built-in bad upload answered with its documented 4xx."""
     from bench.service import harness
@@ -575,6 +577,7 @@ def test_bad_uploads_get_the_statuses_cli_md_promises(tiny_bundle: Path) -> None
     assert health["http_status"] == 200 and health["body"]["model"]["load_ms"] > 0
 
 
+@pytest.mark.slow
 def test_plots_separate_batch_sizes_and_keep_labels_apart(seedlike: RunResult, tmp_path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -595,6 +598,7 @@ def test_plots_separate_batch_sizes_and_keep_labels_apart(seedlike: RunResult, t
     assert not overlaps
 
 
+@pytest.mark.slow
 def test_html_report_is_one_file_with_the_plots_inlined(seedlike: RunResult, tmp_path: Path) -> None:
     out = write_report(seedlike, tmp_path, langs=("en", "th"), html=True)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -47,6 +47,7 @@ def test_a_real_slowdown_is_a_regression_and_aa_is_same() -> None:
     assert stats.decide(stats.ratio_interval(same, base), 0.10).verdict == "same"
 
 
+@pytest.mark.slow
 def test_tail_quantile_does_not_depend_on_n() -> None:
     """300 vs 3,000 calls from one distribution: at most 1 false verdict in 200 compares of p95."""
     rng = np.random.default_rng(5)

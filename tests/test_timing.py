@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 
 from bench.errors import InputError
-from bench.timing import LatencyStats, LoopSpec, bootstrap_ratio, timed_loop
+from bench.timing import LatencyStats, LoopSpec, timed_loop
 
 
 def test_stats_hand_checked() -> None:
@@ -57,18 +56,3 @@ def test_progress_callback_sees_every_sample() -> None:
 def test_bad_loop_specs(kw: dict, msg: str) -> None:
     with pytest.raises(InputError, match=msg):
         LoopSpec(**kw)
-
-
-def test_bootstrap_ratio_brackets_a_known_shift() -> None:
-    rng = np.random.default_rng(0)
-    base = rng.normal(10.0, 0.5, 400)
-    cur = base * 1.25
-    point, low, high = bootstrap_ratio(cur, base)
-    assert point == pytest.approx(1.25, rel=1e-9)
-    assert 1.15 < low < 1.25 < high < 1.35
-
-
-def test_bootstrap_ratio_of_same_distribution_contains_one() -> None:
-    rng = np.random.default_rng(1)
-    _point, low, high = bootstrap_ratio(rng.normal(10, 1, 300), rng.normal(10, 1, 300))
-    assert low < 1.0 < high

@@ -3,8 +3,8 @@ exported to ONNX, run through both backends on real images, and through the CLI 
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
 import shutil
 import signal
@@ -29,17 +29,14 @@ from bench.service import ServiceConfig
 from bench.torch_engine import TorchEngine
 from bench.variants import ensure_variant, list_variants, parse_variants
 
+from cli import BENCH, run_bench
 from models import PREPROCESSOR, make_classifier
 
-RUN = [sys.executable, "-m", "bench"]
+pytestmark = pytest.mark.slow  # torch and transformers: a ViT built and exported here, CLI runs that import torch
+
 FAKE = 0  # id2label 0 = Deepfake
 TOLERANCE = 1e-4
-
-
-def bench(*args: str, env: dict[str, str] | None = None, prefix: list[str] = RUN) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
-    )
+bench = functools.partial(run_bench, timeout=300)  # bench(*args, env=..., prefix=...)
 
 
 def make_hf_vit(root: Path, size: int = 32, seed: int = 0) -> Path:
@@ -338,7 +335,7 @@ def test_serve_falls_back_to_pytorch_and_says_so(hf_vit: Path, hf_copy: Path, de
     onnx.write_bytes(onnx.read_bytes()[:300])  # the ONNX variant cannot load: a truncated file
     serve = ["serve", "--model-dir", str(hf_copy), "--variant", "fp32", "--fallback", "pytorch"]
     proc = subprocess.Popen(
-        [*RUN, *serve, "--port", "0", "--max-batch", "1"],
+        [*BENCH, *serve, "--port", "0", "--max-batch", "1"],
         stderr=subprocess.PIPE,
         text=True,
     )

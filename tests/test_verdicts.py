@@ -71,6 +71,7 @@ def test_bench_run_splits_calls_over_fresh_sessions_and_records_noise(tiny_bundl
     assert RunResult.load(tmp_path).cells[0].sample_replicates == cell["sample_replicates"]  # it round-trips
 
 
+@pytest.mark.slow
 def test_noise_probe_sees_another_process_burning_cpu() -> None:
     import multiprocessing
     import time
@@ -203,6 +204,7 @@ def test_a_calibration_widens_cross_run_intervals_and_one_from_elsewhere_is_name
     assert elsewhere.calibration is None and any("another machine (other" in w for w in elsewhere.warnings)
 
 
+@pytest.mark.slow
 def test_bench_calibrate_reports_false_alarms_and_sizing(tiny_bundle: Path, tmp_path: Path) -> None:
     res = invoke(
         "calibrate",
@@ -233,6 +235,7 @@ def test_bench_calibrate_reports_false_alarms_and_sizing(tiny_bundle: Path, tmp_
     assert json.loads((tmp_path / "calibration.json").read_text())["machine_id"] == data["machine_id"]
 
 
+@pytest.mark.slow
 def test_bench_calibrate_on_an_unusable_provider_exits_3(tiny_bundle: Path) -> None:
     res = invoke("calibrate", "--model-dir", tiny_bundle, "--provider", "cuda", "--runs", "2", "--no-cross-run")
     assert res.exit_code == 3, res.output
@@ -254,6 +257,7 @@ def test_recommendation_names_a_tie_and_breaks_it_by_file_size() -> None:
     assert low <= detail["choice"]["value"] <= high
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", ["session", "process"])
 def test_ab_blocks_are_fresh_sessions_or_processes(tiny_bundle: Path, tmp_path: Path, isolation: str) -> None:
     res = invoke(

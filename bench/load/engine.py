@@ -461,13 +461,13 @@ def merge_parts(spec: LoadSpec, base: str, payloads: list[Payload], parts: Seque
         )
     ok = len(samples)
     wall = max(wall, 1e-9)
-    health = next((p.health for p in parts if p.health), [{}, {}, {}])
+    health: list[dict[str, Any]] = next((p.health for p in parts if p.health), [{}, {}, {}])
     scheduled = [p.scheduled for p in parts if p.scheduled is not None]
     result = LoadResult(
         url=base,
         endpoint=spec.endpoint,
         mode=spec.mode,
-        arrival=spec.arrival if open_loop else None,
+        arrival=spec.arrival_kind if open_loop else None,
         target_rate=spec.rate,
         achieved_rate=round(sent / max(window, 1e-9), 3),
         duration_s=round(window, 3),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from bench.errors import InputError
 from bench.load.engine import generator_ceiling, run_load
 from bench.load.spec import LoadSpec, check_target
 from bench.load.verdicts import CEILING_WARN_FRACTION
-from bench.results import LoadResult
+from bench.results import LoadResult, MaxRate, MaxRateStep
 
 CAPACITY_CONCURRENCY = 4  # the closed loop that checks the answer: enough in flight to keep a batcher busy
 MIN_STEP_REQUESTS = 300  # a step lasts until this many requests were scheduled (at most MAX_STEP_S)
@@ -71,7 +71,7 @@ def find_max_rate(
     tolerance: float = 0.1,
     min_rate: float = 0.5,
     log: Callable[[str], None] | None = None,
-) -> tuple[dict[str, Any], LoadResult | None]:
+) -> tuple[MaxRate, LoadResult | None]:
     """Double the rate while steps pass, then bisect between the highest pass and the lowest failure.
 
     A failing step is run again before it counts (a transient hiccup at a low rate must not cap the
@@ -88,8 +88,8 @@ def find_max_rate(
     hi: float | None = None
     best: LoadResult | None = None
     first: LoadResult | None = None
-    steps: list[dict[str, Any]] = []
-    limited_by = "max_steps"
+    steps: list[MaxRateStep] = []
+    limited_by: Literal["slo", "max_steps", "min_rate", "max_rate"] = "max_steps"
     rate = start_rate if max_rate is None else min(start_rate, max_rate)
 
     def probe(rate: float, retest: bool) -> tuple[bool, str, LoadResult]:
@@ -140,7 +140,7 @@ def find_max_rate(
                 limited_by = "slo"
                 break
             rate = (lo + hi) / 2
-    summary: dict[str, Any] = {
+    summary: MaxRate = {
         "slo_p99_ms": slo_p99_ms,
         "rate_rps": None if lo is None else round(lo, 3),
         "bracket": [None if lo is None else round(lo, 3), None if hi is None else round(hi, 3)],
@@ -153,13 +153,14 @@ def find_max_rate(
     return summary, best or first
 
 
-def littles_law_check(summary: dict[str, Any], capacity: LoadResult | None) -> str | None:
+def littles_law_check(summary: MaxRate, capacity: LoadResult | None) -> str | None:
     """A warning when the open-loop answer exceeds what a closed loop sustained (Little's law: X = N / W)."""
     rate = summary.get("rate_rps")
     if rate is None or capacity is None or not capacity.throughput_rps:
         return None
     summary["closed_loop_capacity_rps"] = capacity.throughput_rps
-    summary["closed_loop_concurrency"] = capacity.concurrency
+    if capacity.concurrency is not None:  # always, for the closed-loop run this is given (schema: an integer)
+        summary["closed_loop_concurrency"] = capacity.concurrency
     mean = capacity.latency_ms.get("mean")
     if mean:
         summary["littles_law_rps"] = round((capacity.concurrency or 1) / (mean / 1000.0), 3)

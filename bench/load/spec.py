@@ -10,6 +10,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from bench.errors import InputError
@@ -20,7 +21,8 @@ ENDPOINTS: dict[str, tuple[str, str, str | None]] = {
     "batch": ("POST", "/detect/batch", "files"),
     "health": ("GET", "/health/live", None),
 }
-ARRIVALS = ("constant", "poisson")
+Arrival = Literal["constant", "poisson"]
+ARRIVALS: tuple[Arrival, ...] = ("constant", "poisson")
 DEFAULT_MAX_REQUESTS = 100_000  # the request cap when none is given: every run is bounded
 MAX_DURATION_S = 3600.0
 
@@ -74,8 +76,13 @@ class LoadSpec:
             raise InputError(f"--connections must be ≥ 1, got {self.connections}")
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Literal["open", "closed"]:
         return "closed" if self.concurrency is not None else "open"
+
+    @property
+    def arrival_kind(self) -> Arrival:
+        """``arrival`` as its literal type (``__post_init__`` checked it is one of ARRIVALS)."""
+        return "poisson" if self.arrival == "poisson" else "constant"
 
     @property
     def cap(self) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.results import LoadLatency, SendLag, ServerMemory
+
 CEILING_WARN_FRACTION = 0.7  # warn when the target rate is above this share of the generator's ceiling
 LEAK_FLOOR_MB = 50.0  # leak rule: growth must exceed max(LEAK_FLOOR_MB, LEAK_FRACTION × start) ...
 LEAK_FRACTION = 0.10
@@ -21,7 +23,7 @@ LEAK_RULE = (
 )
 
 
-def latency_summary(samples_ms: Sequence[float]) -> dict[str, Any]:
+def latency_summary(samples_ms: Sequence[float]) -> LoadLatency:
     """{n, p50, p90, p99, p999, max, mean} from exact samples; nulls with a reason when there are none."""
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.size == 0:
@@ -47,7 +49,7 @@ def latency_summary(samples_ms: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def lag_summary(lags_ms: Sequence[float]) -> dict[str, Any]:
+def lag_summary(lags_ms: Sequence[float]) -> SendLag:
     x = np.asarray(lags_ms, dtype=np.float64)
     if x.size == 0:
         return {"p50": None, "p99": None, "max": None, "reason": "no request was sent"}
@@ -71,7 +73,7 @@ def leak_verdict(start: float | None, mid: float | None, end: float | None) -> b
     return end - mid > LEAK_LATE_SHARE * threshold
 
 
-def server_verdict(start: dict[str, Any], mid: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+def server_verdict(start: dict[str, Any], mid: dict[str, Any], end: dict[str, Any]) -> ServerMemory:
     """The LoadResult ``server`` object from three /health readings (start, middle, end of the run)."""
     rss = [d.get("rss_mb") for d in (start, mid, end)]
     gpu = [d.get("gpu_mb") for d in (start, mid, end)]
@@ -94,8 +96,9 @@ def parse_health(data: Any) -> dict[str, Any]:
     """RSS (``process.rss_mb``) and GPU memory (``memory_usage.gpu_memory_used_mb``) from a /health body."""
     if not isinstance(data, dict):
         return {"rss_mb": None, "gpu_mb": None, "reason": "/health did not answer a JSON object"}
-    process = data.get("process") if isinstance(data.get("process"), dict) else {}
-    memory = data.get("memory_usage") if isinstance(data.get("memory_usage"), dict) else {}
+    process, memory = data.get("process"), data.get("memory_usage")
+    process = process if isinstance(process, dict) else {}
+    memory = memory if isinstance(memory, dict) else {}
     rss, gpu = process.get("rss_mb"), memory.get("gpu_memory_used_mb")
     reasons = []
     if rss is None:

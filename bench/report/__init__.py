@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.report.analysis import recommend
 from bench.report.catalog import catalog
@@ -21,7 +20,7 @@ from bench.report.html import markdown_to_html
 from bench.report.markdown import render_markdown
 from bench.report.plots import draw_plots, planned_plots
 from bench.report.policy import Policy, PolicyVerdict, evaluate_policy, load_policy, policy_for
-from bench.results import RunResult, atomic_write_text
+from bench.results import RecommendationInfo, RunResult, atomic_write_text
 
 REPORT_FILES = {"en": "report.md", "th": "report.th.md"}
 HTML_FILES = {"en": "report.html", "th": "report.th.html"}
@@ -34,7 +33,25 @@ class ReportOutput:
     files: list[Path]
     verdict: PolicyVerdict
     recommendation: str | None  # "variant · provider · batch N" in English, or None when nothing passes
-    detail: dict[str, Any] | None = None  # Recommendation.as_dict(): choice, ties with intervals, the tie rule
+    detail: RecommendationInfo | None = None  # Recommendation.as_dict(): choice, ties with intervals, the tie rule
+
+    def summary_lines(self) -> list[str]:
+        """What a run ends by saying: the release checks, the recommendation and its ties."""
+        verdict = self.verdict
+        lines = [
+            f"release checks: {'pass' if verdict.passed else 'fail'} ({len(verdict.passing)} of "
+            f"{len(verdict.candidates)} candidate cells pass every check) · recommendation: "
+            f"{self.recommendation or 'none'}"
+        ]
+        detail = self.detail or {}
+        tied = detail.get("tied") or []
+        if tied:
+            names = ", ".join(f"{t['variant']}/{t['provider']}/b{t['batch_size']}" for t in tied)
+            lines.append(
+                f"recommendation tied on {detail.get('rank_by')} (95% intervals overlap): {names}; "
+                f"chosen by: {detail.get('rule')}"
+            )
+        return lines
 
 
 def write_report(
@@ -68,12 +85,24 @@ def write_report(
     verdict = evaluate_policy(result, policy)
     rec = recommend(result, verdict)
     choice = rec.choice.cell if rec.choice else None
-    text = (
+    chosen = (
         catalog("en").t("common.cell", variant=choice.variant, provider=choice.provider, batch=choice.batch_size)
         if choice
         else None
     )
-    return ReportOutput(files=written, verdict=verdict, recommendation=text, detail=rec.as_dict())
+    return ReportOutput(files=written, verdict=verdict, recommendation=chosen, detail=rec.as_dict())
+
+
+def publish_release(
+    result: RunResult, out_dir: Path, policy: Policy, claims: ClaimSet, html: bool = False
+) -> ReportOutput:
+    """A finished matrix's last steps: record the claims, write the reports (en, th) and plots, then the results
+    again with the recommendation the report made."""
+    result.config["claims"] = claims.to_config()
+    report = write_report(result, out_dir, langs=("en", "th"), policy=policy, claims=claims, html=html)
+    result.recommendation = report.detail
+    result.write(out_dir)
+    return report
 
 
 __all__ = [
@@ -88,5 +117,6 @@ __all__ = [
     "load_claims",
     "load_policy",
     "policy_for",
+    "publish_release",
     "write_report",
 ]

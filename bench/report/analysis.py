@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from bench import stats
 from bench.report.policy import FAIL, NOT_MEASURED, CellChecks, PolicyVerdict
-from bench.results import CellResult, RunResult
+from bench.results import CellResult, RankedCell, RecommendationInfo, RunResult
 
 
 def ok_cells(result: RunResult) -> list[CellResult]:
@@ -56,9 +55,10 @@ def compare_to_reference(result: RunResult, reference: str) -> list[Comparison]:
             continue
         acc = result.accuracy_of(cell.variant, cell.provider) or {}
         ref_acc = result.accuracy_of(reference, cell.provider) or {}
+        accuracy, ref_accuracy = acc.get("accuracy"), ref_acc.get("accuracy")
         delta = None
-        if acc.get("accuracy") is not None and ref_acc.get("accuracy") is not None:
-            delta = (acc["accuracy"] - ref_acc["accuracy"]) * 100.0
+        if accuracy is not None and ref_accuracy is not None:
+            delta = (accuracy - ref_accuracy) * 100.0
         rows.append(
             Comparison(
                 cell,
@@ -78,7 +78,8 @@ def compare_to_reference(result: RunResult, reference: str) -> list[Comparison]:
 def rank_value(cell: CellResult, rank_by: str) -> float | None:
     if rank_by == "throughput_ips":
         return cell.throughput_ips
-    return (cell.latency_ms or {}).get(rank_by.removesuffix("_ms"))
+    value = (cell.latency_ms or {}).get(rank_by.removesuffix("_ms"))  # a CellLatency key: int or float
+    return value if isinstance(value, (int, float)) else None
 
 
 def _rank_key(cell: CellResult, rank_by: str) -> tuple[float, float, str]:
@@ -116,12 +117,10 @@ class Recommendation:
     intervals: dict[tuple[str, str, int], tuple[float, float, float]] = field(default_factory=dict)
     rule: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecommendationInfo:
         """The recommendation for results.json and --json: choice, ties, intervals, the rule that broke the tie."""
 
-        def label(row: CellChecks | None) -> dict[str, Any] | None:
-            if row is None:
-                return None
+        def label(row: CellChecks) -> RankedCell:
             interval = self.intervals.get(row.cell.key)
             return {
                 "variant": row.cell.variant,
@@ -132,7 +131,7 @@ class Recommendation:
             }
 
         return {
-            "choice": label(self.choice),
+            "choice": None if self.choice is None else label(self.choice),
             "rank_by": self.rank_by,
             "tied": [label(r) for r in self.tied],
             "rule": self.rule or None,

@@ -10,9 +10,10 @@ policy's own measuring functions (:mod:`bench.report.policy`), so a claim and a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from bench.errors import InputError
 from bench.providers import is_gpu
@@ -27,7 +28,7 @@ from bench.report.policy import (
     read_toml,
     relative_figure,
 )
-from bench.results import CellResult, RunResult
+from bench.results import CellResult, ClaimsRecord, RunResult, ServiceEntry
 
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.toml")
 
@@ -85,7 +86,7 @@ class ClaimOutcome:
     value: float | None = None
     interval: tuple[float, float] | None = None
     cell: CellResult | None = None
-    service: dict[str, Any] | None = None
+    service: ServiceEntry | None = None
     why: str | None = None
     detail: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
@@ -95,9 +96,9 @@ class ClaimOutcome:
 class ClaimSet:
     claims: tuple[Claim, ...]
     source: str | None = None  # the file; None = the built-in seed claims
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)  # as read: recorded in the run's config
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # as read: recorded in the run's config
 
-    def to_config(self) -> dict[str, Any]:
+    def to_config(self) -> ClaimsRecord:
         """What ``bench matrix`` records (config.claims), so ``bench report`` answers the same claims later."""
         return {"source": self.source, "claim": self.raw.get("claim", [])}
 
@@ -108,7 +109,7 @@ def load_claims(path: str | Path | None = None) -> ClaimSet:
     return parse_claims(data, None if path is None else str(path))
 
 
-def parse_claims(data: dict[str, Any], source: str | None = None) -> ClaimSet:
+def parse_claims(data: Mapping[str, Any], source: str | None = None) -> ClaimSet:
     """Claims from parsed TOML (or the copy a run recorded in its config)."""
     where = source or DEFAULT_CLAIMS.name
     items = data.get("claim")
@@ -138,8 +139,9 @@ def _claim(where: str, index: int, item: Any) -> Claim:
     direction = known[check][1]
     limit = item.get("limit")
     if direction == "range":
-        ok = isinstance(limit, list) and len(limit) == 2 and all(_is_number(v) for v in limit) and limit[0] <= limit[1]
-        if not ok:
+        if not (
+            isinstance(limit, list) and len(limit) == 2 and all(_is_number(v) for v in limit) and limit[0] <= limit[1]
+        ):
             raise InputError(f"{where}: claim {name}: limit must be [low, high] for {check}")
         limit = (float(limit[0]), float(limit[1]))
     elif direction == "all":
@@ -171,7 +173,7 @@ def _claim(where: str, index: int, item: Any) -> Claim:
     )
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -316,7 +318,7 @@ def _service_claim(claim: Claim, result: RunResult) -> ClaimOutcome:
     return ClaimOutcome(claim, PASS if _meets(claim, value) else FAIL, value=value, service=entry, facts=facts)
 
 
-def service_value(check: str, entry: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+def service_value(check: str, entry: ServiceEntry) -> tuple[float | None, dict[str, Any]]:
     """A service claim's value from one RunResult.service entry, and the facts shown beside it."""
     load = entry.get("load") or {}
     lat = load.get("latency_ms") or {}

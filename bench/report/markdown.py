@@ -44,7 +44,7 @@ from bench.report.policy import (
     split_relative_key,
     split_robustness_key,
 )
-from bench.results import CellResult, RunResult
+from bench.results import CellResult, RunResult, ServiceEntry
 
 MS, PCT = 3, 2  # digits: latency figures, percentages
 
@@ -393,13 +393,14 @@ class _Writer:
             ),
             None,
         )
-        if ref is not None:
+        ref_acc = ref.accuracy if ref is not None else None
+        if ref is not None and ref_acc is not None:
             lines.append(
                 self.t(
                     "key.accuracy",
                     reference=self.ref,
-                    accuracy=self.pct(ref.accuracy["accuracy"]),
-                    n=fmt(ref.accuracy.get("n")),
+                    accuracy=self.pct(ref_acc.get("accuracy")),
+                    n=fmt(ref_acc.get("n")),
                     provider=ref.provider,
                 )
             )
@@ -452,7 +453,7 @@ class _Writer:
                     name=gpu.get("name"),
                     driver=gpu.get("driver"),
                     cuda=gpu.get("cuda"),
-                    memory=fmt(gpu.get("memory_total_mb")),
+                    memory=fmt(gpu.get("memory_total_mb"), 0),
                 )
                 if gpu
                 else self.t("s1.gpu_none", reason=env.get("gpu_reason") or d),
@@ -580,8 +581,7 @@ class _Writer:
                     )
                 )
             elif noisy:  # many: one line with the range of what others used, not a line per cell
-                others = [(c.noise or {}).get("others_cpu_cores") for c in noisy]
-                others = [o for o in others if o is not None]
+                others = [o for c in noisy if (o := (c.noise or {}).get("others_cpu_cores")) is not None]
                 spread = f"{fmt(min(others), 2)}–{fmt(max(others), 2)}" if others else d
                 parts.append(
                     "- " + self.t("s2.noisy_many", n=fmt(len(noisy)), cells=self.cells_text(noisy), cores=spread)
@@ -999,8 +999,9 @@ class _Writer:
             delta = None if drop is None else -drop
             if delta is None:
                 ref, _ = self.r.reference_accuracy(self.ref, c.provider)
-                if ref is not None and acc.get("accuracy") is not None:
-                    delta = (acc["accuracy"] - ref) * 100.0
+                accuracy = acc.get("accuracy")
+                if ref is not None and accuracy is not None:
+                    delta = (accuracy - ref) * 100.0
             parts.append(
                 " ".join(
                     [
@@ -1153,7 +1154,7 @@ class _Writer:
                 ]
             )
         first = next((e for e in entries if e.get("status") == "ok" and e.get("load")), None)
-        files = (first or {}).get("batch_endpoint", {}) or {}
+        files = (first.get("batch_endpoint") if first is not None else None) or {}
         parts = [
             self.t("s8.heading"),
             self.t("s8.intro", files=fmt(files.get("files_per_request"))),
@@ -1172,7 +1173,7 @@ class _Writer:
             parts.append(f"![{self.t('s7.service_rate')}]({plot.file})")
         return "\n\n".join(p for p in parts if p)
 
-    def startup_table(self, entries: list[dict[str, Any]]) -> str:
+    def startup_table(self, entries: list[ServiceEntry]) -> str:
         """Start-up per served variant: spawn → ready, the model's load and warm-up, RSS at start and end."""
         rows = []
         for e in entries:
@@ -1195,12 +1196,11 @@ class _Writer:
         head = [self.t(f"s8.col_{k}") for k in ("pair", "ready", "load", "warmup", "rss_start", "rss_end")]
         return "\n\n".join([self.t("s8.startup_heading"), _table(head, rows, [False] + [True] * 5)])
 
-    def leak_text(self, entries: list[dict[str, Any]]) -> str:
+    def leak_text(self, entries: list[ServiceEntry]) -> str:
         """What the leak verdict rests on: its duration and rate, and that a short run shows only fast leaks."""
-        first = next((e for e in entries if (e.get("load") or {}).get("server")), None)
-        if first is None:
+        load = next((e["load"] for e in entries if (e.get("load") or {}).get("server")), None)
+        if load is None:
             return ""
-        load = first["load"]
         return self.t(
             "s8.leak_caveat",
             seconds=fmt(load.get("duration_s"), 1),
@@ -1209,13 +1209,13 @@ class _Writer:
             rule=self.t("s8.leak_rule_default", floor=fmt(LEAK_FLOOR_MB, 0), fraction=fmt(LEAK_FRACTION * 100, 0)),
         )
 
-    def health_text(self, entries: list[dict[str, Any]]) -> str:
+    def health_text(self, entries: list[ServiceEntry]) -> str:
         """The first served variant's /health answer, in the seed's shape (bench's extras are in results.json)."""
         first = next((e for e in entries if (e.get("health") or {}).get("body")), None)
         if first is None:
             return ""
-        health = first["health"]
-        body = health["body"]
+        health = first.get("health") or {}
+        body = health.get("body") or {}
         seed_shape = {k: body.get(k) for k in ("status", "service", "model_loaded", "gpu_available", "memory_usage")}
         model = body.get("model") or {}
         seed_shape["variant"] = body.get("variant")
@@ -1233,15 +1233,15 @@ class _Writer:
             ]
         )
 
-    def invalid_inputs_text(self, entries: list[dict[str, Any]]) -> str:
+    def invalid_inputs_text(self, entries: list[ServiceEntry]) -> str:
         """Bad uploads: the status each served variant answered against the expected one."""
-        served = [e for e in entries if e.get("invalid_inputs")]
+        served = [answers for e in entries if (answers := e.get("invalid_inputs"))]
         if not served:
             return ""
-        cases = list(dict.fromkeys(c["case"] for e in served for c in e["invalid_inputs"]))
+        cases = list(dict.fromkeys(c["case"] for answers in served for c in answers))
         rows = []
         for case in cases:
-            found = [next((c for c in e["invalid_inputs"] if c["case"] == case), None) for e in served]
+            found = [next((c for c in answers if c["case"] == case), None) for answers in served]
             got = sorted({str(c.get("status")) for c in found if c is not None})
             expected = next(c["expected"] for c in found if c is not None)
             endpoint = next(c.get("endpoint", "") for c in found if c is not None)
@@ -1294,27 +1294,21 @@ class _Writer:
         auc_rows, flip_rows = [], []
         for c in cells:
             acc = c.accuracy or {}
-            by_name = {e["perturbation"]: e for e in acc.get("perturbations") or []}
+            perturbed = acc.get("perturbations") or []
+            delta_auc = {e["perturbation"]: (e.get("vs_clean") or {}).get("delta_roc_auc") for e in perturbed}
+            flip_rate = {e["perturbation"]: (e.get("agreement") or {}).get("flip_rate") for e in perturbed}
             auc_rows.append(
                 [
                     self.pair(c.variant, c.provider),
                     fmt(acc.get("roc_auc"), 4),
-                    *(
-                        self.signed(_times100((by_name.get(n) or {}).get("vs_clean", {}).get("delta_roc_auc")))
-                        for n in names
-                    ),
+                    *(self.signed(_times100(delta_auc.get(n))) for n in names),
                 ]
             )
             flip_rows.append(
                 [
                     self.pair(c.variant, c.provider),
                     self.pct((acc.get("agreement") or {}).get("flip_rate")) if c.variant != self.ref else d,
-                    *(
-                        self.pct(((by_name.get(n) or {}).get("agreement") or {}).get("flip_rate"))
-                        if c.variant != self.ref
-                        else d
-                        for n in names
-                    ),
+                    *(self.pct(flip_rate.get(n)) if c.variant != self.ref else d for n in names),
                 ]
             )
         right = [False] + [True] * (len(names) + 1)
@@ -1335,7 +1329,9 @@ class _Writer:
         keys = list(
             dict.fromkeys(o.key for row in self.verdict.rows for o in row.outcomes if split_robustness_key(o.key))
         )
-        rows, notes, seen = [], {}, set()
+        rows: list[list[str]] = []
+        notes: dict[tuple[str, str, str], list[str]] = {}
+        seen: set[tuple[str, str]] = set()
         for row in self.verdict.rows:
             pair = (row.cell.variant, row.cell.provider)
             if pair in seen:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.report.analysis import ok_cells
 from bench.report.policy import Policy
-from bench.results import RunResult
+from bench.results import MaxRateStep, RunResult
 
 PLOTS_DIR = "plots"
 PLOT_NAMES = ("latency", "accuracy_latency", "size_latency")
@@ -50,10 +50,6 @@ def _horizontal() -> dict[str, Any]:
     return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
-def _label(cell: Any) -> str:
-    return f"{cell.variant}/{cell.provider}/b{cell.batch_size}"
-
-
 def _latency_cells(result: RunResult) -> list[Any]:
     return [c for c in ok_cells(result) if c.samples_ms]
 
@@ -72,7 +68,7 @@ def _size_cells(result: RunResult) -> list[Any]:
     return [c for c in ok_cells(result) if c.model is not None and (c.latency_ms or {}).get("p50") is not None]
 
 
-def _service_steps(result: RunResult) -> list[tuple[str, list[dict[str, Any]], float | None]]:
+def _service_steps(result: RunResult) -> list[tuple[str, list[MaxRateStep], float | None]]:
     """(variant · provider, find-max steps, SLO) of each served variant that stepped its rate."""
     out = []
     for entry in result.service or []:
@@ -298,7 +294,7 @@ def service_latency_vs_rate(result: RunResult, out_dir: Path, policy: Policy | N
     for i, (label, steps, _slo) in enumerate(series):
         # one point per offered rate (a retest at the same rate is folded in: the median of the tries), so the
         # line reads left to right; × where every try at that rate failed the SLO
-        by_rate: dict[float, list[dict[str, Any]]] = {}
+        by_rate: dict[float, list[MaxRateStep]] = {}
         for step in steps:
             by_rate.setdefault(float(step["rate"]), []).append(step)
         xs = sorted(by_rate)

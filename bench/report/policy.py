@@ -531,16 +531,17 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
             detail = f"{detail} ({device})" if detail else device
         return None, "gpu_not_sampled", detail, True
     acc = result.accuracy_of(cell.variant, cell.provider)
-    if acc is None or acc.get("accuracy") is None:
+    accuracy = acc.get("accuracy") if acc is not None else None
+    if accuracy is None:
         reason = result.config.get("accuracy_reason")
         return None, "no_accuracy" if reason else "not_evaluated", reason, True
     if key == "min_accuracy_pct":
-        return acc["accuracy"] * 100.0, None, None, True
+        return accuracy * 100.0, None, None, True
     if key == "max_accuracy_drop_pt":
         ref, where = result.reference_accuracy(policy.reference, cell.provider)
         if ref is None:
             return None, "no_reference", policy.reference, True
-        return (ref - acc["accuracy"]) * 100.0, "reference_elsewhere" if where else None, where, True
+        return (ref - accuracy) * 100.0, "reference_elsewhere" if where else None, where, True
     raise AssertionError(key)  # pragma: no cover - CHECKS and _measure list the same keys
 
 

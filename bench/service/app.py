@@ -52,7 +52,8 @@ _ERROR_TEXTS = {
     415: "Not an image type we accept (JPEG, PNG, WebP, GIF, BMP, TIFF).",
     422: "Missing multipart field, or more than one `file` part.",
     500: "Unexpected server error; the detail names the request id the server log has the details under.",
-    503: "Model not ready (loading or failed to load), queue full, or shutting down; see Retry-After.",
+    503: "Model not ready (loading or failed to load), queue full, too many requests in flight "
+    "(--limit-concurrency), or shutting down; see Retry-After.",
 }
 
 
@@ -126,10 +127,13 @@ class DetectService:
         except Exception as exc:  # never let a load bug take the server down
             self.state, self.reason = "failed", f"{type(exc).__name__}: {exc}"
         else:
+            pool = self._infer_pool
+            if pool is None:  # stopped while the model loaded: nothing left to serve with
+                return
             self.model = model
             self.batcher = DynamicBatcher(
                 model.infer,
-                self._infer_pool,
+                pool,
                 max_batch=model.max_batch,
                 max_delay_s=self.config.max_delay_ms / 1000,
                 max_queue=self.config.max_queue,
@@ -214,7 +218,7 @@ class DetectService:
             for i, plan in zip(todo, plans, strict=True):
                 prepared[i] = plan
             todo = [i for i in todo if prepared[i].plan is not None]
-            pixels = sum(prepared[i].plan.decode_pixels for i in todo)  # type: ignore[union-attr]
+            pixels = sum(d.decode_pixels for i in todo if (d := prepared[i].plan) is not None)
             if pixels > config.batch_pixels:  # never for one image: max_pixels ≤ batch_pixels
                 raise ApiError(
                     413,
@@ -402,6 +406,8 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
         metrics=service.metrics,
         on_done=service.count_served,
         allowed_hosts=config.allowed_hosts,
+        limit_concurrency=config.limit_concurrency,
+        retry_after_s=config.retry_after_s,
     )
 
     def rid(request: Request) -> str | None:

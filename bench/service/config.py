@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from bench.bundle import PYTORCH_VARIANTS, is_pytorch_variant
 from bench.errors import InputError
 from bench.providers import PROVIDER_NAMES
+from bench.settings import MAX_THREADS, check, setting
 
 _MB = 1024 * 1024
 # Room for multipart boundaries and part headers around one file, so a file of exactly
@@ -33,120 +34,164 @@ def _default_workers() -> int:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Configuration of :func:`bench.service.create_app` (``bench serve`` flags map onto these fields)."""
+    """Configuration of :func:`bench.service.create_app`; ``bench serve``'s options are derived from these fields."""
 
-    model_dir: Path | None = field(
-        default=None,
-        metadata={
-            "help": "Model folder; None = CLI.md discovery ($BENCH_MODEL_DIR, ./variants/demo, the bundled demo)."
-        },
+    model_dir: Path | None = setting(
+        None,
+        flag="",  # the CLI's common --model-dir
+        help="Model folder; None = CLI.md discovery ($BENCH_MODEL_DIR, ./variants/demo, the bundled demo).",
+        role="record",
     )
-    variant: str = field(default="fp32", metadata={"help": "Variant served (built first when a recipe can)."})
-    provider: str = field(default="cpu", metadata={"help": "cpu, cuda or tensorrt."})
-    threshold: float = field(
-        default=0.5,
-        metadata={"help": "Decision rule p(fake) ≥ threshold, the evaluator's (0.5 = argmax for two classes)."},
+    variant: str = setting(
+        "fp32", flag="--variant", help="Variant to serve (built first when a recipe can).", role="record"
     )
-    positive_label: str | None = field(
-        default=None,
-        metadata={"help": "Name or index of the fake class; default: the id2label entry named fake/deepfake/…"},
+    provider: str = setting(
+        "cpu", flag="--provider", help="cpu, cuda or tensorrt.", role="record", choices=PROVIDER_NAMES
     )
-    max_batch: int = field(
-        default=16, metadata={"help": "Most images in one inference call; 1 turns dynamic batching off."}
+    threshold: float = setting(
+        0.5,
+        flag="--threshold",
+        help="Fake ⇔ p(fake) ≥ threshold (the evaluator's rule; 0.5 = argmax for two classes).",
+        role="record",
+        minimum=0,
+        maximum=1,
     )
-    max_delay_ms: float = field(
-        default=2.0, metadata={"help": "Longest a request waits in the queue for others to join its batch."}
+    positive_label: str | None = setting(
+        None, flag="--positive-label", help="Name or index of the fake class (default: by name, CLI.md).", role="record"
     )
-    max_queue: int = field(
-        default=256,
-        metadata={"help": "Images waiting for inference at most; beyond it requests get 503 + Retry-After."},
+    max_batch: int = setting(
+        16,
+        flag="--max-batch",
+        help="Most images per inference call; 1 turns dynamic batching off.",
+        role="record",
+        minimum=1,
     )
-    max_upload_mb: float = field(default=10.0, metadata={"help": "Largest file accepted (413 above)."})
-    max_batch_files: int = field(default=32, metadata={"help": "Most files in one /detect/batch request."})
-    max_batch_upload_mb: float = field(
-        default=64.0, metadata={"help": "Largest /detect/batch request body (every file together)."}
+    max_delay_ms: float = setting(
+        2.0,
+        flag="--max-delay-ms",
+        help="Longest a request waits for others to join its batch.",
+        role="record",
+        minimum=0,
     )
-    threads: int | None = field(
-        default=None, metadata={"help": "ONNX Runtime intra-op threads; None = ORT's default (all physical cores)."}
+    max_queue: int = setting(
+        256,
+        flag="--max-queue",
+        help="Images waiting at most; beyond it 503 + Retry-After.",
+        role="record",
+        minimum=1,
     )
-    device_id: int = field(default=0, metadata={"help": "GPU index for cuda/tensorrt."})
-    preprocess_workers: int = field(
+    max_upload_mb: float = setting(
+        10.0, flag="--max-upload-mb", help="Largest file accepted (413 above).", role="record", minimum=0, above=True
+    )
+    max_batch_files: int = setting(
+        32, flag="--max-batch-files", help="Most files per /detect/batch request.", role="record", minimum=1
+    )
+    max_batch_upload_mb: float = setting(
+        64.0,
+        flag="--max-batch-upload-mb",
+        help="Largest /detect/batch request body.",
+        role="record",
+        minimum=0,
+        above=True,
+    )
+    threads: int | None = setting(
+        None,
+        flag="--threads",
+        help="ORT intra-op threads (default: ORT's, all cores).",
+        role="record",
+        minimum=1,
+        maximum=MAX_THREADS,
+    )
+    device_id: int = setting(
+        0, flag="--device-id", help="GPU index for cuda/tensorrt.", role="record", minimum=0, maximum=1023
+    )
+    preprocess_workers: int = setting(
         default_factory=_default_workers,
-        metadata={"help": "Threads that decode and preprocess uploads (also bounds decoded images held at once)."},
+        flag="",
+        help="Threads that decode and preprocess uploads (also bounds decoded images held at once).",
+        role="record",
+        minimum=1,
     )
-    allow_build: bool = field(default=True, metadata={"help": "Build a missing variant from its recipe."})
-    fallback: str | None = field(
-        default=None,
-        metadata={
-            "help": "PyTorch variant served when the chosen variant cannot load (pytorch, pytorch-fp16); "
-            "/health and /metrics say which backend serves and why."
-        },
+    allow_build: bool = setting(True, flag="", help="Build a missing variant from its recipe.", role="record")
+    fallback: str | None = setting(
+        None,
+        flag="--fallback",
+        help="Serve this PyTorch variant (pytorch, pytorch-fp16) when --variant cannot load; /health says which "
+        "and why.",
+        role="record",
     )
-    retry_after_s: int = field(default=1, metadata={"help": "Retry-After seconds on 503 (loading, overloaded)."})
-    max_pixels: int = field(
-        default=DEFAULT_MAX_PIXELS,
-        metadata={"help": "Most pixels one image may decode to (JPEG: at its reduced decode scale); 413 above."},
+    retry_after_s: int = setting(
+        1, flag="", help="Retry-After seconds on 503 (loading, overloaded).", role="record", minimum=0
     )
-    max_batch_pixels: int | None = field(
-        default=None,
-        metadata={
-            "help": f"Most pixels one /detect/batch may decode in all; None = {BATCH_PIXEL_FACTOR} x max_pixels."
-        },
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        flag="--max-pixels",
+        help="Most pixels one image may decode to (a JPEG at its reduced decode scale); 413 above.",
+        role="record",
+        minimum=1,
     )
-    allowed_hosts: tuple[str, ...] = field(
-        default=LOOPBACK_HOSTS,
-        metadata={"help": "Host header values answered (starlette TrustedHostMiddleware patterns); others get 400."},
+    max_batch_pixels: int | None = setting(
+        None,
+        flag="--max-batch-pixels",
+        help="Most pixels one /detect/batch may decode in all; 413 above.",
+        default_text=f"{BATCH_PIXEL_FACTOR} x --max-pixels",
+        role="record",
+        minimum=1,
     )
-    expose_paths: bool = field(
-        default=False,
-        metadata={"help": "Show absolute model paths and the PID in /health and error details (operators only)."},
+    allowed_hosts: tuple[str, ...] = setting(
+        LOOPBACK_HOSTS,
+        flag="--allowed-hosts",
+        help="Comma list of Host header values answered (*.example.com patterns, * for any); others get 400. "
+        "The --host address is added.",
+        role="record",
+        comma_list=True,
     )
-    docs: bool = field(default=False, metadata={"help": "Serve /docs and /redoc (their pages load assets from a CDN)."})
-    header_timeout_s: float = field(
-        default=10.0,
-        metadata={"help": "Seconds a connection has to send a complete request head; then it is closed."},
+    expose_paths: bool = setting(
+        False,
+        flag="--expose-paths",
+        is_flag=True,
+        help="Show absolute model paths and the PID in /health and errors.",
+        role="record",
     )
-    keep_alive_s: int = field(
-        default=5, metadata={"help": "Seconds an idle keep-alive connection stays open (uvicorn timeout_keep_alive)."}
+    docs: bool = setting(
+        False,
+        flag="--docs",
+        is_flag=True,
+        help="Serve /docs and /redoc (off by default: their pages load a CDN's scripts).",
+        role="record",
     )
-    limit_concurrency: int = field(
-        default=1024,
-        metadata={
-            "help": "Most requests in flight; beyond it uvicorn answers 503. Idle connections do not count; past "
-            "this many connections the longest-idle one is closed for a new one. Capped by the open-file limit."
-        },
+    header_timeout_s: float = setting(
+        10.0,
+        flag="--header-timeout",
+        help="Seconds a connection has to send a complete request head, then it is closed.",
+        role="record",
+        minimum=0,
+        above=True,
+    )
+    keep_alive_s: int = setting(
+        5,
+        flag="--keep-alive",
+        help="Seconds an idle keep-alive connection stays open.",
+        role="record",
+        minimum=1,
+    )
+    limit_concurrency: int = setting(
+        1024,
+        flag="--limit-concurrency",
+        help="Most requests in flight; beyond it a JSON 503 + Retry-After (idle connections do not count, the "
+        "longest-idle are closed; /health/live and /metrics are not counted).",
+        role="record",
+        minimum=2,
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise InputError(f"--threshold must be within [0, 1], got {self.threshold}")
-        checks = [
-            (self.max_batch >= 1, f"--max-batch must be ≥ 1, got {self.max_batch}"),
-            (self.max_delay_ms >= 0, f"--max-delay-ms must be ≥ 0, got {self.max_delay_ms}"),
-            (self.max_queue >= 1, f"--max-queue must be ≥ 1, got {self.max_queue}"),
-            (self.max_upload_mb > 0, f"--max-upload-mb must be > 0, got {self.max_upload_mb}"),
-            (self.max_batch_files >= 1, f"--max-batch-files must be ≥ 1, got {self.max_batch_files}"),
-            (self.max_batch_upload_mb > 0, f"--max-batch-upload-mb must be > 0, got {self.max_batch_upload_mb}"),
-            (self.threads is None or self.threads >= 1, f"--threads must be ≥ 1, got {self.threads}"),
-            (self.preprocess_workers >= 1, f"preprocess_workers must be ≥ 1, got {self.preprocess_workers}"),
-            (self.retry_after_s >= 0, f"retry_after_s must be ≥ 0, got {self.retry_after_s}"),
-            (
-                self.provider in PROVIDER_NAMES,
-                f"unknown provider {self.provider!r}; choose from {', '.join(PROVIDER_NAMES)}",
-            ),
-            (self.max_pixels >= 1, f"--max-pixels must be ≥ 1, got {self.max_pixels}"),
-            (
-                self.max_batch_pixels is None or self.max_batch_pixels >= self.max_pixels,
-                f"--max-batch-pixels must be ≥ --max-pixels ({self.max_pixels}), got {self.max_batch_pixels}",
-            ),
-            (bool(self.allowed_hosts), '--allowed-hosts needs at least one name ("*" allows any)'),
-            (self.header_timeout_s > 0, f"--header-timeout must be > 0, got {self.header_timeout_s}"),
-            (self.keep_alive_s >= 1, f"--keep-alive must be ≥ 1 s, got {self.keep_alive_s}"),
-            (self.limit_concurrency >= 2, f"--limit-concurrency must be ≥ 2, got {self.limit_concurrency}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        check(self)
+        if self.max_batch_pixels is not None and self.max_batch_pixels < self.max_pixels:
+            raise InputError(
+                f"--max-batch-pixels must be ≥ --max-pixels ({self.max_pixels}), got {self.max_batch_pixels}"
+            )
+        if not self.allowed_hosts:
+            raise InputError('--allowed-hosts needs at least one name ("*" allows any)')
         for pattern in self.allowed_hosts:
             if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
                 raise InputError(f"--allowed-hosts {pattern!r}: a wildcard must look like *.example.com (or be *)")

@@ -1,17 +1,16 @@
 """Connections the server can afford: a header-read deadline, idle connections make room, quiet error logs.
 
-uvicorn closes idle keep-alive connections (``timeout_keep_alive``) and answers 503 past
-``limit_concurrency``, but it has no deadline for a request head, and its limit counts idle sockets: a
-few hundred silent or half-sent connections (slowloris) would hold every slot, then every file
-descriptor. :func:`guarded_protocol` is uvicorn's own h11 protocol with these rules:
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``), but it has no deadline for a request
+head: a few hundred silent or half-sent connections (slowloris) would hold every file descriptor.
+:func:`guarded_protocol` is uvicorn's own h11 protocol with these rules:
 
 - a request head (request line and headers) must be complete within ``header_timeout_s`` of the
   connection opening or of the previous response, else the connection is closed;
-- the limit counts requests in flight only: a request arriving when ``max_connections`` are already being
-  served gets uvicorn's own 503, whatever the number of idle connections;
 - at ``max_connections`` connections, a new connection closes the longest-idle one (no request in flight,
   idle for at least ``EVICTABLE_AFTER_S``: a client that connected a moment ago is about to send its request);
 - past ``hard_limit`` connections (the open files the server can spare), a new connection is closed at once.
+
+Requests in flight are limited by the app (bench.service.middleware says why not by uvicorn).
 """
 
 from __future__ import annotations
@@ -32,22 +31,22 @@ def guarded_protocol(
     hard_limit: int | None = None,
     on_drop: Callable[[str], None] | None = None,
 ) -> type[Any]:
-    """uvicorn's H11Protocol with a request-head deadline, a limit on requests in flight, idle-first eviction.
+    """uvicorn's H11Protocol with a request-head deadline and idle-first eviction.
 
     ``on_drop(reason)`` is called for each connection closed by these rules (``header_timeout``, ``evicted``,
     ``over_limit``).
     """
     hard = hard_limit if hard_limit is not None else 2 * max_connections
     from uvicorn.protocols.http import h11_impl
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     h11 = h11_impl.h11  # the h11 module uvicorn's protocol speaks
-    H11Protocol = h11_impl.H11Protocol
 
-    class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
+    class GuardedH11Protocol(H11Protocol):
         idle_since: float | None = None  # waiting for a request head since (monotonic), None while serving
         _head_timer: Any = None
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._make_room()
             if len(self.connections) > hard:
@@ -56,9 +55,6 @@ def guarded_protocol(
             self._await_head()
 
         def data_received(self, data: bytes) -> None:
-            # uvicorn answers 503 when len(connections) or len(tasks) reaches its limit; only tasks (requests in
-            # flight) count here, so a limit of 0 when they are at the maximum, none otherwise
-            self.limit_concurrency = 0 if len(self.tasks) >= max_connections else None
             super().data_received(data)
             if self.conn.their_state is not h11.IDLE:  # the head is in: a request is being served
                 self._head_received()
@@ -87,13 +83,15 @@ def guarded_protocol(
             if len(self.connections) < max_connections:
                 return
             stale = time.monotonic() - EVICTABLE_AFTER_S
+            guarded = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self]
             idle = sorted(
-                (c for c in self.connections if c is not self and (getattr(c, "idle_since", None) or stale) < stale),
-                key=lambda c: c.idle_since,
+                (c for c in guarded if c.idle_since is not None and c.idle_since < stale),
+                key=lambda c: c.idle_since or 0.0,
             )
             for connection in idle[: len(self.connections) - max_connections + 1]:
                 connection._drop("evicted")
-            # if nothing could go, every other connection is busy or just arrived: uvicorn answers 503
+            # if nothing could go, every other connection is busy or just arrived: all stay, and requests
+            # beyond the limit in flight get the app's 503
 
         def _drop(self, reason: str) -> None:
             self._head_received()

@@ -17,12 +17,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from bench import datasets
 from bench.bundle import Bundle, resolve_model_dir
 from bench.errors import BenchError
 from bench.load import LoadSpec, run_find_max, run_load
+from bench.results import ServiceEntry
 from bench.runner import RunOptions, measure_cell
 from bench.service.server import LISTENING_PREFIX
 from bench.timing import LoopSpec
@@ -253,7 +254,7 @@ def service_figures(
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 180.0,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> ServiceEntry:
     """One RunResult.service entry: start ``bench serve``, load /detect, /detect/batch, find the max rate, stop.
 
     Never raises for a service that cannot start or a provider that cannot run: the entry then has
@@ -282,11 +283,14 @@ def service_figures(
         say(f"service {variant}/{provider}: in-process p50 at batch 1")
         inprocess_p50_ms = inprocess_p50(model_dir, variant, provider)
         if inprocess_p50_ms is None:
-            return {
-                **entry,
-                "status": "unavailable",
-                "reason": f"{variant} on {provider} cannot run in-process here, so the service was not started",
-            }
+            return cast(
+                ServiceEntry,
+                {
+                    **entry,
+                    "status": "unavailable",
+                    "reason": f"{variant} on {provider} cannot run in-process here, so the service was not started",
+                },
+            )
     entry["inprocess_p50_ms"] = round(inprocess_p50_ms, 3)
     spawned = time.monotonic()
     try:
@@ -336,7 +340,7 @@ def service_figures(
                 ceiling=detect.generator_ceiling_rps,
             )
     except ServiceStartError as exc:
-        return {**entry, "status": "failed", "reason": str(exc)}
+        return cast(ServiceEntry, {**entry, "status": "failed", "reason": str(exc)})
     p50 = detect.latency_ms.get("p50")
     bp50 = batch.latency_ms.get("p50")
     entry.update(
@@ -358,4 +362,4 @@ def service_figures(
     )
     if detect.ok == 0:
         entry.update(status="failed", reason=f"no successful /detect responses ({detect.errors})")
-    return entry
+    return cast(ServiceEntry, entry)

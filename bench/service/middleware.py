@@ -1,4 +1,4 @@
-"""The one ASGI middleware in front of the app: request id, Host check, body limit, error answers, metrics.
+"""The one ASGI middleware in front of the app: request id, Host check, concurrency and body limits, errors, metrics.
 
 Starlette has no total body limit, and a Content-Length header can be absent (chunked upload) or lie,
 so the limit counts the bytes the app actually receives: past it, ``receive`` raises
@@ -9,6 +9,11 @@ Whatever happens below, the client gets the JSON error shape and learns nothing 
 an unexpected exception is a generic 500 naming the request id (the traceback goes to the server log
 under that id); a request still running at the graceful-shutdown deadline is a 503; a client that hangs
 up mid-request is counted as 499 (nginx's "client closed request"), not as a server error.
+
+Requests in flight are limited here, not by uvicorn's ``limit_concurrency``: uvicorn answers its 503 in
+plain text from a stand-in app and closes the connection without reading the request body, so a client
+still sending an upload gets a reset (EPIPE/ECONNRESET) instead of the answer. Here the 503 is the JSON
+error shape with Retry-After, and the connection stays open (uvicorn discards the unread body).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,11 +29,7 @@ from typing import Any
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
+from starlette.types import Message, Receive, Scope, Send
 
 CLIENT_CLOSED = 499  # the metrics status of a request whose client hung up before its answer
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -35,6 +37,9 @@ _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 # like "<script>" echoed back can never be read as markup, whatever a client does with the bytes.
 _HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"),)
+# Not counted against the concurrency limit: answered from memory at once, and wanted most when overloaded
+# (an orchestrator restarts a server whose liveness fails; metrics show why it is overloaded).
+UNLIMITED_PATHS = frozenset({"/health/live", "/metrics"})
 log = logging.getLogger("bench.service")
 
 
@@ -59,10 +64,6 @@ def json_bytes(content: Any) -> bytes:
     """Compact UTF-8 JSON with <, > and & escaped (the service's one JSON encoding)."""
     text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return text.translate(_HTML_SAFE).encode("utf-8")
-
-
-def request_id_of(scope: Scope) -> str | None:
-    return scope.get("state", {}).get("request_id")
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -108,7 +109,11 @@ async def _nothing_to_receive() -> Message:
 
 
 class ServiceMiddleware:
-    """Request id, Host check, body limit, JSON errors for what escapes the app, metrics."""
+    """Request id, Host check, concurrency and body limits, JSON errors for what escapes the app, metrics.
+
+    Past ``limit_concurrency`` requests in flight (``UNLIMITED_PATHS`` aside), a request is answered 503
+    with ``Retry-After: retry_after_s``.
+    """
 
     def __init__(
         self,
@@ -117,12 +122,17 @@ class ServiceMiddleware:
         metrics: Any,
         on_done: Callable[[str, int], None] | None = None,
         allowed_hosts: Sequence[str] = ("*",),
+        limit_concurrency: int | None = None,
+        retry_after_s: int = 1,
     ):
         self.app = app
         self.body_limit = body_limit
         self.metrics = metrics
         self.on_done = on_done
         self.hosts = HostCheck(allowed_hosts)
+        self.limit_concurrency = math.inf if limit_concurrency is None else limit_concurrency
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0  # requests admitted and not yet answered, UNLIMITED_PATHS aside
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,9 +162,22 @@ class ServiceMiddleware:
 
         limit = self.body_limit(path)
         declared = _content_length(scope)
+        limited = path not in UNLIMITED_PATHS
+        refused = limited and self.in_flight >= self.limit_concurrency
+        holds_slot = limited and not refused
+        if holds_slot:
+            self.in_flight += 1
         try:
             if not await self.hosts.allows(scope):
                 await answer(400, "host_not_allowed", _host_detail(scope, self.hosts.allowed_hosts))
+            elif refused:
+                await answer(
+                    503,
+                    "overloaded",
+                    f"{self.limit_concurrency} requests already in flight, the most this server takes "
+                    "(--limit-concurrency); retry later",
+                    [(b"retry-after", str(self.retry_after_s).encode())],
+                )
             elif limit is not None and declared is not None and declared > limit:
                 await answer(413, "payload_too_large", str(BodyTooLarge(limit, declared=declared)))
             else:
@@ -186,6 +209,8 @@ class ServiceMiddleware:
                 f"unexpected server error; the server log has the details under request id {request_id}",
             )
         finally:
+            if holds_slot:
+                self.in_flight -= 1
             self.metrics.observe_request(path, status["code"], time.perf_counter() - started)
             if self.on_done is not None:
                 self.on_done(path, status["code"])

@@ -11,8 +11,9 @@ SIGTERM or Ctrl-C stops accepting connections, lets in-flight requests finish (u
 is still loading.
 
 Connections are bounded (bench.service.connections): a request head must arrive within
-``header_timeout_s``, idle keep-alive connections close after ``keep_alive_s``, and beyond
-``limit_concurrency`` connections with a request in flight uvicorn answers 503.
+``header_timeout_s``, idle keep-alive connections close after ``keep_alive_s``, and at
+``limit_concurrency`` connections the longest-idle one makes room. Requests beyond ``limit_concurrency``
+in flight get the app's JSON 503 (bench.service.middleware).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def build_server(
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
-        timeout_graceful_shutdown=graceful_timeout_s,
+        timeout_graceful_shutdown=graceful_timeout_s,  # type: ignore[arg-type]  # annotated int, used as a float timeout
         server_header=False,
         http=guarded_protocol(
             config.header_timeout_s,
@@ -118,7 +119,6 @@ def build_server(
             on_drop=service.metrics.connection_dropped,
         ),
         timeout_keep_alive=config.keep_alive_s,
-        limit_concurrency=config.limit_concurrency,
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         backlog=backlog,
     )

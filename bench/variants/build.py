@@ -227,19 +227,19 @@ def _load_source(source: Path) -> onnx.ModelProto:
     """The model a build starts from; external-data (> 2 GB) models are refused with a clear reason."""
     import onnx
 
-    too_big = source.stat().st_size > PROTOBUF_LIMIT
-    model = None
-    if not too_big:
-        try:
-            model = onnx.load(str(source), load_external_data=False)
-        except Exception as exc:
-            raise InputError(f"{source} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
-    if too_big or any(t.data_location == onnx.TensorProto.EXTERNAL for t in all_initializers(model.graph)):
-        raise InputError(
-            f"{source.name} keeps its weights in external data (over the 2 GB protobuf limit or split); "
-            "bench variants build does not support external-data models yet — build this variant with "
-            "ORT's tools (use_external_data_format=True) and put it next to model.onnx"
-        )
+    external = (
+        f"{source.name} keeps its weights in external data (over the 2 GB protobuf limit or split); "
+        "bench variants build does not support external-data models yet — build this variant with "
+        "ORT's tools (use_external_data_format=True) and put it next to model.onnx"
+    )
+    if source.stat().st_size > PROTOBUF_LIMIT:
+        raise InputError(external)
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception as exc:
+        raise InputError(f"{source} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in all_initializers(model.graph)):
+        raise InputError(external)
     return model
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from bench.backends import open_engine
 from bench.bundle import Bundle
@@ -19,6 +20,7 @@ from bench.datasets import image_files
 from bench.engine import Engine, ModelLoadError, ProviderUnavailable, first_line, softmax
 from bench.errors import CellNotRun, InputError, VerdictFailed
 from bench.preprocess import ImageError, load_image, preprocess_batch
+from bench.torch_engine import TorchEngine
 from bench.variants.build import LogFn, ensure_variant
 from bench.variants.names import variant_order
 from bench.variants.recipes import RecipeBook, Tolerance, load_recipes
@@ -195,7 +197,8 @@ def _probe_batch(engine: Engine, n: int, seed: int) -> np.ndarray:
 
 def _image_probe(bundle: Bundle, engine: Engine, folder: Path, n: int) -> tuple[np.ndarray, dict[str, Any]]:
     """The first ``n`` decodable images under ``folder`` (sorted, recursive), preprocessed for the model."""
-    decoded, skipped = [], 0
+    decoded: list[Image.Image] = []
+    skipped = 0
     for path in image_files(folder):
         if len(decoded) == n:
             break
@@ -209,7 +212,7 @@ def _image_probe(bundle: Bundle, engine: Engine, folder: Path, n: int) -> tuple[
     return batch, {"kind": "images", "images": str(folder), "skipped": skipped}
 
 
-def _logits(engine: Engine, batch: np.ndarray) -> np.ndarray:
+def _logits(engine: Engine | TorchEngine, batch: np.ndarray) -> np.ndarray:
     """Logits for the whole probe batch, in chunks the model's (possibly fixed) batch axis accepts."""
     step = engine.input.fixed_batch or batch.shape[0]
     if batch.shape[0] % step:

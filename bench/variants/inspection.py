@@ -243,7 +243,8 @@ def describe_precision(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto] |
         if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):
             float_bytes[t.data_type] = float_bytes.get(t.data_type, 0) + math.prod(t.dims)
     dominant = max(float_bytes, key=float_bytes.__getitem__) if float_bytes else TensorProto.FLOAT
-    float_name = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}[dominant]
+    float_names: dict[int, str] = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}
+    float_name = float_names[dominant]
     rest = f"rest {float_name}"
     by_op = {n.op_type: n for n in nodes}
     if "MatMulNBits" in by_op:

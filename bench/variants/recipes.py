@@ -285,9 +285,10 @@ def _parse_recipes(data: dict[str, Any], path: Path) -> dict[str, Recipe]:
             params[key] = value
         for key, (_, default) in schema.items():
             params.setdefault(key, default)
-        size = params.get("block_size")
-        if method in ("nbits", "bnb4") and (size < 16 or size & (size - 1)):
-            raise _schema_error(path, table, "block_size", f"must be a power of two ≥ 16, got {params['block_size']}")
+        if method in ("nbits", "bnb4"):
+            size = params["block_size"]  # always there: both schemas give it a default
+            if size < 16 or size & (size - 1):
+                raise _schema_error(path, table, "block_size", f"must be a power of two ≥ 16, got {size}")
         base = raw.get("base", "fp32")
         if not isinstance(base, str):
             raise _schema_error(path, table, "base", f"must be a variant name, got {base!r}")

@@ -2,7 +2,7 @@
 
 Every ratio here is measured the only way that means anything on a noisy shared machine: both
 conditions alternated in blocks (ABBA…) in one process, one figure per block, then the ratio of the
-medians of those figures with a 95 % percentile-bootstrap interval (``bench.timing.bootstrap_ratio``).
+medians of those figures with a 95 % percentile-bootstrap interval (``perf_common.ratio_with_interval``).
 
 Run directly for the figures: ``python tests/benchmarks/overhead.py [--model-dir DIR]``.
 """

@@ -25,6 +25,7 @@ from models import make_bundle
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_not_ready_until_the_warm_up_inference_succeeded(
     service_factory: Any, module_bundle: Path, images: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -59,6 +60,7 @@ def _corrupt_bundle(root: Path) -> Path:
         ("missing_dir", "does not exist"),
     ],
 )
+@pytest.mark.slow
 def test_model_load_failure_keeps_the_server_up(
     service_factory: Any, tmp_path: Path, images: Any, case: str, expect: str
 ) -> None:
@@ -134,6 +136,7 @@ def _read_lines(stream: Any, out: queue.Queue[str]) -> None:
         out.put(line)
 
 
+@pytest.mark.slow
 def test_bench_serve_subprocess_ready_line_and_graceful_drain(tmp_path: Path, images: Any) -> None:
     """`python -m bench serve --port 0` from another directory: ready line on stderr, SIGTERM drains in-flight."""
     bundle = make_bundle(tmp_path / "bundle")

@@ -12,6 +12,8 @@ import pytest
 
 from bench.service import ServiceConfig
 
+pytestmark = pytest.mark.slow  # schemathesis drives the service: seconds, not milliseconds
+
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # why some 4xx answers are right: see the file
 
 

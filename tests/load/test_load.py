@@ -266,6 +266,7 @@ def test_find_max_errors_fail_a_step_and_halving_is_bounded() -> None:
 # --- against a real bench serve --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_constant_open_loop_sends_the_requested_number(service: str, image_paths: tuple[Path, ...]) -> None:
     result = load.run_load(LoadSpec(url=service, rate=40, duration_s=2.5, images=image_paths))
     assert result.mode == "open" and result.arrival == "constant"
@@ -283,6 +284,7 @@ def test_constant_open_loop_sends_the_requested_number(service: str, image_paths
     assert list(result.to_dict())[: len(ARCH_FIELDS)] == ARCH_FIELDS
 
 
+@pytest.mark.slow
 def test_poisson_open_loop_count_is_within_4_sigma(service: str, image_paths: tuple[Path, ...]) -> None:
     spec = LoadSpec(
         url=service, rate=40, duration_s=2.5, arrival="poisson", seed=3, images=image_paths, measure_ceiling=False
@@ -294,6 +296,7 @@ def test_poisson_open_loop_count_is_within_4_sigma(service: str, image_paths: tu
     assert result.generator_ceiling_rps is None
 
 
+@pytest.mark.slow
 def test_slow_server_shows_in_open_loop_p99_not_in_closed_loop(
     slow_service: str, image_paths: tuple[Path, ...]
 ) -> None:
@@ -320,6 +323,7 @@ def test_slow_server_shows_in_open_loop_p99_not_in_closed_loop(
     assert open_run.latency_ms["p99"] > 4 * closed.latency_ms["p99"]
 
 
+@pytest.mark.slow
 def test_latency_counts_from_the_scheduled_time(service: str, image_paths: tuple[Path, ...]) -> None:
     # A request the generator sends 300 ms after its scheduled time carries those 300 ms in its latency
     # (and in send lag): the generator's own delay is never hidden.
@@ -341,6 +345,7 @@ def test_latency_counts_from_the_scheduled_time(service: str, image_paths: tuple
     assert rec.lags[1] >= 300 > rec.lags[0]
 
 
+@pytest.mark.slow
 def test_slow_server_p99_vs_normal_server(service: str, slow_service: str, image_paths: tuple[Path, ...]) -> None:
     fast = load.run_load(LoadSpec(url=service, rate=20, duration_s=1.5, images=image_paths, measure_ceiling=False))
     slow = load.run_load(LoadSpec(url=slow_service, rate=20, duration_s=1.5, images=image_paths, measure_ceiling=False))
@@ -348,6 +353,7 @@ def test_slow_server_p99_vs_normal_server(service: str, slow_service: str, image
     assert slow.latency_ms["p50"] > fast.latency_ms["p50"] + 30
 
 
+@pytest.mark.slow
 def test_errors_are_counted_not_raised(service: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -367,6 +373,7 @@ def test_errors_are_counted_not_raised(service: str, tmp_path: Path) -> None:
     assert refused.server["rss_start_mb"] is None and refused.server["leak_suspected"] is None
 
 
+@pytest.mark.slow
 def test_generator_stops_by_itself_at_the_cap_and_the_duration(service: str, image_paths: tuple[Path, ...]) -> None:
     t0 = time.monotonic()
     capped = load.run_load(
@@ -392,6 +399,7 @@ def test_generator_stops_by_itself_at_the_cap_and_the_duration(service: str, ima
     assert closed_cap.requests == 25
 
 
+@pytest.mark.slow
 def test_generator_stops_when_the_server_never_answers(image_paths: tuple[Path, ...]) -> None:
     # A socket that accepts connections (kernel backlog) but never answers: requests time out, the run ends.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as black_hole:
@@ -448,6 +456,7 @@ def test_a_server_that_hangs_up_counts_as_disconnected(image_paths: tuple[Path, 
     assert "disconnected" in result.error_examples
 
 
+@pytest.mark.slow
 def test_cli_json_batch_closed_and_out(
     service: str, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -482,6 +491,7 @@ def test_cli_json_batch_closed_and_out(
     assert json.loads((out / "load.json").read_text())["requests"] == data["requests"]
 
 
+@pytest.mark.slow
 def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
     result = CliRunner().invoke(
         main,
@@ -514,6 +524,7 @@ def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
     assert data["target_rate"] == 20  # the LoadResult printed is the best step's
 
 
+@pytest.mark.slow
 def test_cli_human_output(service: str) -> None:
     result = CliRunner().invoke(
         main, ["load", "--url", service, "--endpoint", "health", "--rate", "20", "--duration", "0.5"]
@@ -522,6 +533,7 @@ def test_cli_human_output(service: str) -> None:
     assert "open loop" in result.stdout and "p99" in result.stdout and "generator ceiling" in result.stdout
 
 
+@pytest.mark.slow
 def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -> None:
     entry = harness.service_figures(
         model_dir,
@@ -552,6 +564,7 @@ def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -
     json.dumps(entry, allow_nan=False)
 
 
+@pytest.mark.slow
 def test_service_figures_reports_a_service_that_cannot_start(tmp_path: Path, image_paths: tuple[Path, ...]) -> None:
     entry = harness.service_figures(
         tmp_path / "no-such-model", "fp32", "cpu", images=image_paths, inprocess_p50_ms=1.0, ready_timeout_s=60

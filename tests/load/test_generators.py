@@ -161,6 +161,7 @@ def test_one_generator_keeps_the_old_shape() -> None:
 # --- against a real bench serve ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_generator_processes_merge_like_one(delayed_service: str, image_paths: tuple[Path, ...]) -> None:
     """Same seeded Poisson schedule from 1 and from 2 processes: same requests, p50/p99 within noise."""
     spec = LoadSpec(
@@ -186,6 +187,7 @@ def test_two_generator_processes_merge_like_one(delayed_service: str, image_path
     assert abs(double.achieved_rate - single.achieved_rate) <= 0.1 * single.achieved_rate
 
 
+@pytest.mark.slow
 def test_cli_generators_closed_loop_and_bad_combinations(delayed_service: str, tmp_path: Path) -> None:
     runner = CliRunner()
     args = ["load", "--url", delayed_service, "--endpoint", "health", "--duration", "1", "--no-ceiling"]

@@ -1,0 +1,225 @@
+"""The service side: ``bench serve`` (the reference detect service) and ``bench load`` (load-test one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.cli.common import emit_json, json_option, model_dir_option, out_option
+from bench.cli.options import build, setting_options
+from bench.console import log
+from bench.errors import InputError
+from bench.service.config import ServiceConfig
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@click.command()
+@model_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8007,
+    show_default=True,
+    help="Port (0 picks a free one; the ready line says which).",
+)
+@setting_options(ServiceConfig)
+@click.option(
+    "--graceful-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds in-flight requests get to finish on SIGTERM/Ctrl-C.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default="warning",
+    show_default=True,
+    help="uvicorn log level (stderr).",
+)
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn access log).")
+@click.option("--no-build", is_flag=True, help="Never build a missing variant; the model fails to load instead.")
+def serve(
+    model_dir: Path | None,
+    host: str,
+    port: int,
+    graceful_timeout: float,
+    log_level: str,
+    access_log: bool,
+    no_build: bool,
+    **kw: Any,
+) -> None:
+    """Reference detect service: /health, /health/live, /health/ready, /detect, /detect/batch, /metrics.
+
+    \b
+    The port answers at once; the model loads in the background (/health/ready: 503 until the
+    session exists and a warm-up inference succeeded). One line on stderr says when it is ready:
+      bench serve: ready on http://127.0.0.1:8007 · ...
+    A model that fails to load keeps the server up: /detect answers 503 with the reason.
+    """
+    from bench.service.server import serve as run_server
+
+    config = build(ServiceConfig, kw, model_dir=model_dir, allow_build=not no_build)
+    run_server(
+        config, host=host, port=port, log_level=log_level, access_log=access_log, graceful_timeout_s=graceful_timeout
+    )
+
+
+@click.command()
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8007",
+    show_default=True,
+    help="Base URL of a running service (loopback only unless --allow-remote).",
+)
+@click.option(
+    "--endpoint",
+    type=click.Choice(["detect", "batch", "health"]),
+    default="detect",
+    show_default=True,
+    help="POST /detect, POST /detect/batch or GET /health/live.",
+)
+@click.option(
+    "--rate", type=float, default=None, help="Open loop: requests/s (default 10; with --find-max the starting rate)."
+)
+@click.option(
+    "--arrival",
+    type=click.Choice(["constant", "poisson"]),
+    default="constant",
+    show_default=True,
+    help="Open-loop arrivals: evenly spaced or a seeded Poisson process.",
+)
+@click.option(
+    "--duration", type=float, default=None, help="Seconds of load (default 10; with --find-max, per step, default 5)."
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Closed loop instead: keep N requests in flight (labelled mode: closed).",
+)
+@click.option("--max-requests", type=int, default=None, help="Request cap (default 100000).")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of images to send, cycled (default: the demo set).",
+)
+@click.option("--batch-files", type=int, default=4, show_default=True, help="Files per /detect/batch request.")
+@click.option("--find-max", is_flag=True, help="Step the rate up; report the highest meeting --p99-slo, no errors.")
+@click.option("--p99-slo", type=float, default=50.0, show_default=True, help="p99 latency SLO (ms) for --find-max.")
+@click.option(
+    "--max-steps", type=int, default=10, show_default=True, help="Most rate probes of --find-max (retests count)."
+)
+@click.option(
+    "--step-requests",
+    type=int,
+    default=300,
+    show_default=True,
+    help="--find-max: each step runs until this many requests were sent (and --duration): a steady state.",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Per-request timeout (s).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of Poisson arrivals.")
+@click.option("--connections", type=int, default=256, show_default=True, help="Open loop: connection pool size.")
+@click.option("--no-ceiling", is_flag=True, help="Skip measuring the generator's own ceiling first.")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --url.")
+@click.option(
+    "--generators",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Split the load over N independent generators (processes or Ray actors); one merged result.",
+)
+@click.option(
+    "--executor",
+    "generator_executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where --generators run: processes here, or Ray actors spread over a cluster's nodes.",
+)
+@click.option("--ray-address", default=None, help="Ray cluster for --executor ray (default: $RAY_ADDRESS, else local).")
+@json_option("the LoadResult")
+@out_option("Write load.json here.")
+def load(
+    url: str,
+    endpoint: str,
+    rate: float | None,
+    arrival: str,
+    duration: float | None,
+    concurrency: int | None,
+    max_requests: int | None,
+    images: Path | None,
+    batch_files: int,
+    find_max: bool,
+    p99_slo: float,
+    max_steps: int,
+    step_requests: int,
+    timeout: float,
+    seed: int,
+    connections: int,
+    no_ceiling: bool,
+    allow_remote: bool,
+    generators: int,
+    generator_executor: str,
+    ray_address: str | None,
+    as_json: bool,
+    out: Path | None,
+) -> None:
+    """Load test a running detect service: open loop at a fixed rate (default) or closed loop.
+
+    Open-loop latency counts from each request's scheduled send time, so a stalled server shows in the
+    tail. Errors are counted by status or exception, not raised (exit 0); a bad flag or a remote
+    --url without --allow-remote exits 2.
+    """
+    from bench.datasets import image_files, resolve_dataset
+    from bench.load import LoadSpec, run_find_max, run_generators, run_load, summary_lines
+    from bench.results import atomic_write_text
+
+    paths: tuple[Path, ...] = ()
+    if endpoint != "health":
+        paths = tuple(image_files(resolve_dataset(images)))
+    spec = LoadSpec(
+        url=url,
+        endpoint=endpoint,
+        rate=rate if rate is not None or concurrency else 10.0,
+        arrival=arrival,
+        duration_s=duration or (5.0 if find_max else 10.0),
+        concurrency=concurrency,
+        max_requests=max_requests,
+        images=paths,
+        files_per_request=batch_files,
+        timeout_s=timeout,
+        seed=seed,
+        connections=connections,
+        allow_remote=allow_remote,
+        measure_ceiling=not no_ceiling,
+    )
+    if ray_address and generator_executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
+    if find_max and (generators != 1 or generator_executor != "local"):
+        raise InputError("--find-max steps one local generator; drop --generators/--executor ray")
+    if generators != 1 or generator_executor == "ray":
+        result = run_generators(spec, generators, generator_executor, ray_address, log=log)
+    elif find_max:
+        result = run_find_max(
+            spec,
+            p99_slo,
+            step_duration_s=spec.duration_s,
+            max_steps=max_steps,
+            log=log,
+            min_step_requests=step_requests,
+        )
+    else:
+        result = run_load(spec, log=log)
+    if out is not None:
+        atomic_write_text(out / "load.json", result.to_json() + "\n")
+        log(f"wrote {out / 'load.json'}")
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo("\n".join(summary_lines(result)))
