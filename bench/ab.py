@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import math
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from bench.modelfile import model_info
 from bench.noise import NoiseProbe, combine_noise
 from bench.options import DEFAULT_MIN_TIME_S, ISOLATIONS, MAX_BLOCKS, MIN_BLOCKS
 from bench.perturb import parse_perturbations
-from bench.providers import is_gpu, parse_providers
+from bench.providers import parse_providers
 from bench.results import (
     Accuracy,
     CellMemory,
@@ -46,7 +45,7 @@ from bench.results import (
     RunResult,
     atomic_write_text,
 )
-from bench.runner import FreshSessions, ReplicateSamples, RunOptions, image_feed
+from bench.runner import FreshSessions, ReplicateSamples, RunOptions, fit_threads, image_feed
 from bench.sampling import ResourceSampler
 from bench.timing import LoopSpec, frozen_heap
 from bench.torch_engine import TorchEngine
@@ -55,7 +54,6 @@ from bench.variants import ensure_variant
 LogFn = Callable[[str], None]
 MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed, not waited on forever
 BLOCK_TIMEOUT_S = 600.0  # a block in its own process (--isolation process) that hangs longer is a failed side
-CONTENTION_PROBE_S = 0.3  # seconds of looking at the others' load before bench ab picks its threads
 
 
 @dataclass(frozen=True)
@@ -196,36 +194,6 @@ def measure_ab(
             )
         )
     return results[1], results[0]
-
-
-def fit_threads(provider: str, options: RunOptions, log: LogFn | None = None) -> tuple[RunOptions, str | None]:
-    """Without ``--threads`` on a CPU: fewer intra-op threads when other processes hold CPUs bench's would need.
-
-    Beside a busy neighbour every parallel operator waits for a core, adding the same delay to both sides
-    and shrinking the difference (a +24 % conv net read +9 % with 2 threads beside a one-core hog, +24 %
-    with 1). A short look at the others' load (``CONTENTION_PROBE_S``, bench idle) decides; the choice and
-    why are in the result's config. ``--threads N`` is always used as given (``--threads 0``: ORT's default).
-    """
-    if options.session.threads is not None or is_gpu(provider):
-        return options, None
-    probe = NoiseProbe(options.cpu_threads(provider))
-    with probe:
-        time.sleep(CONTENTION_PROBE_S)
-    noise = probe.figures()
-    if not noise.get("contended"):
-        return options, None
-    default, others, cpus = noise["threads"], noise["others_cpu_cores"], noise["cpu_count"]
-    threads = max(1, min(default - 1, int(cpus - others + 0.5)))
-    if threads >= default:  # one core and a neighbour: nothing fewer to fit
-        return options, None
-    why = (
-        f"other processes used {others:.2f} of {cpus} CPUs before measuring: both sides measured with "
-        f"--threads {threads} instead of ORT's {default} (their threads would wait for a core and dilute the "
-        f"difference; --threads 0 keeps ORT's default)"
-    )
-    if log:
-        log(f"ab: {why}")
-    return replace(options, session=replace(options.session, threads=threads)), why
 
 
 def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | None = None) -> int:

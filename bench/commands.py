@@ -28,8 +28,9 @@ from bench.evaluate import (
 )
 from bench.modelfile import output_width
 from bench.perturb import DEFAULT_SEED
+from bench.providers import is_gpu
 from bench.results import CellResult, Environment, RunConfig, RunResult
-from bench.runner import ProgressFn, RunOptions, image_feed, measure_cell
+from bench.runner import ProgressFn, RunOptions, fit_threads, image_feed, measure_cell
 from bench.variants import ensure_variant
 
 
@@ -43,8 +44,16 @@ def run_cells(
     log: Callable[[str], None] | None = None,
     progress: Callable[[str, int], Any] | None = None,
 ) -> RunResult:
-    """Measure each variant × provider in this process (``bench run``); returns a RunResult."""
+    """Measure each variant × provider in this process (``bench run``); returns a RunResult.
+
+    Without ``--threads``, on a CPU whose other processes hold cores ORT's threads would need, the cells are
+    measured with fewer threads (bench.runner.fit_threads: said on ``log``, recorded as config.threads_why).
+    """
     paths = {v: ensure_variant(bundle, v, allow_build=allow_build, log=log) for v in variants}
+    threads_why = None
+    cpu = next((p for p in providers if not is_gpu(p)), None)
+    if cpu is not None:
+        options, threads_why = fit_threads(cpu, options, log, command="run", measured="the cells were")
     images: list[Path] = datasets.image_files(dataset) if dataset is not None else []
     if dataset is not None and not images:
         raise InputError(f"dataset {dataset} holds no images")
@@ -58,6 +67,7 @@ def run_cells(
                 "variants": list(variants),
                 "providers": list(providers),
                 **options.as_config(),
+                **({"threads_why": threads_why} if threads_why else {}),
             },
         ),
         dataset=datasets.fingerprint(dataset, [(p, None) for p in images]) if dataset is not None else None,

@@ -5,6 +5,19 @@ medians (and of p95) must lie wholly above 1 *and* the point ratio must exceed `
 cell is called a regression (improvements symmetrically). Accuracy is a delta in points, backed by an
 exact McNemar test when both sides stored per-image predictions. Memory and model size are plain
 tolerances: they are not noisy enough to need an interval.
+
+A comparison is a *family* of tested rows (latency intervals and McNemar tests, cells × metrics), and a gate
+fails on any one of them: at 5 % per row, 32 rows would give about 1.6 false findings per A/A comparison. So
+the family is controlled with **Holm's step-down** (the family-wise error rate: a false row in at most 1 A/A
+comparison in 20), not Benjamini–Hochberg (the false rows' *share* among those flagged): one false regression
+fails a release however many true ones sit beside it, under BH a real regression loosens the bar for every
+other row, and Holm holds for any dependence between rows (a cell's p50 and p95 share their samples). Each row
+is judged on its interval at its own Holm level (1 - α/m for the smallest p, …): every verdict, "same"
+(interval inside the tolerance band) included, is read off that one interval, and a row's ``p_value`` is the
+level at which its interval would touch 1. Cells measured by separate processes also differ by what the
+replicates inside one cannot see: a cross-run matrix's cells show it in the spread of their ratios, which is
+added to every interval (as a ``bench calibrate`` spread is). A tail statistic measured on two contended sides
+(bench's threads shared the CPUs with others) is the neighbours' scheduling: inconclusive whatever it reads.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from typing_extensions import TypedDict
 
@@ -79,8 +92,9 @@ class Tolerances:
     accuracy_pt: float = 0.5
     memory: float = 0.10
     size: float | None = None  # None: same as memory
-    confidence: float = 0.95  # of the bootstrap interval, and 1 - alpha of the McNemar test
+    confidence: float = 0.95  # of the bootstrap interval, and 1 - alpha of the McNemar test: for the whole family
     n_boot: int = 2000
+    family: Literal["holm", "none"] = "holm"  # "none": every row alone at ``confidence``, no spread read from cells
 
     def __post_init__(self) -> None:
         for name in ("latency", "accuracy_pt", "memory"):
@@ -88,6 +102,8 @@ class Tolerances:
                 raise InputError(f"{name} tolerance must be ≥ 0")
         if not 0.5 < self.confidence < 1:
             raise InputError("confidence must be between 0.5 and 1")
+        if self.family not in ("holm", "none"):
+            raise InputError(f"family control {self.family!r} is not known (holm or none)")
 
     @property
     def size_tol(self) -> float:
@@ -147,7 +163,48 @@ class UnmatchedCell(TypedDict):
     why: str
 
 
-_OPTIONAL_ROW_FIELDS = ("baseline_key", "mde", "replicates_needed", "resampled", "cv_between", "cv_within", "noisy")
+class RunToRun(TypedDict):
+    """What separate processes add to a latency metric's ratios, beyond the replicates inside one (per side, log)."""
+
+    sigma: float  # added to every interval of the metric, as a calibration's sigma_run is
+    source: Literal["calibration", "cells"]  # bench calibrate's figure, or the spread of this comparison's cells
+    cells: int  # cells whose ratios the spread was read from
+
+
+class FamilyControl(TypedDict):
+    """How the tested rows (latency intervals, McNemar tests) are held together as one family."""
+
+    method: Literal["holm", "none"]  # holm: family-wise error rate; none: every row at the confidence alone
+    why: str
+    rows: int  # the family: rows judged by a test (status, memory and size rows are plain tolerances)
+    alpha: float  # family-wise: 1 - confidence
+    expected_false: float  # at most this many false findings among the rows when nothing truly differs
+    expected_false_unadjusted: float  # the same, had each row been judged alone at alpha (rows × alpha)
+    run_to_run: dict[str, RunToRun]  # per latency metric, when a spread between processes was added
+
+
+class Symmetry(TypedDict):
+    """Which way the tested rows went: under A/A, regressions and improvements (and slower and faster
+    ratios) are equally common; a family that leans one way moved as a whole."""
+
+    regressions: int
+    improvements: int
+    slower: int  # tested latency rows whose ratio is above 1
+    faster: int  # ... below 1
+    sign_p: float | None  # two-sided sign test of slower vs faster (None without such rows)
+
+
+_OPTIONAL_ROW_FIELDS = (
+    "baseline_key",
+    "mde",
+    "replicates_needed",
+    "resampled",
+    "cv_between",
+    "cv_within",
+    "noisy",
+    "level",
+    "p_adjusted",
+)
 
 
 @dataclass
@@ -164,7 +221,7 @@ class CompareRow:
     verdict: Verdict = "same"
     why: str = ""
     delta: float | None = None  # accuracy: current - baseline, in points
-    p_value: float | None = None  # accuracy: exact McNemar on per-image correctness
+    p_value: float | None = None  # accuracy: exact McNemar; latency: the level at which the interval touches 1
     baseline_key: CellKey | None = None  # bench ab with --against-variant: the other side's cell (omitted if None)
     # latency rows (omitted when None): the noise behind the verdict
     mde: float | None = None  # minimum detectable slowdown at this noise (fraction; 0.08 = +8 %), 80 % power
@@ -173,6 +230,9 @@ class CompareRow:
     cv_between: list[float | None] | None = None  # [baseline, current] CV of replicate medians
     cv_within: list[float | None] | None = None  # [baseline, current] median CV of calls within a replicate
     noisy: list[Side] | None = None  # sides measured while other processes used the CPU (cell.noise)
+    # tested rows (omitted otherwise): their place in the family
+    level: float | None = None  # the confidence of this row's interval and test: its Holm level (0.9984 = 1 - α/32)
+    p_adjusted: float | None = None  # Holm-adjusted p: a finding of the family exactly when ≤ alpha
 
 
 @dataclass
@@ -189,6 +249,8 @@ class CompareResult:
     tolerances: AppliedTolerances = field(default_factory=AppliedTolerances)
     warnings: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # the bench calibrate figures used (cross-run), if any
+    family: FamilyControl | None = None  # how the tested rows were held together (None: no row was tested)
+    symmetry: Symmetry | None = None  # which way the tested rows went
 
     @property
     def exit_code(self) -> int:
@@ -216,11 +278,9 @@ class CompareResult:
         """One line for a log: the verdict and how many rows were inconclusive (noise hid the answer)."""
         counts = {v: sum(r.verdict == v for r in self.rows) for v in ("regression", "improvement", "same")}
         text = f"{self.verdict}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
-        return (
-            text
-            + f", {len(self.inconclusive)} inconclusive"
-            + (" (noise hid the answer: see each row's MDE and replicates needed)" if self.inconclusive else "")
-        )
+        text += f", {len(self.inconclusive)} inconclusive"
+        text += " (noise hid the answer: see each row's MDE and replicates needed)" if self.inconclusive else ""
+        return text + "".join(f" · {part}" for part in family_lines(self))
 
     def raise_for_verdict(self, fail_on_inconclusive: bool = False) -> None:
         """Exit code as CLI.md says: 1 (VerdictFailed) on a regression, 2 (InputError) when incomparable;
@@ -337,12 +397,15 @@ def compare_runs(
         tolerances=tol.as_dict(),
     )
     result.warnings.extend(_config_warnings(baseline, current))
+    cross_run = pairs is None  # cells matched across two runs (not bench ab's interleaved pair)
     if pairs is None:
         pairs = _match(baseline, current, result)
     dataset_ok, dataset_why = _same_dataset(baseline, current)
     sigma_run = _calibrated_sigma(calibration, mc, result) if calibration is not None else 0.0
+    pending: list[_Pending] = []
     for b, c in pairs:
-        result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why, sigma_run))
+        result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why, pending))
+    _judge_family(result, pending, tol, sigma_run, cross_run)
     for side, run in (("baseline", baseline), ("current", current)):
         noisy = [
             f"{_key_text(cell_key(c))} ({(c.noise or {}).get('why')})"
@@ -368,6 +431,13 @@ def compare_runs(
                 if row.verdict != "incomparable":
                     row.why = f"different machines; would be {row.verdict}: {row.why}"
                     row.verdict = "incomparable"
+    result.symmetry = sym = _symmetry(result.rows)
+    if cross_run and sym["sign_p"] is not None and sym["sign_p"] < 1.0 - tol.confidence:
+        result.warnings.append(
+            f"the rows lean one way ({sym['slower']} slower, {sym['faster']} faster; sign test p={sym['sign_p']:.2g}): "
+            "a shift common to the cells, from a change that touches them all or from the machine's state between "
+            "the runs, which separate runs cannot tell apart: measure both sides in one job (bench ab)"
+        )
     if any(r.verdict == "regression" for r in result.rows):
         result.verdict = "regression"
     elif any(r.verdict in ("same", "improvement", "inconclusive") for r in result.rows):
@@ -398,6 +468,112 @@ def _calibrated_sigma(calibration: Mapping[str, Any], machine: str | None, resul
     sigma = float((calibration.get("cross_run") or {}).get("sigma_run") or 0.0)
     result.calibration = {"machine_id": where, "sigma_run": sigma, "created": calibration.get("created")}
     return sigma
+
+
+_FAMILY_WHY = {
+    "holm": "Holm's step-down, the family-wise error rate: a gate fails on any one false row, so a false row "
+    "anywhere in the family is what must stay rare (at most α), whatever its share among the rows flagged "
+    "(Benjamini–Hochberg's measure, under which a real regression loosens the bar for every other row); "
+    "Holm holds for any dependence between rows (a cell's p50 and p95 share their samples)",
+    "none": "each row judged alone at the confidence level, with no spread read from the other cells: the "
+    "expected false findings grow with the rows",
+}
+
+
+def _judge_family(
+    result: CompareResult, pending: list[_Pending], tol: Tolerances, calibrated: float, cross_run: bool
+) -> None:
+    """Verdicts of the tested rows (latency intervals, McNemar tests) as one family: each at its Holm level,
+    latency intervals widened by the run-to-run spread; then ``result.family``."""
+    alpha = 1.0 - tol.confidence
+    spread = _run_to_run(pending, tol, calibrated, cross_run and tol.family != "none")
+    sigma = {metric: entry["sigma"] for metric, entry in spread.items()}
+    latency = [p for p in pending if p.estimate.usable]
+    accuracy = [r for r in result.rows if r.metric.startswith("accuracy") and r.p_value is not None]
+    p_values = [_p_or_one(stats.ratio_p_value(p.estimate, sigma.get(p.row.metric, 0.0))) for p in latency]
+    p_values += [_p_or_one(r.p_value) for r in accuracy]
+    m = len(p_values)
+    holm = tol.family == "holm"
+    levels = stats.holm_levels(p_values, alpha) if holm else [alpha] * m
+    adjusted = stats.holm_adjusted(p_values) if holm else list(p_values)
+
+    def family_text(level: float) -> str:
+        return f"; at {(1 - level) * 100:.4g}%: Holm over {m} rows" if holm and m > 1 else ""
+
+    for i, p in enumerate(latency):
+        metric = p.row.metric
+        _judge_latency(
+            p, tol, 1 - levels[i], sigma.get(metric, 0.0), _sigma_text(spread.get(metric)), family_text(levels[i])
+        )
+        p.row.level, p.row.p_value, p.row.p_adjusted = _r(1 - levels[i], 6), _sig(p_values[i]), _sig(adjusted[i])
+    for p in pending:
+        if not p.estimate.usable:  # n too small: inconclusive, outside the family
+            _judge_latency(p, tol, tol.confidence, 0.0, "", "")
+    for j, row in enumerate(accuracy, start=len(latency)):
+        if holm and m > 1 and row.delta is not None:
+            verdict, head = _accuracy_verdict(row.delta, row.p_value, tol.accuracy_pt, levels[j])
+            tail = row.why[row.why.find("; McNemar") :] if "; McNemar" in row.why else ""
+            row.verdict, row.why = verdict, head + tail + f"; Holm level α {levels[j]:.3g} over {m} rows"
+        row.level, row.p_adjusted = _r(1 - levels[j], 6), _sig(adjusted[j])
+    result.family = {
+        "method": tol.family,
+        "why": _FAMILY_WHY[tol.family],
+        "rows": m,
+        "alpha": _r(alpha, 6) or 0.0,
+        "expected_false": _r(alpha if holm and m else m * alpha, 4) or 0.0,
+        "expected_false_unadjusted": _r(m * alpha, 4) or 0.0,
+        "run_to_run": spread,
+    }
+
+
+def _run_to_run(pending: list[_Pending], tol: Tolerances, calibrated: float, cross_run: bool) -> dict[str, RunToRun]:
+    """Per latency metric, what separate processes add to every ratio: the calibration's σ, or the spread of this
+    comparison's own cells (cross-run, enough cells) when that is larger. bench ab's sides share one job: none."""
+    out: dict[str, RunToRun] = {}
+    for metric in LATENCY_METRICS:
+        usable = [p.estimate for p in pending if p.row.metric == metric and p.estimate.usable]
+        seen = None
+        if cross_run and usable:
+            seen = stats.spread_between_runs(
+                [math.log(e.point or 1.0) for e in usable],
+                [(e.se_log or 0.0) / stats.small_sample_factor(min(e.groups), tol.confidence) for e in usable],
+            )
+        if seen is not None and seen >= calibrated:
+            out[metric] = {"sigma": _r(seen, 4) or 0.0, "source": "cells", "cells": len(usable)}
+        elif calibrated > 0:
+            out[metric] = {"sigma": calibrated, "source": "calibration", "cells": len(usable)}
+    return out
+
+
+def _p_or_one(p: float | None) -> float:
+    return 1.0 if p is None else float(p)
+
+
+def _sigma_text(entry: RunToRun | None) -> str:
+    if entry is None or entry["sigma"] <= 0:
+        return ""
+    if entry["source"] == "calibration":
+        return f"calibrated run-to-run σ {entry['sigma'] * 100:.1f}%"
+    return f"run-to-run σ {entry['sigma'] * 100:.1f}% seen across {entry['cells']} cells"
+
+
+def _symmetry(rows: list[CompareRow]) -> Symmetry:
+    """Which way the family's rows went (counted over the tested rows, after every demotion)."""
+    tested = [r for r in rows if r.level is not None]
+    ratios = [r.ratio for r in tested if r.ratio is not None]
+    slower, faster = sum(x > 1 for x in ratios), sum(x < 1 for x in ratios)
+    sign_p = None
+    if slower + faster:  # exact two-sided binomial at 1/2 (symmetric: twice the smaller tail), without scipy.stats
+        from scipy.special import bdtr
+
+        sign_p = _sig(min(1.0, 2.0 * float(bdtr(min(slower, faster), slower + faster, 0.5))))
+    return {
+        "regressions": sum(r.verdict == "regression" for r in tested),
+        "improvements": sum(r.verdict == "improvement" for r in tested),
+        "slower": slower,
+        "faster": faster,
+        "sign_p": sign_p,
+    }
 
 
 def _match(baseline: RunResult, current: RunResult, result: CompareResult) -> list[tuple[CellResult, CellResult]]:
@@ -499,7 +675,7 @@ def _same_dataset(baseline: RunResult, current: RunResult) -> tuple[bool, str]:
 
 
 def _compare_cells(
-    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str, sigma_run: float = 0.0
+    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str, pending: list[_Pending]
 ) -> list[CompareRow]:
     key = cell_key(c)
     other = cell_key(b) if cell_key(b) != key else None
@@ -511,7 +687,7 @@ def _compare_cells(
         return [_status_row(b, c, row)]
     rows: list[CompareRow] = []
     for metric in LATENCY_METRICS:
-        rows.append(_latency_row(metric, b, c, tol, row, sigma_run))
+        rows.append(_latency_row(metric, b, c, tol, row, pending))
     rows.extend(_memory_rows(b, c, tol, row))
     size = _size_row(b, c, tol, row)
     if size is not None:
@@ -542,15 +718,26 @@ def _status_row(b: CellResult, c: CellResult, row: Callable[..., CompareRow]) ->
     return row(metric="status", baseline=bs, current=cs, verdict="incomparable", why=why)
 
 
+@dataclass
+class _Pending:
+    """A latency row whose verdict waits for its family: the estimate at the base level and the two cells."""
+
+    row: CompareRow
+    estimate: stats.RatioEstimate
+    name: str  # the statistic: "median" or "p95"
+    b: CellResult
+    c: CellResult
+
+
 def _latency_row(
     metric: str,
     b: CellResult,
     c: CellResult,
     tol: Tolerances,
     row: Callable[..., CompareRow],
-    sigma_run: float = 0.0,
+    pending: list[_Pending],
 ) -> CompareRow:
-    """Ratio of a latency statistic with a hierarchical-bootstrap interval, and the four-way verdict."""
+    """The ratio of a latency statistic with its hierarchical bootstrap; the verdict comes with the family."""
     name = "median" if metric.endswith("p50_ms") else "p95"
     if not b.samples_ms or not c.samples_ms:
         side = "baseline" if not b.samples_ms else "current"
@@ -570,9 +757,30 @@ def _latency_row(
         gb, _ = stats.replicate_groups(b.samples_ms, None)
         gc, _ = stats.replicate_groups(c.samples_ms, None)
     est = stats.ratio_interval(gc, gb, name, n_boot=tol.n_boot, confidence=tol.confidence, unit=unit)
-    est = stats.with_extra_noise(est, sigma_run, tol.confidence)
-    decided = stats.decide(est, tol.latency, tol.confidence, name)
-    if sigma_run > 0 and decided.verdict == "inconclusive" and decided.replicates_needed:
+    noise_b, noise_c = stats.noise_components(gb), stats.noise_components(gc)
+    sides: tuple[tuple[Side, CellResult], ...] = (("baseline", b), ("current", c))
+    noisy: list[Side] = [side for side, cell in sides if (cell.noise or {}).get("noisy")]
+    q = stats.statistic_of(name)
+    made = row(
+        metric=metric,
+        baseline=_r(stats.quantile(b.samples_ms, q), 5),
+        current=_r(stats.quantile(c.samples_ms, q), 5),
+        verdict="inconclusive",  # until _judge_latency
+        resampled=unit,
+        cv_between=_pair(noise_b.cv_between, noise_c.cv_between),
+        cv_within=_pair(noise_b.cv_within, noise_c.cv_within),
+        noisy=noisy or None,
+    )
+    pending.append(_Pending(made, est, name, b, c))
+    return made
+
+
+def _judge_latency(p: _Pending, tol: Tolerances, level: float, sigma: float, sigma_text: str, family_text: str) -> None:
+    """The four-way verdict of one latency row on its interval at ``level`` (its Holm level), then what the
+    sides' noise takes away: a load difference, or two contended sides under a tail statistic."""
+    est = stats.at_confidence(p.estimate, level, sigma)
+    decided = stats.decide(est, tol.latency, level, p.name)
+    if sigma > 0 and decided.verdict == "inconclusive" and decided.replicates_needed:
         # more replicates cannot shrink what differs between processes: only measuring both in one job can
         head = decided.why.split(";")[0]
         decided = replace(
@@ -580,7 +788,7 @@ def _latency_row(
             replicates_needed=None,
             why=f"{head}; the run-to-run spread dominates: measure both sides in one job (bench ab)",
         )
-    load = load_difference(b.noise, c.noise)
+    load = load_difference(p.b.noise, p.c.noise)
     if load and decided.verdict in ("regression", "improvement"):
         decided = replace(
             decided,
@@ -588,32 +796,27 @@ def _latency_row(
             why=f"inconclusive: {decided.why.split(';')[0]}, but the sides were measured under different load "
             f"({load}): the difference may be the load's",
         )
-    noise_b, noise_c = stats.noise_components(gb), stats.noise_components(gc)
-    why = decided.why + f" (two-level bootstrap over {unit}: {est.groups[0]} vs {est.groups[1]}"
-    why += f"; widened by the calibrated run-to-run σ {sigma_run * 100:.1f}%)" if sigma_run > 0 else ")"
-    noisy: list[Side] = []
-    sides: tuple[tuple[Side, CellResult], ...] = (("baseline", b), ("current", c))
-    for side, cell in sides:
-        if (cell.noise or {}).get("noisy"):
-            noisy.append(side)
-            why += f"; {side} measured on a noisy machine ({(cell.noise or {}).get('why')})"
-    q = stats.statistic_of(name)
-    return row(
-        metric=metric,
-        baseline=_r(stats.quantile(b.samples_ms, q), 5),
-        current=_r(stats.quantile(c.samples_ms, q), 5),
-        ratio=_r(est.point, 4),
-        ci_low=_r(est.low, 4),
-        ci_high=_r(est.high, 4),
-        verdict=decided.verdict,
-        why=why,
-        mde=_r(decided.mde, 4),
-        replicates_needed=decided.replicates_needed,
-        resampled=unit,
-        cv_between=_pair(noise_b.cv_between, noise_c.cv_between),
-        cv_within=_pair(noise_b.cv_within, noise_c.cv_within),
-        noisy=noisy or None,
-    )
+    contended = all((cell.noise or {}).get("contended") for cell in (p.b, p.c))
+    if contended and stats.statistic_of(p.name) > 0.5 and decided.verdict != "inconclusive":
+        decided = replace(
+            decided,
+            verdict="inconclusive",
+            replicates_needed=None,
+            why=f"inconclusive: {decided.why.split(';')[0]}, but both sides were contended (bench's threads "
+            "shared the CPUs with other processes): a tail then times the neighbours' scheduling, not the model; "
+            "measure with fewer threads (--threads 1) or on a quiet machine",
+        )
+    groups = p.estimate.groups
+    why = decided.why + f" (two-level bootstrap over {p.estimate.unit}: {groups[0]} vs {groups[1]}"
+    why += family_text + (f"; widened by the {sigma_text})" if sigma_text else ")")
+    for side in p.row.noisy or []:
+        cell = p.b if side == "baseline" else p.c
+        why += f"; {side} measured on a noisy machine ({(cell.noise or {}).get('why')})"
+    p.row.ratio, p.row.ci_low, p.row.ci_high = _r(est.point, 4), _r(est.low, 4), _r(est.high, 4)
+    p.row.verdict = cast(Verdict, decided.verdict)
+    p.row.why = why
+    p.row.mde = _r(decided.mde, 4)
+    p.row.replicates_needed = decided.replicates_needed
 
 
 def _pair(baseline: float | None, current: float | None) -> list[float | None] | None:
@@ -700,18 +903,10 @@ def _accuracy_row(
             )
     delta = (float(vc) - float(vb)) * 100.0
     test = mcnemar(ab, ac)
-    alpha = 1 - tol.confidence
     p = None if test is None else test["p_value"]
     tested = "" if test is None else f"; McNemar p={p:.3g} (discordant {test['b']}↓/{test['c']}↑)"
-    beyond = abs(delta) > tol.accuracy_pt
-    significant = p is None or p < alpha
-    if beyond and significant:
-        verdict = "regression" if delta < 0 else "improvement"
-        why = f"{delta:+.2f} pt beyond ±{tol.accuracy_pt:g} pt{tested}"
-    elif beyond:
-        verdict, why = "same", f"{delta:+.2f} pt beyond ±{tol.accuracy_pt:g} pt but not significant{tested}"
-    else:
-        verdict, why = "same", f"{delta:+.2f} pt within ±{tol.accuracy_pt:g} pt{tested}"
+    verdict, why = _accuracy_verdict(delta, p, tol.accuracy_pt, 1 - tol.confidence)
+    why += tested
     if test is None:
         why += "; no per-image predictions on both sides, no paired test"
     return row(
@@ -724,6 +919,15 @@ def _accuracy_row(
         verdict=verdict,
         why=why,
     )
+
+
+def _accuracy_verdict(delta: float, p: float | None, tolerance_pt: float, alpha: float) -> tuple[Verdict, str]:
+    """A delta in points beyond the tolerance *and* significant (McNemar p < alpha, when tested) is a verdict."""
+    if abs(delta) <= tolerance_pt:
+        return "same", f"{delta:+.2f} pt within ±{tolerance_pt:g} pt"
+    if p is not None and p >= alpha:
+        return "same", f"{delta:+.2f} pt beyond ±{tolerance_pt:g} pt but not significant"
+    return ("regression" if delta < 0 else "improvement"), f"{delta:+.2f} pt beyond ±{tolerance_pt:g} pt"
 
 
 def mcnemar(base_acc: Mapping[str, Any], cur_acc: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -779,6 +983,13 @@ def _r(value: float | None, digits: int) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return round(float(value), digits)
+
+
+def _sig(value: float | None, digits: int = 3) -> float | None:
+    """A p-value to ``digits`` significant digits (1e-9 stays 1e-9, where rounding to places would give 0)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -842,7 +1053,9 @@ def render_markdown(result: CompareResult, title: str = "bench compare") -> str:
         ),
         f"tolerances: latency {t.get('latency', 0):.0%} · accuracy {t.get('accuracy_pt', 0):g} pt · "
         f"memory {t.get('memory', 0):.0%} · size {t.get('size', 0):.0%} · "
-        f"{t.get('confidence', 0.95):.0%} bootstrap intervals of the ratio current/baseline",
+        f"{t.get('confidence', 0.95):.0%} bootstrap intervals of the ratio current/baseline"
+        + (" for the whole family: each row's at its Holm level  " if _holm(result) else "  "),
+        *(f"{line}  " for line in family_lines(result, long=True)),
         "",
     ]
     if result.rows:
@@ -863,6 +1076,8 @@ def render_markdown(result: CompareResult, title: str = "bench compare") -> str:
                 if r.ci_low is not None and r.ci_high is not None
                 else (f"p={r.p_value:.3g}" if r.p_value is not None else "—")
             )
+            if r.level is not None and _holm(result) and r.level != t.get("confidence"):
+                interval += f" at {r.level * 100:.4g}%"
             lines.append(
                 "| "
                 + " | ".join(
@@ -893,6 +1108,50 @@ def render_markdown(result: CompareResult, title: str = "bench compare") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _holm(result: CompareResult) -> bool:
+    return result.family is not None and result.family["method"] == "holm" and result.family["rows"] > 1
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def family_lines(result: CompareResult, long: bool = False) -> list[str]:
+    """The family control, its expected false findings and the symmetry line (the summary line's tail; with
+    ``long``, the Markdown's head, which also says what they mean)."""
+    fam, sym = result.family, result.symmetry
+    if not fam or not fam["rows"]:
+        return []
+    how = (
+        f"Holm over {fam['rows']} tested rows" if fam["method"] == "holm" else f"{fam['rows']} tested rows, each alone"
+    )
+    lines = [
+        f"{how} at α {fam['alpha']:.0%}: ≤ {fam['expected_false']:.2g} false findings expected if nothing changed "
+        f"({fam['expected_false_unadjusted']:.2g} judged one by one)"
+    ]
+    if sym is not None:
+        line = (
+            f"{_count(sym['regressions'], 'regression')} vs {_count(sym['improvements'], 'improvement')}; "
+            f"{sym['slower']} rows slower vs {sym['faster']} faster"
+        )
+        line += f" (sign test p={sym['sign_p']:.2g})" if sym["sign_p"] is not None else ""
+        if long:
+            line += ": under A/A both are equally common"
+            if sym["sign_p"] is not None and sym["sign_p"] < fam["alpha"]:
+                line += "; these lean one way: a shift common to the cells (a change that touches them all, or the "
+                line += "machine's state between the runs)"
+        lines.append(line)
+    spread = [
+        f"{_METRIC_TEXT.get(metric, metric).split(' ')[0]} σ {e['sigma'] * 100:.1f}% "
+        + ("(calibration)" if e["source"] == "calibration" else f"(across {e['cells']} cells)")
+        for metric, e in fam["run_to_run"].items()
+    ]
+    if spread:
+        tail = ", added to every interval: separate processes differ by more than replicates inside one show"
+        lines.append("run-to-run " + ", ".join(spread) + (tail if long else ""))
+    return lines
+
+
 def compare_schema() -> dict[str, Any]:
     """JSON Schema of what ``bench compare --json`` / ``bench ab --json`` print (CompareResult)."""
     return schema_of(CompareResult, "bench compare/ab result (CompareResult)")
@@ -904,6 +1163,7 @@ __all__ = [
     "Tolerances",
     "compare_runs",
     "compare_schema",
+    "family_lines",
     "load_pair",
     "mcnemar",
     "parse_tolerance",

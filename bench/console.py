@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bench.formatting import fmt
+from bench.noise import noisy_figure
 from bench.results import CellResult
+
+NOISY_MARK = "⚠"  # after a cell's status: measured on a busy machine (the caption says why)
 
 __all__ = [
     "accuracy_table",
@@ -45,11 +48,21 @@ def log(message: str) -> None:
 
 
 def cells_table(cells: Sequence[CellResult], title: str | None = None) -> Table:
-    """A rich Table of cells (status, latency percentiles, throughput, memory, accuracy); reasons as a caption."""
+    """A rich Table of cells (status, latency percentiles, throughput, memory, accuracy); reasons as a caption.
+
+    A cell measured while other processes used the CPU (or its threads had to share cores with them, or the GPU's
+    clocks moved) has ⚠ after its status and a caption line saying why: its figures should decide nothing.
+    """
     from rich.markup import escape  # reasons carry text like bench[torch] that rich would read as markup
     from rich.table import Table
 
     reasons = [escape(f"{c.variant}/{c.provider}/b{c.batch_size}: {c.reason}") for c in cells if c.reason]
+    noisy = {id(c): why for c in cells if c.status == "ok" and (why := noisy_figure(c))}
+    reasons += [
+        escape(f"{NOISY_MARK} {c.variant}/{c.provider}/b{c.batch_size}: noisy — {noisy[id(c)]}")
+        for c in cells
+        if id(c) in noisy
+    ]
     table = Table(title=title, caption="\n".join(reasons) or None, caption_justify="left")
     for name in (
         "variant",
@@ -75,7 +88,7 @@ def cells_table(cells: Sequence[CellResult], title: str | None = None) -> Table:
             c.variant,
             c.provider,
             str(c.batch_size),
-            c.status,
+            f"{c.status} {NOISY_MARK}" if id(c) in noisy else c.status,
             fmt(c.session_create_ms, 1),
             fmt(lat.get("p50"), 3),
             fmt(lat.get("p95"), 3),

@@ -7,7 +7,10 @@ Formats (``load_labelled_set``):
   class folder are found recursively. An empty class folder is a **warning** (``LabelledSet.warnings``),
   not an error; images lying directly in the root are skipped and listed ("not in a class folder").
 - manifest: a ``.csv`` file with a header holding ``path`` and ``label`` columns, or a ``.jsonl`` file of
-  ``{"path": ..., "label": ...}`` objects; relative paths are relative to the manifest's folder. A folder
+  ``{"path": ..., "label": ...}`` objects; relative paths are relative to the manifest's folder. An optional
+  ``group`` column / key names what an image shares with others (its source video, the identity shown): the
+  accuracy intervals then resample groups, not images (bench.metrics); once the column is there every row
+  needs a group. A folder
   holding ``manifest.csv``/``manifest.jsonl`` is read through that manifest (its sub-folders are storage).
   A listed file that does not exist is **skipped and listed** with the reason "file not found"
   (``LabelledSet.skipped``), the run goes on; ``strict=True`` makes it an InputError instead.
@@ -71,24 +74,27 @@ def image_files(root: str | Path) -> list[Path]:
     )
 
 
-def fingerprint(root: Path, items: list[tuple[Path, str | None]]) -> DatasetInfo:
-    """The results contract's dataset object: path, n, sha256 of sorted (relpath, size, label)."""
+def fingerprint(root: Path, items: list[tuple[Path, str | None]], groups: list[str] | None = None) -> DatasetInfo:
+    """The results contract's dataset object: path, n, sha256 of sorted (relpath, size, label), and of the group as a
+    fourth field when the set has groups (a set without groups keeps the fingerprint it always had)."""
     import hashlib
 
     rows = sorted(
         (p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p), p.stat().st_size, label or "")
-        for p, label in items
+        + (() if groups is None else (groups[i],))
+        for i, (p, label) in enumerate(items)
     )
-    digest = hashlib.sha256("\n".join(f"{r}\t{s}\t{label}" for r, s, label in rows).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join("\t".join(map(str, row)) for row in rows).encode()).hexdigest()
     return {"path": str(root), "n": len(rows), "fingerprint": digest}
 
 
 @dataclass(frozen=True)
 class LabelledItem:
-    """One image and its label as the dataset writes it (None in an unlabelled folder)."""
+    """One image, its label as the dataset writes it (None in an unlabelled folder) and its group (None: none given)."""
 
     path: Path
     label: str | None
+    group: str | None = None
 
 
 @dataclass
@@ -113,8 +119,13 @@ class LabelledSet:
         """``path`` as stored in results: relative to the set's root when inside it (posix)."""
         return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
 
+    @property
+    def groups(self) -> list[str] | None:
+        """Each image's group, in order; None when the set names none."""
+        return [i.group or "" for i in self.items] if any(i.group is not None for i in self.items) else None
+
     def fingerprint(self) -> DatasetInfo:
-        return fingerprint(self.root, [(i.path, i.label) for i in self.items])
+        return fingerprint(self.root, [(i.path, i.label) for i in self.items], self.groups)
 
     def indexed(self, labels: Mapping[int, str], positive: int | None) -> list[tuple[Path, int | None]]:
         """``(path, model label index)`` per image; None indices for an unlabelled set."""
@@ -202,7 +213,7 @@ def load_labelled_set(path: str | Path, strict: bool = False) -> LabelledSet:
 
 
 def load_manifest(path: Path, strict: bool = False) -> LabelledSet:
-    """Read a ``path,label`` CSV (with header) or a JSONL manifest; missing files are skipped and listed."""
+    """Read a ``path,label[,group]`` CSV (with header) or a JSONL manifest; missing files are skipped and listed."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
@@ -213,22 +224,25 @@ def load_manifest(path: Path, strict: bool = False) -> LabelledSet:
     root = path.parent
     items: list[LabelledItem] = []
     skipped: list[dict[str, str]] = []
-    for where, file, label in rows:
+    grouped = any(group is not None for *_, group in rows)
+    for where, file, label, group in rows:
         if not file or not label:
             raise InputError(f"{path}:{where}: empty {'path' if not file else 'label'}; every row needs path and label")
+        if grouped and not group:
+            raise InputError(f"{path}:{where}: empty group; once the manifest has groups every row needs one")
         target = Path(file) if Path(file).is_absolute() else root / file
         if not target.is_file():
             if strict:
                 raise InputError(f"{path}:{where}: listed file {file} not found; fix the manifest or drop --strict")
             skipped.append({"path": file, "reason": "file not found"})
             continue
-        items.append(LabelledItem(target, label))
+        items.append(LabelledItem(target, label, group))
     if not items:
         raise InputError(f"manifest {path} lists no existing image ({len(skipped)} missing); fix the paths")
     return LabelledSet(root=root, kind="manifest", items=items, skipped=skipped)
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str, str]]:
+def _csv_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -236,8 +250,13 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str]]:
             if "path" not in header or "label" not in header:
                 raise InputError(f"manifest {path} needs a header row with 'path' and 'label' columns, got {header}")
             ip, il = header.index("path"), header.index("label")
+            ig = header.index("group") if "group" in header else None
+
+            def cell(row: list[str], i: int) -> str:
+                return row[i].strip() if i < len(row) else ""
+
             return [
-                (f"line {n}", row[ip].strip() if ip < len(row) else "", row[il].strip() if il < len(row) else "")
+                (f"line {n}", cell(row, ip), cell(row, il), None if ig is None else cell(row, ig))
                 for n, row in enumerate(reader, start=2)
                 if any(c.strip() for c in row)
             ]
@@ -245,7 +264,7 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str]]:
         raise InputError(f"cannot read manifest {path}: {exc}") from exc
 
 
-def _jsonl_rows(path: Path) -> list[tuple[str, str, str]]:
+def _jsonl_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
     rows = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -262,7 +281,8 @@ def _jsonl_rows(path: Path) -> list[tuple[str, str, str]]:
             ) from exc
         if not isinstance(obj, dict):
             raise InputError(f'{path}:line {n} is not a JSON object; one {{"path", "label"}} object per line')
-        rows.append((f"line {n}", str(obj.get("path") or "").strip(), str(obj.get("label") or "").strip()))
+        group = None if "group" not in obj else str("" if obj["group"] is None else obj["group"]).strip()
+        rows.append((f"line {n}", str(obj.get("path") or "").strip(), str(obj.get("label") or "").strip(), group))
     return rows
 
 

@@ -25,7 +25,7 @@ from bench.bundle import Bundle, positive_index
 from bench.datasets import LabelledSet, load_labelled_set
 from bench.engine import Engine, SessionSpec, cell_failure
 from bench.errors import InputError
-from bench.metrics import agreement, binary_metrics, decide, unlabelled_metrics, versus_clean
+from bench.metrics import agreement, binary_metrics, decide, paired_differences, unlabelled_metrics, versus_clean
 from bench.modelfile import model_info
 from bench.perturb import DEFAULT_SEED, Perturbation, parse_perturbations
 from bench.preprocess import ImageError, PreprocessConfig, load_image, to_tensor
@@ -55,6 +55,7 @@ def evaluate_engine(
     skipped: Sequence[dict[str, str]] = (),
     perturbations: Sequence[Perturbation] = (),
     source: ImageSource | None = None,
+    groups: Sequence[str] | None = None,
 ) -> Accuracy:
     """The results contract's ``accuracy`` object for ``engine`` on ``items``.
 
@@ -69,13 +70,19 @@ def evaluate_engine(
     entry per perturbation with the same metrics, the change against this variant's clean figures
     (``vs_clean``) and its own predictions. ``source`` shares decoded and preprocessed images between
     the variants of one run (it must hold the paths of ``items``, in order).
+
+    Every figure has its 95 % interval (``<metric>_ci``, bench.metrics) over images, or over the data set's
+    groups (a LabelledSet's ``group`` column, or ``groups``: one per item), which each prediction then carries.
     """
     if positive_index is None:
         raise InputError("no positive (fake) class: pass --positive-label NAME|INDEX to evaluate accuracy")
     if isinstance(items, LabelledSet):
         root = items.root if root is None else root
         skipped = [*items.skipped, *skipped]
+        groups = items.groups if groups is None else groups
         items = items.indexed(labels, positive_index)
+    if groups is not None and len(groups) != len(items):
+        raise ValueError(f"{len(groups)} groups for {len(items)} images")
     check_threshold(threshold)
     if batch_size < 1:
         raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
@@ -115,6 +122,7 @@ def evaluate_engine(
     done_paths = [rel(paths[i]) for i in done]
     done_truth = [items[i][1] for i in done]
     y = np.array([int(i == positive_index) for i in done_truth], dtype=np.int64) if labelled else None
+    done_groups = None if groups is None else [groups[i] for i in done]
 
     def name(i: int | None) -> str | None:
         return None if i is None else labels.get(i, str(i))
@@ -123,11 +131,17 @@ def evaluate_engine(
         """p(fake), the metrics and the per-image predictions of one pass."""
         p_fake = probs[:, positive_index]
         pred_idx = decide(probs, positive_index, threshold)
-        metrics = binary_metrics(y, p_fake, threshold) if y is not None else unlabelled_metrics(len(done), threshold)
+        if y is not None:
+            metrics = binary_metrics(y, p_fake, threshold, done_groups)
+        else:
+            metrics = unlabelled_metrics(len(done), threshold)
         predictions = [
             {"path": p, "p_fake": float(pf), "label": name(t), "pred": name(int(pi))}
             for p, pf, t, pi in zip(done_paths, p_fake, done_truth, pred_idx, strict=True)
         ]
+        if done_groups is not None:
+            for prediction, group in zip(predictions, done_groups, strict=True):
+                prediction["group"] = group
         return p_fake, metrics, predictions
 
     clean_p, metrics, predictions = scored(matrix)
@@ -322,6 +336,10 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
     several), else that variant's cell on any provider. Images are matched by path; a cell without a
     usable reference keeps ``agreement: null`` with ``reasons.agreement`` saying why. Each perturbed entry
     (``accuracy.perturbations``) is compared likewise with the reference's entry of the same perturbation.
+
+    On a labelled set the agreement also holds the paired differences (:func:`paired_differences`: the accuracy
+    drop and ΔAUC with their intervals over the common images, or their groups); None with the reason for the
+    reference against itself or without labels.
     """
     refs = [c for c in cells if c.variant == reference_variant and c.status == "ok" and _preds(c)]
     for cell in cells:
@@ -352,9 +370,42 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
                     found = agreement(reference_variant, ref_arr, cur_arr)
                     target["agreement"] = {**found, "reference_provider": ref.provider}
                     target["reasons"].pop("agreement", None)
+                    common = [p for p in target["predictions"] if p["path"] in ref_p]
+                    paired, undefined = _paired(
+                        target, common, ref_arr, cur_arr, acc.get("positive_label"), ref is cell
+                    )
+                    target["agreement"].update(paired)
+                    for key in PAIRED_KEYS:
+                        target["reasons"].pop(key, None)
+                    target["reasons"].update(undefined)
                     continue
             target["agreement"] = None
             target["reasons"]["agreement"] = why
+
+
+PAIRED_KEYS = ("accuracy_drop_pt", "accuracy_drop_pt_ci", "discordant", "roc_auc_delta", "roc_auc_delta_ci")
+
+
+def _paired(
+    target: dict[str, Any],
+    common: list[Prediction],
+    ref_p: np.ndarray,
+    cur_p: np.ndarray,
+    positive_label: str | None,
+    itself: bool,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The paired differences against the reference on the ``common`` images (in the order of ``ref_p``/``cur_p``),
+    or None for each: without a reason for the reference itself (there is nothing to differ), with one on an
+    unlabelled set."""
+    if itself:
+        return dict.fromkeys(PAIRED_KEYS), {}
+    if positive_label is None or any(p.get("label") is None for p in common):
+        why = "no labels: the difference in accuracy needs a labelled set"
+        return dict.fromkeys(PAIRED_KEYS), {"accuracy_drop_pt": why, "roc_auc_delta": why}
+    y = np.array([int(p.get("label") == positive_label) for p in common], dtype=np.int64)
+    groups = [str(p["group"]) for p in common] if all("group" in p for p in common) else None
+    threshold = target.get("threshold")
+    return paired_differences(y, ref_p, cur_p, 0.5 if threshold is None else float(threshold), groups)
 
 
 def _preds(cell: CellResult) -> list[Prediction]:

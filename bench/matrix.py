@@ -31,11 +31,24 @@ from bench.evaluate import EvalSpec, add_agreement  # EvalSpec: also imported fr
 from bench.executors import CellJob, Executor, LocalExecutor
 from bench.formatting import fmt
 from bench.modelfile import model_info, output_width
+from bench.noise import combine_noise
 from bench.perturb import DEFAULT_SEED
 from bench.providers import is_gpu
-from bench.results import CellResult, DatasetInfo, Environment, ModelInfo, RunConfig, RunResult, ServiceEntry
-from bench.runner import RunOptions
+from bench.results import (
+    CellResult,
+    DatasetInfo,
+    DecideCell,
+    DecideRecord,
+    Environment,
+    ModelInfo,
+    Noise,
+    RunConfig,
+    RunResult,
+    ServiceEntry,
+)
+from bench.runner import ReplicateSamples, RunOptions, fit_threads
 from bench.service import harness
+from bench.service.harness import ServiceRunSpec
 from bench.settings import config_key, keys_with_role, settings
 from bench.variants import ensure_variant, recipe_names
 
@@ -120,12 +133,14 @@ def run_matrix(
     allow_build: bool = True,
     with_service: bool = False,
     log: LogFn | None = None,
-    service_options: dict[str, Any] | None = None,
+    service_options: ServiceRunSpec | None = None,
     executor: Executor | None = None,
 ) -> MatrixOutcome:
     """Measure every cell in its own process; write results after each; never raise for a cell's trouble.
 
     ``executor``: where the cells run (bench.executors); default a LocalExecutor. The caller closes its own.
+    Cells run here (local executor) without ``--threads`` get threads fitted to the others' load as ``bench run``
+    does (config.threads_why); ``--resume`` keeps the threads the earlier run chose.
     """
     say = log or (lambda _m: None)
     if cell_timeout_s <= 0:
@@ -133,6 +148,8 @@ def run_matrix(
     paths, unbuildable = _variant_files(bundle, variants, allow_build, say)
     infos: dict[str, ModelInfo] = {v: model_info(p) for v, p in paths.items()}
     dataset_info, input_images, accuracy_reason = _prepare_dataset(bundle, evaluation, next(iter(paths.values())))
+    local = executor is None or executor.name == LocalExecutor.name  # a cluster's load is not this machine's
+    options, threads_why = _fit_threads(options, providers, out if resume else None, say) if local else (options, None)
 
     config = cast(
         RunConfig,
@@ -144,8 +161,9 @@ def run_matrix(
             "batch_sizes": list(batch_sizes),
             "cell_timeout_s": cell_timeout_s,
             "with_service": with_service,
-            **({"service_options": dict(service_options)} if with_service and service_options else {}),
+            **({"service_options": (service_options or ServiceRunSpec()).as_config()} if with_service else {}),
             **{k: v for k, v in options.as_config().items() if k != "batch_size"},
+            **({"threads_why": threads_why} if threads_why else {}),
             "threshold": evaluation.threshold,
             "positive_label": evaluation.positive_label,
             "accuracy_reason": accuracy_reason,
@@ -283,9 +301,25 @@ def run_matrix(
     if evaluation.dataset is not None:
         _add_agreement(result, say)
     if with_service:
-        result.service = _service_figures(bundle, result, input_images, say, service_options or {})
+        result.service = _service_figures(bundle, result, input_images, say, service_options or ServiceRunSpec())
     result.write(out)
     return outcome
+
+
+def _fit_threads(
+    options: RunOptions, providers: Sequence[str], resumed: Path | None, say: LogFn
+) -> tuple[RunOptions, str | None]:
+    """The matrix's threads without ``--threads``: the earlier run's when resuming one that fitted them (its
+    cells must stay comparable), else fitted to the others' load now (bench.runner.fit_threads)."""
+    cpu = next((p for p in providers if not is_gpu(p)), None)
+    if options.session.threads is not None or cpu is None:
+        return options, None
+    if resumed is not None and (resumed / "results.json").is_file():
+        old = RunResult.load(resumed).config
+        if old.get("threads_why") and isinstance(old.get("threads"), int):
+            kept = replace(options, session=replace(options.session, threads=old["threads"]))
+            return kept, old["threads_why"]
+    return fit_threads(cpu, options, say, command="matrix", measured="every cell")
 
 
 def _variant_files(
@@ -427,13 +461,15 @@ def _add_agreement(result: RunResult, say: LogFn) -> None:
 
 
 def _service_figures(
-    bundle: Bundle, result: RunResult, images: list[str], say: LogFn, options: dict[str, Any]
+    bundle: Bundle, result: RunResult, images: list[str], say: LogFn, options: ServiceRunSpec
 ) -> list[ServiceEntry]:
-    """Service figures per variant, on the first provider (in the order asked) where that variant ran;
-    ``options`` go to harness.service_figures (rate, duration_s: ``--service-rate``, ``--service-duration``)."""
+    """Service figures per variant, on the first provider (in the order asked) where that variant ran, loaded
+    as ``options`` say; with a budget, each variant's deadline is an even share of the time left."""
     entries: list[ServiceEntry] = []
     providers = result.config["providers"]
-    for variant in result.config["variants"]:
+    variants = list(result.config["variants"])
+    end = None if options.budget_s is None else time.monotonic() + options.budget_s
+    for index, variant in enumerate(variants):
         ran = [
             c for p in providers for c in result.cells if c.variant == variant and c.provider == p and c.status == "ok"
         ]
@@ -444,6 +480,8 @@ def _service_figures(
         # bench's own in-process p50 at batch 1, when the matrix measured it: the overhead is against that
         batch1 = next((c for c in ran if c.provider == provider and c.batch_size == 1), None)
         inprocess = (batch1.latency_ms or {}).get("p50") if batch1 is not None else None
+        now = time.monotonic()
+        deadline = None if end is None else now + max(0.0, end - now) / (len(variants) - index)
         say(f"service: {variant} on {provider} …")
         entries.append(
             harness.service_figures(
@@ -451,12 +489,195 @@ def _service_figures(
                 variant,
                 provider,
                 images=[Path(p) for p in images] or None,
+                rate=options.rate,
+                duration_s=options.duration_s,
+                slo_p99_ms=options.slo_p99_ms,
+                deadline=deadline,
                 inprocess_p50_ms=inprocess,
                 log=say,
-                **options,
             )
         )
     return entries
+
+
+# --- measuring further until the recommendation is decided (bench matrix --decide) ------------------
+
+ReplicateWants = Callable[[RunResult], dict[tuple[str, str, int], int]]
+PROCESS_START_S = 3.0  # first guess at a cell process's own cost (start, imports, model load), then measured
+
+
+def measure_to_decide(
+    bundle: Bundle,
+    result: RunResult,
+    out: Path,
+    options: RunOptions,
+    budget_s: float,
+    wants: ReplicateWants,
+    evaluation: EvalSpec = NO_EVALUATION,
+    cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
+    max_rounds: int = 4,
+    log: LogFn | None = None,
+) -> DecideRecord:
+    """Add replicates to the cells ``wants`` names (cell key → replicates this round; empty once the
+    recommendation is decided) until it is decided, ``max_rounds`` rounds have run or ``budget_s`` is spent.
+
+    Each round measures each cell in a fresh process as the matrix does (same settings and timed input, no
+    accuracy) and appends its replicates to the cell under new ids; results.json is rewritten after each cell
+    and the record of the looks goes to ``result.recommendation["decide"]`` (so ``wants`` sees how many
+    rounds have run). The report's own rule says what the rounds mean; this function only measures.
+    """
+    say = log or (lambda _m: None)
+    if budget_s <= 0:
+        raise InputError(f"--decide must be > 0 seconds, got {budget_s:g}")
+    recorded_threads = result.config.get("threads")
+    if options.session.threads is None and isinstance(recorded_threads, int):  # the matrix fitted its threads
+        options = replace(options, session=replace(options.session, threads=recorded_threads))
+    record: DecideRecord = {"budget_s": budget_s, "rounds": 0, "seconds": 0.0, "added": [], "looks": []}
+    added: dict[tuple[str, str, int], int] = {}
+    started = time.monotonic()
+    process_s = PROCESS_START_S
+    images: list[str] | None = None
+    runner = LocalExecutor()
+    stopped = "not_needed"
+    try:
+        while True:
+            result.recommendation = {**(result.recommendation or {}), "decide": record}
+            wanted = wants(result)
+            if not wanted:
+                stopped = "decided" if record["rounds"] else "not_needed"
+                break
+            if record["rounds"] >= max_rounds:
+                stopped = "max_rounds"
+                break
+            cells = {c.key: c for c in result.cells if c.status == "ok" and c.sample_replicates}
+            plan = _fit_budget(
+                {k: n for k, n in wanted.items() if k in cells},
+                cells,
+                budget_s - (time.monotonic() - started),
+                process_s,
+            )
+            if not plan:
+                stopped = "budget" if any(k in cells for k in wanted) else "cannot_add"
+                break
+            if images is None:
+                images = _prepare_dataset(bundle, evaluation, _model_path(bundle, next(iter(plan))[0]))[1]
+            say(
+                f"decide: round {record['rounds'] + 1}: "
+                + ", ".join(f"+{n} replicates of {CellPlan(*k).label}" for k, n in plan.items())
+            )
+            round_start, look = time.monotonic(), []
+            for key, count in plan.items():
+                cell_start = time.monotonic()
+                more = _measure_again(runner, bundle, cells[key], count, options, images, cell_timeout_s)
+                took = time.monotonic() - cell_start
+                if more.status != "ok":
+                    say(f"decide: {CellPlan(*key).label}: {more.status} — {more.reason}")
+                    continue
+                process_s = max(0.5, took - sum(more.samples_ms) / 1000.0)
+                append_replicates(cells[key], more)
+                added[key] = added.get(key, 0) + count
+                look.append(_decide_cell(key, count))
+                result.write(out)
+            record["rounds"] += 1
+            record["looks"].append({"seconds": round(time.monotonic() - round_start, 3), "cells": look})
+            record["seconds"] = round(time.monotonic() - started, 3)
+            if not look:
+                stopped = "cannot_add"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        runner.close()
+    record["seconds"] = round(time.monotonic() - started, 3)
+    record["added"] = [_decide_cell(k, n) for k, n in added.items()]
+    record["stopped"] = cast(Any, stopped)
+    result.recommendation = {**(result.recommendation or {}), "decide": record}
+    result.write(out)
+    return record
+
+
+def _decide_cell(key: tuple[str, str, int], replicates: int) -> DecideCell:
+    return {"variant": key[0], "provider": key[1], "batch_size": key[2], "replicates": replicates}
+
+
+def _model_path(bundle: Bundle, variant: str) -> Path:
+    return ensure_variant(bundle, variant, allow_build=False)
+
+
+def _replicate_seconds(cell: CellResult) -> float:
+    """One more replicate of ``cell``: its timed calls (plus a tenth for warm-up) and a session's creation."""
+    count = max(1, len(set(cell.sample_replicates)))
+    creates = list((cell.replicates or {}).get("session_create_ms") or [cell.session_create_ms or 0.0])
+    return 1.1 * sum(cell.samples_ms) / 1000.0 / count + sum(creates) / len(creates) / 1000.0
+
+
+def _fit_budget(
+    plan: dict[tuple[str, str, int], int],
+    cells: dict[tuple[str, str, int], CellResult],
+    left_s: float,
+    process_s: float,
+) -> dict[tuple[str, str, int], int]:
+    """The round's replicates cut down (largest first) until its estimated time fits ``left_s``; empty if even
+    one replicate per cell does not fit."""
+    plan = dict(plan)
+
+    def cost() -> float:
+        return sum(process_s + n * _replicate_seconds(cells[k]) for k, n in plan.items())
+
+    while plan and cost() > left_s:
+        key = max(plan, key=lambda k: plan[k])
+        if plan[key] <= 1:
+            return {}
+        plan[key] -= 1
+    return plan
+
+
+def _measure_again(
+    runner: LocalExecutor,
+    bundle: Bundle,
+    cell: CellResult,
+    count: int,
+    options: RunOptions,
+    images: list[str],
+    cell_timeout_s: float,
+) -> CellResult:
+    """``count`` more replicates of ``cell`` in a fresh process, with the matrix's settings and timed input."""
+    per = int((cell.replicates or {}).get("iterations_per_replicate") or 0) or max(
+        1, len(cell.samples_ms) // max(1, len(set(cell.sample_replicates)))
+    )
+    min_time = options.loop.min_time_s * count / options.replicates if options.loop.min_time_s else None
+    again = replace(
+        options,
+        batch_size=cell.batch_size,
+        replicates=count,
+        loop=replace(options.loop, iterations=per * count, min_time_s=min_time),
+    )
+    plan = CellPlan(*cell.key)
+    spec = _cell_spec(plan, bundle, _model_path(bundle, cell.variant), again, images, None, cell.model)
+    runner.submit(CellJob(plan.key, spec, cell_timeout_s, f"decide-{_tag(plan)}"))
+    return runner.wait()[0][1]
+
+
+def append_replicates(cell: CellResult, more: CellResult) -> None:
+    """Add ``more``'s replicates (measured in a process of its own) to ``cell`` under new replicate ids, and
+    derive the cell's latency, throughput, replicate figures and noise again from all of them; memory peaks and
+    accuracy stay the first process's."""
+    timed = ReplicateSamples()
+    next_id = 0
+    for source in (cell, more):
+        ids = sorted(set(source.sample_replicates))
+        creates = list((source.replicates or {}).get("session_create_ms") or [])
+        for i, rid in enumerate(ids):
+            times = [s for s, r in zip(source.samples_ms, source.sample_replicates, strict=True) if r == rid]
+            timed.add(next_id, times, creates[i] if i < len(creates) else (source.session_create_ms or 0.0))
+            next_id += 1
+    before = cell.replicates or {}
+    per = int(before.get("iterations_per_replicate") or (more.replicates or {}).get("iterations_per_replicate") or 0)
+    timed.record(cell, per, str(before.get("isolation") or "session"))
+    if cell.replicates is not None:
+        cell.replicates["processes"] = int(before.get("processes") or 1) + 1
+    parts = [dict(n) for n in (cell.noise, more.noise) if n]
+    cell.noise = cast("Noise | None", combine_noise(parts))
 
 
 __all__ = [
@@ -465,6 +686,8 @@ __all__ = [
     "CellPlan",
     "EvalSpec",
     "MatrixOutcome",
+    "append_replicates",
+    "measure_to_decide",
     "parse_batch_sizes",
     "plan_cells",
     "run_matrix",

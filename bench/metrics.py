@@ -15,13 +15,47 @@ Definitions, so that the figures can be recomputed from the stored predictions:
 
 Values that are undefined for the data (AUC on a one-class set, precision with nothing predicted fake)
 are None, and ``reasons`` says why, keyed by field name.
+
+Intervals (95 %, ``<metric>_ci`` = [low, high]; :func:`score_intervals`, :func:`paired_differences`). The unit
+that varies is the image, or the **group** when the data set names one (source video, identity): images of
+one group are not independent, so counting them as such would make every interval too narrow.
+
+- accuracy, precision, recall: Wilson score interval on the share (closed form, good coverage near 0 and 1,
+  never outside [0, 1]). With groups, on the *effective* number of images: n ÷ the design effect, the
+  cluster-robust variance of the share over its binomial variance (Kish; at a share of 0 or 1, where that
+  ratio is 0/0, the effective number of groups (Σm)²/Σm², as if every group were all right or all wrong),
+  and with Student's t on g − 1 degrees of freedom for g groups, since the design effect is estimated too.
+- balanced accuracy = mean of the per-class rates (TPR, TNR): each class's Wilson interval combined by MOVER
+  (Zou & Donner 2008: the sum's bounds from each part's distance to its own bound). Not a bootstrap: at a
+  class rate of 1.0 (common on easy sets) every resample gives 1.0 and a bootstrap interval shrinks to
+  nothing, while Wilson still says how far below 1 the rate could be.
+- ROC AUC, average precision, EER, ECE: BCa bootstrap (``scipy.stats.bootstrap``) over images or groups,
+  stratified by class (groups: by the classes they hold) so every resample has both classes; the figures of
+  a resample are the same definitions as above with each image weighted by how often it was drawn
+  (vectorised, so 2,000 resamples of a few thousand images take well under a second). Percentile intervals
+  above ``BCA_MAX_UNITS`` units (BCa's jackknife costs units², and its correction matters at small n) and
+  where BCa is undefined (a degenerate bootstrap distribution). Every bootstrap is an *expanded* one
+  (:func:`expanded_level`): a plain one is too narrow with few units (with 20 groups of 5 images, a plain BCa
+  interval missed the AUC about twice as often as it should; ``coverage.py --alternatives`` counts both).
+- accuracy drop between two variants on the same images (reference − current, points): Tango's score
+  interval for paired proportions on the discordant pairs (reference right and current wrong; the reverse).
+  Not a bootstrap: with no discordant image a paired bootstrap gives [0, 0], a certainty 300 images do not
+  give (Tango: the drop lies within ±1.26 pt). Groups: effective n from the design effect of the per-image
+  difference, and t, as above.
+- ROC AUC difference (current − reference): paired percentile bootstrap, the same images (or groups) drawn
+  for both variants. Percentile, not BCa: the paired difference's bootstrap distribution is lumpy (few image
+  pairs change order), which throws BCa's bias correction off (at n = 100 it undercovered where percentile did
+  not; ``coverage.py --alternatives`` counts both).
+
+Every bootstrap is seeded (``seed``, default ``CI_SEED``): the same inputs give the same interval.
+Coverage, simulated: ``tests/benchmarks/coverage.py`` (docs/measurements/accuracy-coverage.json).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +75,15 @@ METRIC_FIELDS = (
     "log_loss",
     "ece",
 )
+CI_LEVEL = 0.95
+CI_SEED = 0
+N_BOOT = 2000
+BCA_MAX_UNITS = 2000  # above: percentile intervals (BCa's jackknife costs units², its correction matters at small n)
+WILSON_FIELDS = ("accuracy", "balanced_accuracy", "precision", "recall")
+BOOTSTRAP_FIELDS = ("roc_auc", "average_precision", "eer", "ece")
+CI_FIELDS = (*WILSON_FIELDS, *BOOTSTRAP_FIELDS)
+# Each figure's 95 % interval, then what an interval's unit is ("image" | "group") and how many groups there are.
+CI_KEYS = (*(f"{name}_ci" for name in CI_FIELDS), "ci_unit", "n_groups")
 
 
 def _num(value: Any) -> float | None:
@@ -49,9 +92,13 @@ def _num(value: Any) -> float | None:
 
 
 def binary_metrics(
-    y_true: Sequence[int] | np.ndarray, p_fake: Sequence[float] | np.ndarray, threshold: float = 0.5
+    y_true: Sequence[int] | np.ndarray,
+    p_fake: Sequence[float] | np.ndarray,
+    threshold: float = 0.5,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Every accuracy figure of the results contract for labels ``y_true`` (1 = fake) and scores ``p_fake``."""
+    """Every accuracy figure of the results contract for labels ``y_true`` (1 = fake) and scores ``p_fake``, with
+    their intervals over images, or over ``groups`` (one name per image) when given."""
     from sklearn import metrics as skm
 
     y = np.asarray(y_true, dtype=np.int64)
@@ -91,14 +138,20 @@ def binary_metrics(
         reasons["f1"] = "no fake image in the set and none predicted fake"
     tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
     out["confusion"] = [[tn, fp], [fn, tp]]
-    out["reasons"] = reasons
-    return {k: out[k] for k in ("n", "threshold", *METRIC_FIELDS, "confusion", "reasons")}
+    intervals, undefined = score_intervals(y, p, threshold, groups)
+    out.update(intervals)
+    out["ci_unit"] = "image" if groups is None else "group"
+    out["n_groups"] = None if groups is None else len(set(map(str, groups)))
+    out["reasons"] = {**reasons, **{k: v for k, v in undefined.items() if out[k.removesuffix("_ci")] is not None}}
+    return {k: out[k] for k in ("n", "threshold", *METRIC_FIELDS, *CI_KEYS, "confusion", "reasons")}
 
 
 def unlabelled_metrics(n: int, threshold: float, reason: str = "no labels") -> dict[str, Any]:
     """The metrics object of a run without labels: every figure None, with the reason."""
     out: dict[str, Any] = {"n": n, "threshold": threshold}
     out.update(dict.fromkeys(METRIC_FIELDS))
+    out.update(dict.fromkeys(CI_KEYS))
+    out["ci_unit"] = "image"
     out["confusion"] = None
     out["reasons"] = {name: reason for name in (*METRIC_FIELDS, "confusion")}
     return out
@@ -119,6 +172,19 @@ def expected_calibration_error(
     y_true: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5, bins: int = ECE_BINS
 ) -> float:
     """ECE of the thresholded decision over ``bins`` equal-width confidence bins (module docstring)."""
+    idx, correct, conf = _calibration_bins(y_true, p_fake, threshold, bins)
+    ece = 0.0
+    for b in range(bins):
+        members = idx == b
+        if members.any():
+            ece += members.mean() * abs(correct[members].mean() - conf[members].mean())
+    return float(ece)
+
+
+def _calibration_bins(
+    y_true: Sequence[int] | np.ndarray, p_fake: Sequence[float] | np.ndarray, threshold: float, bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: its confidence bin, whether the decision is right (0/1), the decision's confidence."""
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(p_fake, dtype=np.float64)
     pred = p >= threshold
@@ -126,12 +192,7 @@ def expected_calibration_error(
     correct = (pred.astype(np.int64) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        members = idx == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - conf[members].mean())
-    return float(ece)
+    return idx, correct, conf
 
 
 def agreement(
@@ -213,3 +274,426 @@ def versus_clean(
     out["mean_abs_dp"] = float(dp.mean())
     out["reasons"] = reasons
     return out
+
+
+# --- intervals (module docstring) ----------------------------------------------------------------------
+
+# resamples × images weighed at once: 60 kB of float64, so that every temporary stays under malloc's 128 kB mmap
+# threshold (larger ones are mapped afresh each time, and their page faults cost more than the arithmetic: ×2–4)
+_BOOT_CELLS = 7_500
+
+Interval = tuple[float, float]
+
+
+def critical_value(level: float = CI_LEVEL, df: int | None = None) -> float:
+    """The two-sided quantile of an interval: normal, or Student's t with ``df`` degrees of freedom (groups: the
+    design effect is itself estimated from the groups, so their number, not the images', sets the width)."""
+    from scipy.special import ndtri, stdtrit
+
+    upper = 0.5 + level / 2.0
+    return float(ndtri(upper) if df is None else stdtrit(max(df, 1), upper))
+
+
+def wilson_interval(successes: float, trials: float, level: float = CI_LEVEL, df: int | None = None) -> Interval | None:
+    """Wilson score interval of ``successes`` out of ``trials``. Real-valued counts are allowed (an effective number
+    of images with groups), which scipy's ``binomtest(k, n).proportion_ci(method="wilson")``, the same interval
+    for whole counts, does not take; ``df``: Student's t instead of the normal quantile."""
+    if trials <= 0:
+        return None
+    z = critical_value(level, df)
+    share = min(max(successes / trials, 0.0), 1.0)
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials**2))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def group_codes(groups: Sequence[Any] | np.ndarray | None) -> np.ndarray | None:
+    """Group names → integer codes 0..g−1 (None: no groups, every image its own unit)."""
+    if groups is None:
+        return None
+    return np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1].astype(np.int64)
+
+
+def effective_n(values: np.ndarray, groups: np.ndarray | None) -> tuple[float, int | None]:
+    """How many independent images a mean of ``values`` (one figure per image) is worth, and the degrees of freedom
+    its interval has: (n, None) without groups; with g groups n ÷ the design effect (at most n; the effective
+    number of groups when every value is the same) and g − 1."""
+    n = len(values)
+    if groups is None or n == 0:
+        return float(n), None
+    _, codes = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(codes).astype(np.float64)
+    g = len(sizes)
+    deviations = values - values.mean()
+    spread = float((deviations**2).sum())  # n² × the variance of the mean if the images were independent
+    if g < 2 or spread <= 0:
+        return float(n * n / (sizes**2).sum()), max(g - 1, 1)  # Kish's effective number of groups
+    totals = np.bincount(codes, weights=deviations)
+    design_effect = g / (g - 1) * float((totals**2).sum()) / spread
+    return float(n if design_effect <= 1 else n / design_effect), g - 1
+
+
+def share_interval(hits: np.ndarray, groups: np.ndarray | None = None, level: float = CI_LEVEL) -> Interval | None:
+    """Wilson interval of the share of ``hits`` (one 0/1 per image), on the effective number of images."""
+    hits = np.asarray(hits, dtype=np.float64)
+    if not len(hits):
+        return None
+    trials, df = effective_n(hits, groups)
+    return wilson_interval(float(hits.mean()) * trials, trials, level, df)
+
+
+def _sub(groups: np.ndarray | None, members: np.ndarray) -> np.ndarray | None:
+    return None if groups is None else groups[members]
+
+
+def balanced_accuracy_interval(
+    y: np.ndarray, pred: np.ndarray, groups: np.ndarray | None = None, level: float = CI_LEVEL
+) -> Interval | None:
+    """MOVER of the per-class Wilson intervals (module docstring); over the classes present, as sklearn's figure."""
+    rates, bounds = [], []
+    for cls in (0, 1):
+        members = y == cls
+        if members.any():
+            hits = pred[members] == cls
+            interval = share_interval(hits, _sub(groups, members), level)
+            assert interval is not None
+            rates.append(float(hits.mean()))
+            bounds.append(interval)
+    if not rates:
+        return None
+    k, mean = len(rates), sum(rates) / len(rates)
+    below = math.sqrt(sum((r - lo) ** 2 for r, (lo, _) in zip(rates, bounds, strict=True))) / k
+    above = math.sqrt(sum((hi - r) ** 2 for r, (_, hi) in zip(rates, bounds, strict=True))) / k
+    return max(0.0, mean - below), min(1.0, mean + above)
+
+
+def accuracy_drop_interval(
+    ref_correct: np.ndarray, cur_correct: np.ndarray, groups: np.ndarray | None = None, level: float = CI_LEVEL
+) -> Interval | None:
+    """Interval of accuracy(reference) − accuracy(current) on the same images, fractions: Tango's score interval
+    on the discordant pairs (module docstring), on the effective number of images with groups."""
+    ref_ok, cur_ok = np.asarray(ref_correct, dtype=bool), np.asarray(cur_correct, dtype=bool)
+    if ref_ok.shape != cur_ok.shape:
+        raise ValueError(f"reference and current decisions differ in shape: {ref_ok.shape} vs {cur_ok.shape}")
+    if not len(ref_ok):
+        return None
+    worse, better = ref_ok & ~cur_ok, cur_ok & ~ref_ok  # the reference right and the current wrong; the reverse
+    n, df = effective_n(worse.astype(np.float64) - better.astype(np.float64), groups)
+    return tango_interval(float(worse.mean()) * n, float(better.mean()) * n, n, critical_value(level, df))
+
+
+def tango_interval(worse: float, better: float, n: float, z: float) -> Interval:
+    """Tango's (1998) asymptotic score interval of (worse − better) / n for paired proportions: the differences Δ
+    whose score statistic, with the discordant share re-estimated under Δ, stays within ±z. Recommended by
+    Fagerland, Lydersen & Laake (2014) for paired binomial data; unlike a Wald or bootstrap interval it has
+    width when nothing is discordant (0 of 300: ±1.26 pt)."""
+    from scipy.optimize import brentq
+
+    def score(delta: float) -> float:
+        b = -worse - better + (2 * n - worse + better) * delta
+        c = -better * delta * (1 - delta)
+        q = (math.sqrt(max(b * b - 8 * n * c, 0.0)) - b) / (4 * n)  # restricted MLE of the "better" share
+        gap = worse - better - n * delta
+        variance = n * (2 * q + delta * (1 - delta))
+        if abs(gap) < 1e-12:
+            return 0.0
+        return gap / math.sqrt(variance) if variance > 0 else math.copysign(math.inf, gap)
+
+    point = (worse - better) / n
+    low = brentq(lambda d: score(d) - z, -1.0, point) if score(-1.0) > z else -1.0
+    high = brentq(lambda d: score(d) + z, point, 1.0) if score(1.0) < -z else 1.0
+    return float(low), float(high)
+
+
+class _Ranked:
+    """One score vector ready for weighted ROC figures: images by descending score, tied scores one step."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        self.order = np.argsort(-p, kind="stable")
+        ranked = p[self.order]
+        steps = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        self.steps = steps if len(steps) < len(p) else None  # None: no tie, every image its own step
+        self.fake = y[self.order].astype(np.float64)
+
+    def figures(self, w: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+        """ROC AUC / average precision / EER per row of image weights ``w`` — sklearn's definitions with each image
+        counted as often as it was drawn (module docstring)."""
+        ws = w[:, self.order]
+        fake = ws * self.fake  # per step: weight of the fake and of the real images
+        if self.steps is not None:
+            fake, ws = np.add.reduceat(fake, self.steps, axis=1), np.add.reduceat(ws, self.steps, axis=1)
+        real = ws - fake
+        tp, fp = np.cumsum(fake, axis=1), np.cumsum(real, axis=1)
+        positives, negatives = tp[:, -1], fp[:, -1]
+        out = []
+        for name in names:
+            if name == "roc_auc":  # trapezoids of the ROC curve: a tie between a fake and a real counts half
+                out.append((real * (tp - fake / 2)).sum(axis=1) / (positives * negatives))
+            elif name == "average_precision":
+                called = tp + fp
+                precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
+                out.append((fake * precision).sum(axis=1) / positives)
+            elif name == "eer":  # roc_curve's points but its first, (0, 0): |FNR − FPR| = 1 there, never less
+                fpr, fnr = fp / negatives[:, None], 1.0 - tp / positives[:, None]  # than at the last point, (1, 1)
+                at = np.argmin(np.abs(fnr - fpr), axis=1)[:, None]
+                out.append(((np.take_along_axis(fpr, at, 1) + np.take_along_axis(fnr, at, 1)) / 2.0)[:, 0])
+            else:
+                raise ValueError(name)
+        return out
+
+
+def expanded_level(level: float, units: int) -> float:
+    """The level a bootstrap is asked for so that its interval has ``level`` coverage with few units: Hesterberg's
+    (2015) expanded percentile interval, the tails moved from ±z to ±√(m/(m−1))·t(m−1) for the smallest stratum's
+    m units — a bootstrap distribution is too narrow by (m−1)/m in variance and ignores that the spread is
+    estimated. At m = 10 groups 95 % becomes 98.3 %; at 150 images, 95.3 %."""
+    from scipy.special import ndtr
+
+    m = max(units, 2)
+    return 1.0 - 2.0 * float(ndtr(-math.sqrt(m / (m - 1)) * critical_value(level, m - 1)))
+
+
+class _Resampler:
+    """Draws images, or groups, with replacement within strata of units holding the same classes, so every resample
+    holds both classes; a figure is computed from how often each image was drawn."""
+
+    def __init__(self, y: np.ndarray, groups: np.ndarray | None) -> None:
+        self.by_image = groups is None
+        self.unit = np.arange(len(y)) if groups is None else groups
+        self.n_units = int(self.unit.max()) + 1 if len(y) else 0
+        holds = np.zeros((self.n_units, 2), dtype=bool)
+        holds[self.unit, y] = True
+        kinds = holds[:, 0] * 1 + holds[:, 1] * 2  # 1 real only, 2 fake only, 3 both
+        strata = [np.flatnonzero(kinds == kind) for kind in (1, 2, 3)]
+        self.strata = tuple(s for s in strata if len(s) > 1)  # a stratum of one unit is that unit in every resample
+        self.fixed = np.zeros(self.n_units)
+        for s in strata:
+            if len(s) == 1:
+                self.fixed[s] = 1.0
+
+    def intervals(
+        self,
+        statistic: Callable[[np.ndarray], list[np.ndarray]],
+        n_boot: int,
+        seed: int,
+        level: float,
+        method: str = "BCa",
+        expand: bool = True,
+    ) -> list[Interval | None]:
+        """Intervals of each figure ``statistic`` computes from image weights (rows); None where undefined. BCa
+        becomes percentile above ``BCA_MAX_UNITS`` units; ``expand``: :func:`expanded_level` (False: the plain
+        interval, for the coverage simulation's comparison)."""
+        from scipy.stats import bootstrap
+
+        if not self.strata:
+            return [None] * len(statistic(np.ones((1, len(self.unit)))))
+
+        def on_draws(*draws: np.ndarray, axis: int = -1) -> np.ndarray:
+            drawn = np.concatenate(draws, axis=-1)
+            lead = drawn.shape[:-1]
+            flat = drawn.reshape(-1, drawn.shape[-1])
+            rows = np.arange(len(flat))[:, None] * self.n_units
+            counts = np.bincount((flat + rows).ravel(), minlength=len(flat) * self.n_units)
+            weights = counts.reshape(len(flat), self.n_units) + self.fixed
+            values = np.stack(statistic(weights if self.by_image else weights[:, self.unit]))
+            return values.reshape(len(values), *lead)
+
+        method = method if self.n_units <= BCA_MAX_UNITS else "percentile"
+        asked = expanded_level(level, min(len(s) for s in self.strata)) if expand else level
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")  # a degenerate distribution (every resample equal): handled below
+            result = bootstrap(
+                self.strata,
+                on_draws,
+                n_resamples=n_boot,
+                batch=max(1, _BOOT_CELLS // max(1, len(self.unit))),
+                vectorized=True,
+                axis=-1,
+                confidence_level=asked,
+                method=method,
+                rng=np.random.default_rng(seed),
+            )
+            lows = np.atleast_1d(result.confidence_interval.low).astype(np.float64)
+            highs = np.atleast_1d(result.confidence_interval.high).astype(np.float64)
+            dist = np.atleast_2d(result.bootstrap_distribution)
+            tail = (1.0 - asked) / 2.0 * 100.0
+            for i in np.flatnonzero(~(np.isfinite(lows) & np.isfinite(highs))):  # BCa undefined: percentile
+                finite = dist[i][np.isfinite(dist[i])]
+                if len(finite):
+                    lows[i], highs[i] = np.percentile(finite, [tail, 100.0 - tail])
+        return [
+            (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
+            for lo, hi in zip(lows, highs, strict=True)
+        ]
+
+
+def bootstrap_intervals(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float = 0.5,
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = CI_SEED,
+    level: float = CI_LEVEL,
+    fields: Sequence[str] = BOOTSTRAP_FIELDS,
+    method: str = "BCa",
+    expand: bool = True,
+) -> dict[str, Interval | None]:
+    """Bootstrap intervals of ROC AUC, average precision, EER and ECE (``fields`` of ``BOOTSTRAP_FIELDS``) over
+    images or ``groups`` (codes, :func:`group_codes`); the labelled set must hold both classes. ``method`` and
+    ``expand``: bench's choice (module docstring) unless the coverage simulation compares another."""
+    y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
+    ranked = _Ranked(y, p)
+    bins, correct, conf = _calibration_bins(y, p, threshold)
+    gaps = np.zeros((len(y), ECE_BINS))
+    gaps[np.arange(len(y)), bins] = correct - conf
+    curve_fields = [f for f in fields if f != "ece"]
+
+    def statistic(w: np.ndarray) -> list[np.ndarray]:
+        found = dict(zip(curve_fields, ranked.figures(w, curve_fields), strict=True))
+        if "ece" in fields:
+            found["ece"] = np.abs(w @ gaps).sum(axis=1) / w.sum(axis=1)
+        return [found[f] for f in fields]
+
+    found = _Resampler(y, groups).intervals(statistic, n_boot, seed, level, method, expand)
+    return dict(zip(fields, found, strict=True))
+
+
+def auc_delta_interval(
+    y: np.ndarray,
+    ref_p: np.ndarray,
+    cur_p: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = CI_SEED,
+    level: float = CI_LEVEL,
+    method: str = "percentile",
+    expand: bool = True,
+) -> Interval | None:
+    """Paired bootstrap interval of ROC AUC(current) − ROC AUC(reference): the same images or groups drawn for both
+    (``method``, ``expand``: as :func:`bootstrap_intervals`)."""
+    y = np.asarray(y, dtype=np.int64)
+    ref, cur = _Ranked(y, np.asarray(ref_p, np.float64)), _Ranked(y, np.asarray(cur_p, np.float64))
+
+    def statistic(w: np.ndarray) -> list[np.ndarray]:
+        return [cur.figures(w, ("roc_auc",))[0] - ref.figures(w, ("roc_auc",))[0]]
+
+    return _Resampler(y, groups).intervals(statistic, n_boot, seed, level, method, expand)[0]
+
+
+def score_intervals(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float = 0.5,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = CI_SEED,
+    level: float = CI_LEVEL,
+) -> tuple[dict[str, list[float] | None], dict[str, str]]:
+    """``<metric>_ci`` ([low, high]) of every ``CI_FIELDS`` figure, and why where there is none."""
+    y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
+    codes = group_codes(groups)
+    pred = (p >= threshold).astype(np.int64)
+    fake = y == 1
+    found: dict[str, Interval | None] = {
+        "accuracy": share_interval(pred == y, codes, level),
+        "balanced_accuracy": balanced_accuracy_interval(y, pred, codes, level),
+        "precision": share_interval(fake[pred == 1], _sub(codes, pred == 1), level) if pred.any() else None,
+        "recall": share_interval(pred[fake] == 1, _sub(codes, fake), level) if fake.any() else None,
+    }
+    reasons: dict[str, str] = {}
+    if fake.any() and not fake.all():
+        found.update(bootstrap_intervals(y, p, threshold, codes, n_boot=n_boot, seed=seed, level=level))
+        unit = "group" if codes is not None else "image"
+        for name in BOOTSTRAP_FIELDS:
+            if found[name] is None:
+                reasons[f"{name}_ci"] = f"too few {unit}s of each class to resample"
+    else:
+        found.update(dict.fromkeys(BOOTSTRAP_FIELDS))
+        reasons["ece_ci"] = "the bootstrap resamples within each class and needs both"
+    return {f"{k}_ci": None if v is None else [v[0], v[1]] for k, v in found.items()}, reasons
+
+
+def paired_differences(
+    y: np.ndarray,
+    ref_p: np.ndarray,
+    cur_p: np.ndarray,
+    threshold: float = 0.5,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = CI_SEED,
+    level: float = CI_LEVEL,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A variant against the reference on the same images: the accuracy drop (reference − current, points) and the
+    ROC AUC difference (current − reference, a fraction), each with its paired interval; and why where undefined."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, dtype=np.int64)
+    ref, cur = np.asarray(ref_p, dtype=np.float64), np.asarray(cur_p, dtype=np.float64)
+    if not (y.shape == ref.shape == cur.shape) or not len(y):
+        raise ValueError(
+            f"labels and both p(fake) must be non-empty and of one shape: {y.shape} {ref.shape} {cur.shape}"
+        )
+    codes = group_codes(groups)
+    ref_ok, cur_ok = (ref >= threshold) == y, (cur >= threshold) == y
+    drop = accuracy_drop_interval(ref_ok, cur_ok, codes, level)
+    out: dict[str, Any] = {
+        "accuracy_drop_pt": float(ref_ok.mean() - cur_ok.mean()) * 100.0,
+        "accuracy_drop_pt_ci": None if drop is None else [drop[0] * 100.0, drop[1] * 100.0],
+        "discordant": [int((ref_ok & ~cur_ok).sum()), int((cur_ok & ~ref_ok).sum())],
+        "roc_auc_delta": None,
+        "roc_auc_delta_ci": None,
+    }
+    reasons: dict[str, str] = {}
+    if 0 < y.sum() < len(y):
+        out["roc_auc_delta"] = float(roc_auc_score(y, cur) - roc_auc_score(y, ref))
+        delta = auc_delta_interval(y, ref, cur, codes, n_boot=n_boot, seed=seed, level=level)
+        out["roc_auc_delta_ci"] = None if delta is None else [delta[0], delta[1]]
+        if delta is None:
+            reasons["roc_auc_delta_ci"] = "too few images of each class to resample"
+    else:
+        reasons["roc_auc_delta"] = reasons["roc_auc_delta_ci"] = "only one class in the common images"
+    return out, reasons
+
+
+def units_needed(
+    units: int,
+    point: float,
+    interval: Sequence[float],
+    limit: float,
+    project: Callable[[float], Interval] | None = None,
+) -> int | None:
+    """About how many images (or groups) would make an interval like ``interval`` lie wholly on one side of ``limit``
+    at the same point estimate, rounded up to two significant figures; None when the point sits on the limit (no
+    sample size decides it) or a million times the units would not do.
+
+    ``project(scale)`` gives the interval with every count multiplied by ``scale`` (the interval's own method, exact
+    for the same shares); without it the half-width towards the limit narrows as 1/√n — right for shares well
+    inside (0, 1), too many when almost nothing differs (there Wilson and Tango narrow as 1/n)."""
+    low, high = interval
+    gap = abs(point - limit)
+    if gap <= 0 or units <= 0:
+        return None
+    if project is None:
+        half = high - point if point < limit else point - low
+        scale = max(1.0, (half / gap) ** 2)
+    else:
+
+        def decided(at: float) -> bool:
+            lo, hi = project(at)
+            return not lo <= limit <= hi
+
+        if not decided(1e6):
+            return None
+        below, above = 1.0, 1e6
+        while above / below > 1.01:
+            middle = math.sqrt(below * above)
+            below, above = (below, middle) if decided(middle) else (middle, above)
+        scale = above
+    needed = max(units + 1, math.ceil(units * scale))
+    step = 10 ** max(0, len(str(needed)) - 2)
+    return int(math.ceil(needed / step) * step)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -52,8 +52,8 @@ def noise_reasons(
         # the same quarter-core slack as "noisy": others at 1.01 cores beside 1 thread on 2 CPUs is not sharing
         if threads is not None and threads + others_cores > cpus + OTHERS_CPU_NOISY:
             contended = True
-            idle = max(1, int(cpus - others_cores + 0.5))
-            fix = f"--threads {min(idle, threads - 1)} or a quiet machine" if threads > 1 else "a quiet machine"
+            fewer = fitting_threads(others_cores, threads, cpus)
+            fix = f"--threads {fewer} or a quiet machine" if fewer is not None else "a quiet machine"
             reasons.append(
                 f"bench's {threads} intra-op thread{'s' if threads != 1 else ''} shared {cpus} CPUs with them, "
                 f"which dilutes latency differences: measure with {fix}"
@@ -61,6 +61,13 @@ def noise_reasons(
     if steal_pct is not None and steal_pct > STEAL_NOISY_PCT:
         reasons.append(f"steal {steal_pct:.1f}%")
     return reasons, contended
+
+
+def fitting_threads(others_cores: float, threads: int, cpus: int) -> int | None:
+    """Fewer intra-op threads than ``threads`` that fit in the CPUs the others leave idle (at least 1), or None
+    when there is nothing fewer to fit (one thread already)."""
+    fewer = max(1, min(threads - 1, int(cpus - others_cores + 0.5)))
+    return fewer if fewer < threads else None
 
 
 def intra_op_threads(threads: int | None) -> int:
@@ -77,15 +84,20 @@ class NoiseProbe:
 
     Several phases (one per replicate) accumulate: the figures cover timed calls only, not session
     creation or warm-up. ``threads``: the CPU threads the measured session computes with (None for
-    GPU providers, where the CPU only launches work), for the contention check.
+    GPU providers, where the CPU only launches work), for the contention check. ``own_pids``: processes whose
+    CPU time is part of the measurement, not noise (the served model beside a load generator), with the
+    children they have when a phase starts.
     """
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, own_pids: Sequence[int] = ()) -> None:
         import psutil
 
         self._threads = threads
         self._psutil = psutil
         self._proc = psutil.Process()
+        self._own_pids = tuple(own_pids)
+        self._helpers: dict[int, Any] = {}  # pid → psutil.Process of own_pids and their children
+        self._helper_cpu: dict[int, float] = {}  # pid → its CPU seconds when last read (kept once it exits)
         self._wall = 0.0
         self._others = 0.0
         self._steal: float | None = None
@@ -97,12 +109,35 @@ class NoiseProbe:
         cpu = self._psutil.cpu_times()
         own = self._proc.cpu_times()
         steal = getattr(cpu, "steal", None)
-        return time.monotonic(), _busy_seconds(cpu), own.user + own.system, steal
+        return time.monotonic(), _busy_seconds(cpu), own.user + own.system + self._helpers_cpu(), steal
+
+    def _find_helpers(self) -> None:
+        """The own_pids processes and their children now (a server's workers start after it)."""
+        psutil = self._psutil
+        for pid in self._own_pids:
+            try:
+                root = self._helpers.get(pid) or psutil.Process(pid)
+                family = [root, *root.children(recursive=True)]
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            for proc in family:
+                self._helpers.setdefault(proc.pid, proc)
+
+    def _helpers_cpu(self) -> float:
+        """CPU seconds of the own_pids processes; one that has exited counts its last reading."""
+        for pid, proc in self._helpers.items():
+            try:
+                times = proc.cpu_times()
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                continue
+            self._helper_cpu[pid] = times.user + times.system
+        return sum(self._helper_cpu.values())
 
     def __enter__(self) -> NoiseProbe:
         if not self._load:
             self._load.append(round(os.getloadavg()[0], 2))
             self._freq.append(_freq_mhz())
+        self._find_helpers()
         self._start_state = self._state()
         return self
 
@@ -155,6 +190,27 @@ def load_difference(baseline: Mapping[str, Any] | None, current: Mapping[str, An
     return f"other processes used {before:.2f} vs {after:.2f} cores"
 
 
+def noisy_figure(measured: Any) -> str | None:
+    """Why a figure must not decide anything (a recommendation, claim or check re-measures it or stays
+    undecided), or None when it was measured quietly.
+
+    ``measured``: a cell (``.noise`` and ``.memory``), a mapping with a ``noise`` key (a service entry, a
+    find-max answer) or a Noise object itself. Noisy or contended CPU time and the GPU's own noise (clocks
+    that moved, throttling) both count.
+    """
+    if isinstance(measured, Mapping):
+        noise = measured if "noisy" in measured else measured.get("noise")
+        memory = measured.get("memory")
+    else:
+        noise, memory = getattr(measured, "noise", None), getattr(measured, "memory", None)
+    reasons: list[str] = []
+    if noise and (noise.get("noisy") or noise.get("contended")):
+        reasons.append(noise.get("why") or "measured while other processes used the CPU")
+    telemetry = (memory or {}).get("gpu_telemetry") or {}
+    reasons += [str(r) for r in telemetry.get("noise") or []]
+    return "; ".join(reasons) or None
+
+
 def combine_noise(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One Noise object for phases measured apart (blocks in fresh processes): load weighted by each
     phase's wall time, the flags judged again on the whole."""
@@ -188,7 +244,9 @@ __all__ = [
     "STEAL_NOISY_PCT",
     "NoiseProbe",
     "combine_noise",
+    "fitting_threads",
     "intra_op_threads",
     "load_difference",
     "noise_reasons",
+    "noisy_figure",
 ]

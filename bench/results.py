@@ -115,6 +115,8 @@ class ServiceOptions(TypedDict, total=False):
 
     rate: float  # --service-rate: /detect requests per second, open loop
     duration_s: float  # --service-duration: seconds of /detect and of /detect/batch load
+    slo_p99_ms: float  # --service-slo: the p99 SLO find-max holds each served variant to
+    budget_s: float | None  # --service-budget: seconds the whole service phase may take; None: unbounded
 
 
 class ClaimsRecord(TypedDict, total=False):
@@ -136,7 +138,7 @@ class RunConfig(TypedDict, total=False):
     iterations: int
     warmup: int
     replicate_warmup: int  # warm-up calls before each replicate after the first (which gets ``warmup``)
-    threads_why: str  # bench ab: why it measured with fewer threads than ORT's default (a busy machine)
+    threads_why: str  # run, matrix, ab: why it measured with fewer threads than ORT's default (a busy machine)
     min_time_s: float | None
     threads: int | None
     inter_op_threads: int | None
@@ -183,7 +185,7 @@ class RunConfig(TypedDict, total=False):
 
 
 class DatasetInfo(TypedDict, total=False):
-    """The evaluation set; ``fingerprint`` is the sha256 of its sorted (relpath, size, label) rows."""
+    """The evaluation set; ``fingerprint`` is the sha256 of its sorted (relpath, size, label[, group]) rows."""
 
     path: str
     n: int
@@ -205,17 +207,53 @@ class CellLatency(TypedDict, total=False):
 
 
 class RankedCell(TypedDict, total=False):
-    """A cell named by the recommendation, with its ranking figure and 95 % interval."""
+    """A cell named by the recommendation, with its ranking figure and 95 % interval; a contender also with its
+    ratio to the best cell (> 1: worse) and the verdict on the margin."""
 
     variant: str
     provider: str
     batch_size: int
     value: float | None
     interval: list[float] | None
+    verdict: Literal["tied", "slower", "undecided"]  # ratio interval inside the margin / wholly beyond / neither
+    ratio: float | None
+    ratio_interval: list[float] | None
+    replicates_needed: int | None  # undecided: replicates per cell that would settle it (80 % power), if known
+    could_change_choice: bool  # undecided: settling it could change the choice
+    too_small: str  # undecided for want of calls or replicates: why there is no interval
+
+
+class DecideCell(TypedDict, total=False):
+    """Replicates `bench matrix --decide` added to one cell (each in a process of its own)."""
+
+    variant: str
+    provider: str
+    batch_size: int
+    replicates: int
+
+
+class DecideLook(TypedDict, total=False):
+    """One round of `bench matrix --decide`: what it measured and how long it took."""
+
+    seconds: float
+    cells: list[DecideCell]
+
+
+class DecideRecord(TypedDict, total=False):
+    """What `bench matrix --decide` did to settle an undecided recommendation."""
+
+    budget_s: float
+    rounds: int  # rounds of further replicates (each one followed by a look at the data)
+    seconds: float
+    added: list[DecideCell]  # replicates added per cell, all rounds together
+    looks: list[DecideLook]
+    stopped: Literal["decided", "budget", "max_rounds", "interrupted", "cannot_add", "not_needed"]
 
 
 class RecommendationInfo(TypedDict, total=False):
-    """The release recommendation: the choice, cells tied with it on the ranking figure, the tie rule."""
+    """The release recommendation: the choice, whether the data decides it (``status``), the margin, cells tied
+    with the best within it (equivalence of their ratio interval) and the tie rule, the contenders that cannot
+    be told apart from the best and what would settle them, and --decide's further looks."""
 
     choice: RankedCell | None
     rank_by: str
@@ -223,6 +261,16 @@ class RecommendationInfo(TypedDict, total=False):
     rule: str | None
     passing: int
     candidates: int
+    status: Literal["decided", "undecided"]
+    margin: float  # the policy's rank_margin (0.05: ratios within ×0.952…×1.05 are equivalent)
+    confidence: float  # of the ratio intervals
+    best: RankedCell | None  # the best passing cell on rank_by (the choice unless the tie rule chose another)
+    contenders: list[RankedCell]  # every other passing cell against the best: ratio, interval, verdict
+    undecided: list[RankedCell]  # contenders that cannot be told apart from the best and could change the choice
+    replicates_needed: int | None  # per cell, to settle every undecided contender (None: unknown or decided)
+    on_pareto_front: bool  # the choice on the front of the policy's objectives (rank_by, model size, accuracy)
+    dominated_by: list[RankedCell]
+    decide: DecideRecord
 
 
 class Replicates(TypedDict, total=False):
@@ -236,6 +284,7 @@ class Replicates(TypedDict, total=False):
     cv_between: float | None  # CV of the replicate medians
     cv_within: float | None  # median robust CV (IQR/1.349/median) of calls within a replicate
     gc_disabled: bool  # Python's garbage collector was off during timed calls
+    processes: int  # processes the replicates were made in, when more than one (bench matrix --decide added some)
 
 
 class Noise(TypedDict, total=False):
@@ -355,12 +404,14 @@ class SkippedImage(TypedDict):
 
 
 class Prediction(TypedDict, total=False):
-    """One evaluated image: p(fake), its true label and the decision, as class names (label None: unlabelled)."""
+    """One evaluated image: p(fake), its true label and the decision, as class names (label None: unlabelled), and
+    its group when the data set names groups (what the intervals resample)."""
 
     path: Required[str]
     p_fake: Required[float]
     label: str | None
     pred: str | None
+    group: str
 
 
 class Agreement(TypedDict, total=False):
@@ -373,6 +424,13 @@ class Agreement(TypedDict, total=False):
     max_abs_dp: float
     mean_abs_dp: float
     kl: float
+    # Paired on the same images (bench.metrics.paired_differences); None for the reference itself, and with
+    # reasons[key] on an unlabelled set. Intervals are 95 %, over images or the data set's groups (the cell's ci_unit).
+    accuracy_drop_pt: float | None  # reference accuracy − this variant's, percentage points
+    accuracy_drop_pt_ci: list[float] | None  # Tango's score interval, points
+    discordant: list[int] | None  # images [the reference right and this variant wrong, the reverse]
+    roc_auc_delta: float | None  # this variant's ROC AUC − the reference's
+    roc_auc_delta_ci: list[float] | None  # paired percentile bootstrap
 
 
 class VersusClean(TypedDict, total=False):
@@ -402,6 +460,18 @@ class Scores(TypedDict, total=False):
     eer_threshold: float | None
     log_loss: float | None
     ece: float | None
+    # 95 % intervals [low, high] (bench.metrics): Wilson for the shares, MOVER of per-class Wilson for balanced
+    # accuracy, BCa bootstrap for the rest; None with reasons["<metric>_ci"] (or the figure's own) when undefined.
+    accuracy_ci: list[float] | None
+    balanced_accuracy_ci: list[float] | None
+    precision_ci: list[float] | None
+    recall_ci: list[float] | None
+    roc_auc_ci: list[float] | None
+    average_precision_ci: list[float] | None
+    eer_ci: list[float] | None
+    ece_ci: list[float] | None
+    ci_unit: Literal["image", "group"]  # what the intervals treat as independent
+    n_groups: int | None  # groups in the evaluated images (ci_unit "group"), else None
     confusion: list[list[int]] | None  # [[tn, fp], [fn, tp]]
     reasons: dict[str, str]
 
@@ -527,29 +597,61 @@ class LoadConfig(TypedDict, total=False):
 
 
 class MaxRateStep(TypedDict, total=False):
-    """One rate tried by --find-max."""
+    """One rate tried by --find-max; p50/p99 are the steady-state figures it was judged on (warm-up left out)."""
 
     rate: float
     achieved_rate: float | None
+    duration_s: float  # how long the step's schedule ran: long enough for the answers it needs
     requests: int
     ok: int
     errors: dict[str, int]
+    answers_judged: int  # answers after the warm-up: the p50/p99 below are theirs
     p50_ms: float | None
     p99_ms: float | None
+    p99_ci_ms: list[float] | None  # 95 % block-bootstrap interval of p99_ms; None: too few answers
+    noise: Noise  # what else the machine did during the step (the served model's own CPU time excluded)
     passed: bool
     retest: bool  # the same rate run again because the first run failed
     flaky: bool  # failed, then passed on the retest
     why: str
 
 
+class MaxRateEdge(TypedDict, total=False):
+    """One edge of the find-max bracket: the rate, and the steady-state p99 with its interval measured there."""
+
+    rate: float
+    p99_ms: float | None
+    p99_ci_ms: list[float] | None
+    noise: Noise
+
+
+class StepRuleRecord(TypedDict, total=False):
+    """How find-max stepped (bench.load.findmax.StepRule): the same for ``bench load`` and ``bench matrix``."""
+
+    judged: str  # the quantile a step is judged on: p99
+    answers_needed: int  # judged answers a step needs: ≥ 5 beyond the quantile (p99: 500)
+    warmup_fraction: float  # the first share of a step's answers (send order) that is not judged
+    step_requests: int  # requests per step
+    min_step_s: float  # the shortest step
+    max_steps: int
+    tolerance: float  # the search stops when (lowest fail − highest pass) / highest pass is at most this
+
+
 class MaxRate(TypedDict, total=False):
-    """--find-max: the highest rate that met the p99 SLO with no errors, and what stopped the search."""
+    """--find-max: the bracket [highest rate that met the p99 SLO with no errors, lowest that did not], with the
+    p99 interval at each edge, and what stopped the search."""
 
     slo_p99_ms: float
-    rate_rps: float | None
+    rate_rps: float | None  # the bracket's lower edge
     bracket: list[float | None]  # [highest pass, lowest fail]
+    highest_pass: MaxRateEdge | None
+    lowest_fail: MaxRateEdge | None
     probes: int  # steps run, retests included
-    limited_by: Literal["slo", "max_steps", "min_rate", "max_rate", "generator"]
+    limited_by: Literal["slo", "max_steps", "min_rate", "max_rate", "generator", "budget", "service_time"]
+    rule: StepRuleRecord
+    start_rate: float  # the first rate tried
+    start_from: str  # "closed-loop capacity" (half of it) or "--rate"
+    noise: Noise  # over every step
     steps: list[MaxRateStep]
     reason: str
     closed_loop_capacity_rps: float  # throughput of a closed loop at closed_loop_concurrency in flight
@@ -607,6 +709,7 @@ class ServiceEntry(TypedDict, total=False):
     overhead_p50_ms: float | None
     batch_endpoint: BatchEndpoint | None
     max_rate: MaxRate | None
+    noise: Noise | None  # the load phase (/detect, /detect/batch, find-max); the served model's CPU time excluded
     health: ServiceHealth | None
     startup: ServiceStartup | None
     invalid_inputs: list[InvalidInput] | None

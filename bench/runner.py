@@ -14,9 +14,10 @@ Whatever goes wrong on the provider's side becomes the cell's status and reason;
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from bench.bundle import Bundle
 from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.modelfile import model_info
-from bench.noise import NoiseProbe
+from bench.noise import NoiseProbe, fitting_threads
 from bench.options import DEFAULT_REPLICATES, REPLICATE_WARMUP, RunOptions
 from bench.preprocess import PreprocessConfig, load_image, preprocess_batch
 from bench.providers import is_gpu
@@ -38,8 +39,10 @@ from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
 from bench.torch_engine import TorchEngine
 
 ProgressFn = Callable[[int, float], None]
+LogFn = Callable[[str], None]
 InputBatchFn = Callable[[Engine | TorchEngine], np.ndarray]
 EvaluateFn = Callable[[Engine | TorchEngine], Accuracy | None]
+CONTENTION_PROBE_S = 0.3  # seconds of looking at the others' load before the threads are chosen
 
 
 class FreshSessions:
@@ -177,6 +180,39 @@ def measure_cell(
     return cell
 
 
+def fit_threads(
+    provider: str, options: RunOptions, log: LogFn | None = None, *, command: str = "ab", measured: str = "both sides"
+) -> tuple[RunOptions, str | None]:
+    """Without ``--threads`` on a CPU: fewer intra-op threads when other processes hold CPUs bench's would need.
+
+    Beside a busy neighbour every parallel operator waits for a core, adding the same delay to both sides
+    and shrinking the difference (a +24 % conv net read +9 % with 2 threads beside a one-core hog, +24 %
+    with 1), and a lone figure follows the neighbour (``bench run`` at load 3.3: p50 6.05 ms with ORT's
+    threads, 2.17 ms with 1). A short look at the others' load (``CONTENTION_PROBE_S``, bench idle) decides
+    (bench.noise.fitting_threads); the choice and why go in the result's config (``threads_why``), said on
+    ``log`` as ``command: why``. ``--threads N`` is always used as given (``--threads 0``: ORT's default);
+    ``measured``: what the why says was measured with the fitted threads (ab: "both sides").
+    """
+    if options.session.threads is not None or is_gpu(provider):
+        return options, None
+    probe = NoiseProbe(options.cpu_threads(provider))
+    with probe:
+        time.sleep(CONTENTION_PROBE_S)
+    noise = probe.figures()
+    default, others, cpus = noise["threads"], noise["others_cpu_cores"], noise["cpu_count"]
+    threads = fitting_threads(others, default, cpus) if noise.get("contended") else None
+    if threads is None:  # room for ORT's threads, or one core and a neighbour: nothing fewer to fit
+        return options, None
+    why = (
+        f"other processes used {others:.2f} of {cpus} CPUs before measuring: {measured} measured with "
+        f"--threads {threads} instead of ORT's {default} (their threads would wait for a core and dilute the "
+        f"difference; --threads 0 keeps ORT's default)"
+    )
+    if log:
+        log(f"{command}: {why}")
+    return replace(options, session=replace(options.session, threads=threads)), why
+
+
 def replicate_figures(
     samples: Sequence[float], ids: Sequence[int], creates: Sequence[float], per_replicate: int, isolation: str
 ) -> Replicates:
@@ -215,11 +251,13 @@ def image_feed(paths: Sequence[Path], batch_size: int, bundle: Bundle) -> InputB
 
 
 __all__ = [
+    "CONTENTION_PROBE_S",
     "DEFAULT_REPLICATES",
     "REPLICATE_WARMUP",
     "FreshSessions",
     "ReplicateSamples",
     "RunOptions",
+    "fit_threads",
     "image_feed",
     "images_batch",
     "measure_cell",

@@ -165,3 +165,97 @@ def test_info_lists_each_library_once() -> None:
     assert p.returncode == 0, p.stderr
     rows = [line.split()[0] for line in p.stdout.splitlines() if line.startswith("  lib")]
     assert rows and len(rows) == len(set(rows)), rows
+
+
+# --- threads fitted to the others' load, and the console's noisy mark -------------------------------
+
+
+class BusyMachine:
+    """A NoiseProbe that reads a 4-CPU machine whose other processes use 2.6 cores (no real load needed)."""
+
+    CPUS, OTHERS = 4, 2.6
+
+    def __init__(self, threads: int | None = None, own_pids: object = ()) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> BusyMachine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def figures(self) -> dict[str, object]:
+        from bench.noise import noise_reasons
+
+        reasons, contended = noise_reasons(self.OTHERS, None, self.threads, self.CPUS)
+        figures: dict[str, object] = {
+            "wall_s": 0.3,
+            "loadavg_1m": [3.3, 3.3],
+            "cpu_count": self.CPUS,
+            "others_cpu_cores": self.OTHERS,
+            "steal_pct": None,
+            "cpu_freq_mhz": None,
+            "noisy": bool(reasons),
+            "why": "; ".join(reasons) or None,
+        }
+        if self.threads is not None:
+            figures |= {"threads": self.threads, "contended": contended}
+        return figures
+
+
+@pytest.fixture
+def busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every probe reads the busy machine; ORT's default is 4 threads (as on a 4-core box)."""
+    import bench.options
+    import bench.runner
+
+    monkeypatch.setattr(bench.runner, "NoiseProbe", BusyMachine)
+    monkeypatch.setattr(bench.options, "intra_op_threads", lambda threads: threads or BusyMachine.CPUS)
+
+
+def test_the_thread_fit_is_the_threads_the_others_leave_idle() -> None:
+    from bench.noise import fitting_threads
+
+    assert fitting_threads(2.6, 4, 4) == 1  # 1.4 idle CPUs: one thread
+    assert fitting_threads(1.0, 4, 4) == 3  # three idle: three threads
+    assert fitting_threads(1.0, 2, 2) == 1
+    assert fitting_threads(1.2, 1, 2) is None  # one thread already: nothing fewer to fit
+
+
+def test_run_fits_its_threads_to_a_busy_machine_says_so_and_marks_the_cell(
+    tiny_bundle: Path, tmp_path: Path, busy_machine: None
+) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    args = ["run", "--model-dir", str(tiny_bundle), "--iterations", "6", "--warmup", "1", "--sample-hz", "0"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "fit")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "fit" / "results.json").read_text())["config"]
+    assert config["threads"] == 1 and "instead of ORT's 4" in config["threads_why"]
+    assert "--threads 0 keeps ORT's default" in config["threads_why"]
+    assert f"run: {config['threads_why']}" in result.stderr  # said on stderr
+    assert "ok ⚠" in result.stdout and "⚠ fp32/cpu/b1: noisy — other processes used 2.60 cores" in result.stdout
+    told = CliRunner().invoke(main, [*args, "--threads", "0", "--out", str(tmp_path / "told")])
+    assert told.exit_code == 0, told.output
+    config = json.loads((tmp_path / "told" / "results.json").read_text())["config"]
+    assert config["threads"] == 0 and "threads_why" not in config  # --threads 0: ORT's default, as told
+
+
+def test_a_quiet_cell_has_no_mark() -> None:
+    from rich.console import Console
+
+    from bench.console import cells_table
+    from bench.results import CellResult
+
+    quiet = CellResult(variant="fp32", provider="cpu", batch_size=1, status="ok")
+    quiet.noise = {"noisy": False, "why": None, "threads": 2, "contended": False}
+    gpu = CellResult(variant="fp16", provider="cuda", batch_size=1, status="ok")
+    gpu.memory = {"gpu_telemetry": {"noise": ["SM clock moved 12 % during the timed phase"]}}
+    console = Console(width=200, record=True)
+    console.print(cells_table([quiet, gpu]))
+    text = console.export_text()
+    assert "⚠ fp32" not in text  # quiet: no mark, no caption line
+    assert "⚠ fp16/cuda/b1: noisy — SM clock moved 12 % during the timed phase" in text
+    assert text.count("ok ⚠") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -343,6 +344,157 @@ def test_mcnemar_counts_discordant_pairs() -> None:
     assert test is not None and (test["b"], test["c"], test["n"]) == (1, 2, 4)
     assert test["p_value"] == pytest.approx(1.0)
     assert mcnemar({"accuracy": 0.5}, accuracy([True])) is None
+
+
+# --- a whole matrix as one family -----------------------------------------------------------------
+
+
+def replicated(rng: np.random.Generator, scale: float = 1.0, shift: float = 0.0) -> tuple[list[float], list[int]]:
+    """5 replicates × 40 calls: replicate medians 3 % apart, calls 5 % within; the whole cell moved by a
+    process-level factor of sd ``shift`` (what separate processes add, which replicates inside one cannot see)."""
+    moved = scale * float(np.exp(rng.normal(0.0, shift)))
+    xs: list[float] = []
+    ids: list[int] = []
+    for r in range(5):
+        median = moved * float(np.exp(rng.normal(0.0, 0.03)))
+        xs += list(median * rng.lognormal(0.0, 0.05, 40))
+        ids += [r] * 40
+    return xs, ids
+
+
+def matrix_run(seed: int, shift: float, slower: str | None = None, contended: bool = False) -> RunResult:
+    """A 16-variant × batch 1, 8 matrix (32 cells, 64 latency rows); ``slower`` is 25 % slower."""
+    rng = np.random.default_rng(seed)
+    cells = []
+    for i in range(16):
+        for batch in (1, 8):
+            xs, ids = replicated(rng, 1.25 if f"v{i}" == slower else 1.0, shift)
+            made = cell(xs, variant=f"v{i}", batch=batch, rss=None)
+            made.sample_replicates = ids
+            if contended:
+                made.noise = {"noisy": True, "contended": True, "others_cpu_cores": 1.0, "why": "a neighbour"}
+            cells.append(made)
+    return run(*cells)
+
+
+def flagged(result: CompareResult) -> list[tuple[str, int, str, str]]:
+    return [
+        (r.key["variant"], r.key["batch_size"], r.metric, r.verdict)
+        for r in result.rows
+        if r.verdict in ("regression", "improvement")
+    ]
+
+
+QUICK = Tolerances(n_boot=1000)
+
+
+def test_a_whole_aa_matrix_has_no_false_row_under_holm_where_rows_judged_alone_have_some() -> None:
+    base, cur = matrix_run(0, shift=0.05), matrix_run(1, shift=0.05)
+    alone = compare_runs(base, cur, replace(QUICK, family="none"))
+    holm = compare_runs(base, cur, QUICK)
+    assert len(flagged(alone)) >= 2 and flagged(holm) == []
+    family = holm.family
+    assert family is not None and family["method"] == "holm" and family["rows"] == 64
+    assert family["expected_false"] == pytest.approx(0.05) and family["expected_false_unadjusted"] == pytest.approx(3.2)
+    assert family["run_to_run"]["latency_p50_ms"]["source"] == "cells"
+    assert 0.02 < family["run_to_run"]["latency_p50_ms"]["sigma"] < 0.10  # the cells' own 5 % shift, seen
+    symmetry = holm.symmetry
+    assert symmetry is not None and symmetry["regressions"] == symmetry["improvements"] == 0
+    assert symmetry["slower"] + symmetry["faster"] == 64 and symmetry["sign_p"] is not None
+    p50 = rows(holm, "latency_p50_ms")[0]
+    assert p50.level is not None and p50.level > 0.99 and "Holm over 64 rows" in p50.why
+    assert p50.p_adjusted is not None and p50.p_value is not None and p50.p_adjusted >= p50.p_value
+
+
+def test_one_real_slowdown_in_a_whole_matrix_is_still_caught_and_nothing_else() -> None:
+    result = compare_runs(matrix_run(2, shift=0.02), matrix_run(3, shift=0.02, slower="v7"), QUICK)
+    found = flagged(result)
+    assert found and {(variant, verdict) for variant, _, _, verdict in found} == {("v7", "regression")}
+    assert result.verdict == "regression" and result.symmetry is not None and result.symmetry["improvements"] == 0
+
+
+def test_a_row_interval_is_shown_at_its_holm_level_and_its_p_value_agrees() -> None:
+    result = compare_runs(matrix_run(2, shift=0.02), matrix_run(3, shift=0.02, slower="v7"), QUICK)
+    alpha = 0.05
+    for r in result.rows:
+        if r.level is None or r.p_value is None or r.ci_low is None or r.ci_high is None:
+            continue
+        excludes_one = r.ci_low > 1 or r.ci_high < 1
+        assert excludes_one == (r.p_value < 1 - r.level), r  # the interval and the p-value are one test
+        assert (r.p_adjusted is not None and r.p_adjusted <= alpha) == excludes_one, r
+
+
+def test_a_tail_measured_on_two_contended_sides_is_inconclusive() -> None:
+    base = samples(10.0, n=400, sigma=0.02)
+    cur = list(base)
+    for i in np.random.default_rng(5).choice(len(cur), 40, replace=False):  # the tail-only slowdown above
+        cur[i] *= 2.0
+
+    def compared(contended_sides: int) -> CompareResult:
+        cells = [cell(base), cell(cur)]
+        for made in cells[:contended_sides]:
+            made.noise = {"noisy": True, "contended": True, "others_cpu_cores": 1.0, "why": "a neighbour"}
+        for made in cells[contended_sides:]:
+            made.noise = {"noisy": True, "contended": False, "others_cpu_cores": 1.0, "why": "a neighbour"}
+        return compare_runs(run(cells[0]), run(cells[1]))
+
+    p95 = rows(compared(2), "latency_p95_ms")[0]
+    assert p95.verdict == "inconclusive" and "both sides were contended" in p95.why and p95.replicates_needed is None
+    assert rows(compared(2), "latency_p50_ms")[0].verdict == "same"  # the median is not the neighbours' tail
+    assert rows(compared(1), "latency_p95_ms")[0].verdict == "regression"  # one contended side: judged as before
+
+
+def test_a_marginal_accuracy_finding_is_held_to_the_family() -> None:
+    base = [True] * 180 + [False] * 20
+    worse = [True] * 174 + [False] * 26  # -3 pt, 6 discordant images all one way: McNemar p = 0.031
+
+    def accuracy_row(tol: Tolerances) -> CompareRow:
+        a, b = run(cell(accuracy=accuracy(base)), dataset=DATASET), run(cell(accuracy=accuracy(worse)), dataset=DATASET)
+        return rows(compare_runs(a, b, tol), "accuracy")[0]
+
+    alone = accuracy_row(Tolerances(family="none"))
+    assert alone.verdict == "regression" and alone.p_value == pytest.approx(0.03125)
+    held = accuracy_row(Tolerances())  # with the p50 and p95 rows: three tests, the smallest p at α/3
+    assert held.verdict == "same" and "not significant" in held.why and "Holm level" in held.why
+    assert held.p_adjusted == pytest.approx(3 * 0.03125, rel=1e-3)
+
+
+def test_bench_ab_pairs_are_not_widened_by_a_spread_between_runs() -> None:
+    base, cur = matrix_run(4, shift=0.05), matrix_run(5, shift=0.05)
+    pairs = list(zip(base.cells[:2], cur.cells[:2], strict=True))
+    result = compare_runs(base, cur, QUICK, pairs=pairs)
+    assert result.family is not None and result.family["rows"] == 4 and result.family["run_to_run"] == {}
+    assert "run-to-run" not in result.to_markdown()
+
+
+def test_the_family_and_its_symmetry_are_in_the_json_the_markdown_and_the_summary_line() -> None:
+    result = compare_runs(matrix_run(0, shift=0.0), matrix_run(1, shift=0.0), QUICK)
+    data = json.loads(result.to_json())
+    assert set(data["family"]) == {
+        "method",
+        "why",
+        "rows",
+        "alpha",
+        "expected_false",
+        "expected_false_unadjusted",
+        "run_to_run",
+    }
+    assert "Benjamini" in data["family"]["why"] and "Holm" in data["family"]["why"]
+    assert set(data["symmetry"]) == {"regressions", "improvements", "slower", "faster", "sign_p"}
+    tested = [r for r in data["rows"] if r["metric"] == "latency_p50_ms"]
+    assert all({"level", "p_value", "p_adjusted"} <= set(r) for r in tested)
+    size = next(r for r in data["rows"] if r["metric"] == "model_size_mb")
+    assert "level" not in size and "p_adjusted" not in size  # plain tolerances are not tested: not in the family
+    markdown = result.to_markdown()
+    assert "Holm over 64 tested rows at α 5%: ≤ 0.05 false findings expected" in markdown
+    assert "under A/A both are equally common" in markdown and "at 99." in markdown
+    line = result.summary_line()
+    assert line.startswith("pass: 0 regression, 0 improvement") and "Holm over 64" in line and "slower vs" in line
+
+
+def test_a_family_control_that_is_not_known_is_refused() -> None:
+    with pytest.raises(InputError, match="family control"):
+        Tolerances(family="bonferroni")  # type: ignore[arg-type]
 
 
 # --- bad input files ------------------------------------------------------------------------------

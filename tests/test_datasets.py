@@ -159,3 +159,49 @@ def test_fingerprint_changes_with_labels(tmp_path: Path) -> None:
     (tmp_path / "fake" / "b.png").rename(tmp_path / "real" / "b.png")
     (tmp_path / "fake" / "c.png").write_bytes((tmp_path / "real" / "a.png").read_bytes())
     assert load_labelled_set(tmp_path).fingerprint()["fingerprint"] != first["fingerprint"]
+
+
+def test_manifest_group_column_csv_and_jsonl(tmp_path: Path) -> None:
+    """An optional group column (source video, identity) is read per row; sets without one are unchanged."""
+    for name in ("a", "b", "c"):
+        png(tmp_path / f"{name}.png")
+    (tmp_path / "m.csv").write_text("path,label,group\na.png,fake,vid1\nb.png,fake,vid1\nc.png,real,vid2\n")
+    lset = load_labelled_set(tmp_path / "m.csv")
+    assert lset.groups == ["vid1", "vid1", "vid2"]
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps({"path": f"{n}.png", "label": "fake", "group": g}) for n, g in (("a", 7), ("b", 8)))
+    )
+    assert load_labelled_set(tmp_path / "m.jsonl").groups == ["7", "8"]
+    (tmp_path / "plain.csv").write_text("path,label\na.png,fake\n")
+    assert load_labelled_set(tmp_path / "plain.csv").groups is None
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("m.csv", "path,label,group\na.png,fake,v1\nb.png,real,\n"),
+        ("m.jsonl", '{"path": "a.png", "label": "fake", "group": "v1"}\n{"path": "b.png", "label": "real"}\n'),
+    ],
+)
+def test_a_manifest_with_groups_needs_one_on_every_row(tmp_path: Path, name: str, text: str) -> None:
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png")
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=r"line [23]: empty group"):
+        load_labelled_set(tmp_path / name)
+
+
+def test_fingerprint_counts_groups_only_when_present(tmp_path: Path) -> None:
+    """Old fingerprints stay valid (a set without groups hashes as before); regrouping a set changes it."""
+    import hashlib
+
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png", shade=10)
+    (tmp_path / "plain.csv").write_text("path,label\na.png,fake\nb.png,real\n")
+    rows = sorted((p, (tmp_path / p).stat().st_size, label) for p, label in (("a.png", "fake"), ("b.png", "real")))
+    before = hashlib.sha256("\n".join(f"{r}\t{s}\t{label}" for r, s, label in rows).encode()).hexdigest()
+    assert load_labelled_set(tmp_path / "plain.csv").fingerprint()["fingerprint"] == before  # the pre-group formula
+    (tmp_path / "g.csv").write_text("path,label,group\na.png,fake,v1\nb.png,real,v2\n")
+    (tmp_path / "h.csv").write_text("path,label,group\na.png,fake,v1\nb.png,real,v1\n")
+    grouped = {load_labelled_set(tmp_path / f).fingerprint()["fingerprint"] for f in ("g.csv", "h.csv")}
+    assert len(grouped) == 2 and before not in grouped

@@ -386,3 +386,41 @@ def test_cli_eval_unavailable_provider_is_a_cell_and_exit_3(
     assert cells["cpu"]["status"] == "ok" and cells["cpu"]["accuracy"]["n"] == 2
     assert cells["cuda"]["status"] == "unavailable" and "not in this build" in cells["cuda"]["reason"]
     assert cells["cuda"]["accuracy"] is None
+
+
+def test_cli_eval_records_intervals_clean_and_perturbed_over_the_manifests_groups(
+    two_variants: Path, tmp_path: Path
+) -> None:
+    """A `path,label,group` manifest: every figure gets its `<metric>_ci` over groups (clean and under a
+    perturbation), predictions carry their group, and the agreement holds the paired drop and ΔAUC with intervals
+    — None, with the reason, for the reference against itself."""
+    ds = write_set(tmp_path / "ds", n_per_class=6)
+    rows = [f"{cls}/{i}.png,{cls},{cls}-video{i // 2}" for cls in ("real", "fake") for i in range(6)]
+    (ds / "manifest.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    res = invoke(
+        "--model-dir", str(two_variants), "--dataset", str(ds), "--variant", "fp32,alt", "--perturb", "jpeg:50",
+        "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    fp32, alt = json.loads(res.stdout)["cells"]
+    ci_keys = [f"{m}_ci" for m in ("accuracy", "balanced_accuracy", "precision", "recall")]
+    ci_keys += [f"{m}_ci" for m in ("roc_auc", "average_precision", "eer", "ece")]
+    for acc in (alt["accuracy"], alt["accuracy"]["perturbations"][0]):
+        assert acc["ci_unit"] == "group" and acc["n_groups"] == 6
+        assert set(ci_keys) <= set(acc)
+        low, high = acc["accuracy_ci"]
+        assert low <= acc["accuracy"] <= high
+        for name in ci_keys:  # an interval, or None with the figure's reason (precision with nothing called fake)
+            field = name.removesuffix("_ci")
+            assert acc[name] is not None or acc[field] is None or name in acc["reasons"], name
+    assert {p["group"] for p in alt["accuracy"]["predictions"]} == {
+        f"{c}-video{i}" for c in ("real", "fake") for i in (0, 1, 2)
+    }
+    paired = alt["accuracy"]["agreement"]
+    assert paired["accuracy_drop_pt_ci"][0] <= paired["accuracy_drop_pt"] <= paired["accuracy_drop_pt_ci"][1]
+    assert paired["roc_auc_delta_ci"] is not None and sum(paired["discordant"]) <= 12
+    assert alt["accuracy"]["perturbations"][0]["agreement"]["accuracy_drop_pt_ci"] is not None
+    reference = fp32["accuracy"]
+    assert reference["agreement"]["accuracy_drop_pt"] is None and reference["agreement"]["roc_auc_delta_ci"] is None
+    assert "accuracy_drop_pt" not in reference["reasons"]  # nothing to differ: no reason to give
+    assert reference["roc_auc_ci"] is not None  # the reference's own figures have intervals all the same

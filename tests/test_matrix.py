@@ -354,3 +354,37 @@ def test_a_recipe_that_cannot_build_fails_its_cells_but_unknown_names_stay_exit_
         _variant_files(bundle, ["fp32", "nonsense"], True, lambda _m: None)
     with pytest.raises(InputError):  # --no-build: a missing variant is a usage error (CLI.md)
         _variant_files(bundle, ["fp32", "q4"], False, lambda _m: None)
+
+
+def test_matrix_fits_its_threads_as_run_does_and_resume_keeps_them(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells run here without --threads get threads fitted to the others' load (config.threads_why); a resumed
+    run keeps the earlier run's threads, so its cells stay comparable on a machine that has since gone quiet."""
+    from dataclasses import replace
+
+    import bench.matrix
+    from bench.bundle import Bundle
+    from bench.matrix import run_matrix
+    from bench.runner import RunOptions
+    from bench.timing import LoopSpec
+
+    def busy(provider: str, options: RunOptions, log: object = None, **_kw: object) -> tuple[RunOptions, str]:
+        return replace(options, session=replace(options.session, threads=1)), "others used 1.60 of 2 CPUs: fitted"
+
+    options = RunOptions(loop=LoopSpec(iterations=4, warmup=1), replicates=2, sample_hz=0)
+    bundle = Bundle.discover(tiny_bundle)
+    monkeypatch.setattr(bench.matrix, "fit_threads", busy)
+    first = run_matrix(bundle, ["fp32"], ["cpu"], [1], options, out=tmp_path / "m")
+    assert first.result.config["threads"] == 1 and first.result.config["threads_why"].endswith("fitted")
+    assert first.result.cells[0].noise is not None and first.result.cells[0].noise["threads"] == 1  # the child's
+
+    def quiet(provider: str, options: RunOptions, log: object = None, **_kw: object) -> tuple[RunOptions, None]:
+        return options, None
+
+    monkeypatch.setattr(bench.matrix, "fit_threads", quiet)
+    again = run_matrix(bundle, ["fp32"], ["cpu"], [1], options, out=tmp_path / "m", resume=True)
+    assert again.reused == 1 and again.result.config["threads"] == 1 and again.result.config["threads_why"]
+    threads2 = replace(options, session=replace(options.session, threads=2))
+    told = run_matrix(bundle, ["fp32"], ["cpu"], [1], threads2, out=tmp_path / "told")
+    assert told.result.config["threads"] == 2 and "threads_why" not in told.result.config

@@ -8,7 +8,23 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import agreement, binary_metrics, equal_error_rate, expected_calibration_error
+from bench.metrics import (
+    CI_KEYS,
+    accuracy_drop_interval,
+    agreement,
+    binary_metrics,
+    bootstrap_intervals,
+    effective_n,
+    equal_error_rate,
+    expected_calibration_error,
+    group_codes,
+    paired_differences,
+    score_intervals,
+    share_interval,
+    tango_interval,
+    units_needed,
+    wilson_interval,
+)
 
 # y (1 = fake) and p(fake): predictions at 0.5 are [0, 1, 0, 1] → tn=1, fp=1, fn=1, tp=1.
 Y = [0, 0, 1, 1]
@@ -144,3 +160,143 @@ def test_bad_shapes_are_refused() -> None:
         agreement("fp32", [0.1, 0.2], [0.1])
     with pytest.raises(ValueError):
         binary_metrics([0, 1], [0.5])
+
+
+# --- intervals ------------------------------------------------------------------------------------------------
+
+
+def _binormal(n: int, seed: int = 0, shift: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Half fake; p(fake) = logistic of N(±shift/2, 1)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return y, 1.0 / (1.0 + np.exp(-(rng.normal(size=n) + shift * (y - 0.5))))
+
+
+@pytest.mark.parametrize(("k", "n"), [(7, 10), (0, 300), (300, 300), (281, 300), (1, 12)])
+def test_wilson_matches_scipy_for_whole_counts(k: int, n: int) -> None:
+    from scipy.stats import binomtest
+
+    expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(k, n) == pytest.approx((expected.low, expected.high), abs=1e-12)
+
+
+def test_wilson_known_values_and_accuracy_interval_in_binary_metrics() -> None:
+    # Newcombe (1998), Table I: 81/263 → 0.2553–0.3662; 15/148 → 0.0624–0.1605.
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=5e-5)
+    assert wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=5e-5)
+    m = binary_metrics(Y, P)  # 2 of 4 right
+    assert m["accuracy_ci"] == pytest.approx(list(wilson_interval(2, 4)))
+    assert m["precision_ci"] == pytest.approx(list(wilson_interval(1, 2)))  # tp 1 of 2 called fake
+    assert set(CI_KEYS) <= set(m) and m["ci_unit"] == "image" and m["n_groups"] is None
+    json.dumps(m, allow_nan=False)
+
+
+def test_balanced_accuracy_interval_combines_the_per_class_wilson_intervals() -> None:
+    """MOVER: the bounds' distances are the per-class ones, added in quadrature and halved; at a perfect class the
+    interval still reaches below 100 %."""
+    y = np.array([1] * 20 + [0] * 30)
+    p = np.array([0.9] * 20 + [0.1] * 27 + [0.9] * 3)  # TPR 20/20, TNR 27/30
+    m = binary_metrics(y, p)
+    (lt, ht), (ln, hn) = wilson_interval(20, 20), wilson_interval(27, 30)
+    low = (1.0 + 0.9) / 2 - math.hypot(1.0 - lt, 0.9 - ln) / 2
+    high = (1.0 + 0.9) / 2 + math.hypot(ht - 1.0, hn - 0.9) / 2
+    assert m["balanced_accuracy_ci"] == pytest.approx([low, high])
+    assert m["recall_ci"][0] < 0.9 and m["recall_ci"][1] == 1.0
+
+
+def test_tango_interval_has_width_when_nothing_is_discordant() -> None:
+    """0 discordant of 300 bounds the drop to ±1.26 pt (= 3.84 / 303.84), not to [0, 0] as a bootstrap would."""
+    low, high = tango_interval(0, 0, 300, 1.959963984540054)
+    assert (low, high) == pytest.approx((-3.8415 / 303.8415, 3.8415 / 303.8415), abs=1e-5)
+    # Many discordant pairs: close to the Wald interval of (b − c)/n with variance (b + c − (b − c)²/n)/n².
+    b, c, n = 300, 200, 10_000
+    half = 1.96 * math.sqrt(b + c - (b - c) ** 2 / n) / n
+    assert tango_interval(b, c, n, 1.96) == pytest.approx(((b - c) / n - half, (b - c) / n + half), abs=2e-4)
+    ref = np.array([True] * 290 + [False] * 10)
+    assert accuracy_drop_interval(ref, ref) == pytest.approx((low, high))
+
+
+def test_weighted_roc_figures_match_sklearn_with_sample_weights() -> None:
+    """The vectorised resample figures are sklearn's definitions with each image counted as often as drawn."""
+    from sklearn import metrics as skm
+
+    from bench.metrics import _Ranked
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 80)
+    p = np.round(rng.random(80) * (0.4 + 0.6 * y), 2)  # rounded: tied scores too
+    ranked = _Ranked(y, p)
+    auc, ap, eer = ranked.figures(np.ones((1, 80)), ("roc_auc", "average_precision", "eer"))
+    assert (auc[0], ap[0], eer[0]) == pytest.approx(
+        (skm.roc_auc_score(y, p), skm.average_precision_score(y, p), equal_error_rate(y, p)[0])
+    )
+    w = rng.integers(0, 3, (1, 80)).astype(float)
+    auc, ap = ranked.figures(w, ("roc_auc", "average_precision"))
+    assert auc[0] == pytest.approx(skm.roc_auc_score(y, p, sample_weight=w[0]))
+    assert ap[0] == pytest.approx(skm.average_precision_score(y, p, sample_weight=w[0]))
+
+
+def test_bootstrap_intervals_are_seeded_and_hold_the_point() -> None:
+    y, p = _binormal(200)
+    first = bootstrap_intervals(y, p)
+    assert first == bootstrap_intervals(y, p)  # same seed, same intervals
+    assert first != bootstrap_intervals(y, p, seed=1)
+    m = binary_metrics(y, p)
+    for name in ("roc_auc", "average_precision", "eer"):
+        low, high = first[name]
+        assert low <= m[name] <= high, name
+    assert m["roc_auc_ci"] == pytest.approx(list(first["roc_auc"]))
+
+
+def test_groups_widen_the_intervals_when_images_of_a_group_agree() -> None:
+    """20 groups of 15 images that share their score: the data hold 20 independent units, not 300."""
+    rng = np.random.default_rng(5)
+    group = np.repeat(np.arange(20), 15)
+    y = (np.arange(20) % 2)[group]
+    z = np.where(y == 1, 1.0, -1.0) + rng.normal(0, 1.0, 20)[group] + rng.normal(0, 0.1, 300)
+    p = 1.0 / (1.0 + np.exp(-z))
+    images, _ = score_intervals(y, p)
+    groups, _ = score_intervals(y, p, groups=[f"video{g}" for g in group])
+    for name in ("accuracy_ci", "roc_auc_ci", "balanced_accuracy_ci"):
+        assert groups[name][1] - groups[name][0] > 2 * (images[name][1] - images[name][0]), name
+    m = binary_metrics(y, p, groups=[f"video{g}" for g in group])
+    assert m["ci_unit"] == "group" and m["n_groups"] == 20
+
+
+def test_effective_n_without_groups_and_with_groups_that_agree_within() -> None:
+    hits = np.array([1.0, 0.0] * 50)
+    assert effective_n(hits, None) == (100.0, None)
+    within = np.repeat([1.0, 0.0] * 5, 10)  # 10 groups of 10, each all right or all wrong
+    n, df = effective_n(within, group_codes(np.repeat(np.arange(10), 10)))
+    assert n == pytest.approx(10.0 * 9 / 10) and df == 9  # 10 groups' worth, less the g/(g − 1) correction
+    everyone_right = np.ones(100)  # a share of 1: Kish's effective number of groups
+    assert effective_n(everyone_right, group_codes(np.repeat(np.arange(4), 25))) == (4.0, 3)
+    assert (
+        share_interval(everyone_right, group_codes(np.repeat(np.arange(4), 25)))[0] < share_interval(everyone_right)[0]
+    )
+
+
+def test_paired_differences_of_a_variant_and_of_the_reference_itself() -> None:
+    y, ref = _binormal(300, shift=3.0)
+    same, _ = paired_differences(y, ref, ref)
+    assert same["accuracy_drop_pt"] == 0.0 and same["discordant"] == [0, 0]
+    assert same["accuracy_drop_pt_ci"] == pytest.approx([-1.2643, 1.2643], abs=1e-4)
+    assert same["roc_auc_delta"] == 0.0 and same["roc_auc_delta_ci"] == [0.0, 0.0]
+    worse = np.where(np.arange(300) < 60, 1.0 - ref, ref)  # the first 60 images' scores flipped
+    found, why = paired_differences(y, ref, worse)
+    assert why == {}
+    assert found["accuracy_drop_pt"] > 10 and found["accuracy_drop_pt_ci"][0] > 5  # clearly worse
+    assert found["roc_auc_delta_ci"][1] < 0 and found["roc_auc_delta"] < 0
+    assert found == paired_differences(y, ref, worse)[0]  # seeded
+    one_class, why = paired_differences(np.ones(4, dtype=int), ref[:4], ref[:4])
+    assert one_class["roc_auc_delta"] is None and "one class" in why["roc_auc_delta"]
+
+
+def test_units_needed_scales_as_one_over_root_n_or_projects_the_interval() -> None:
+    # Half-width 1.0 towards a limit 0.5 away: four times the images.
+    assert units_needed(300, 0.0, (-1.0, 1.0), 0.5) == 1200
+    assert units_needed(300, 0.5, (-0.5, 1.5), 0.5) is None  # on the limit: no size decides it
+    z = 1.959963984540054
+    project = lambda s: tuple(100 * x for x in tango_interval(0, 0, 300 * s, z))  # noqa: E731
+    # nothing discordant: Tango's bound is z²/(n + z²) ≤ 0.5 % from n ≈ 761
+    assert units_needed(300, 0.0, project(1.0), 0.5, project) == 770

@@ -15,13 +15,15 @@ from bench import compare, matrix
 from bench.cli import COMMANDS, main
 from bench.cli.options import build
 from bench.errors import InputError
+from bench.evaluate import EvalSpec
 from bench.options import LoopSpec, RunOptions, SessionSpec
 from bench.providers import ProviderOptions
 from bench.results import results_schema
 from bench.service.config import ServiceConfig
+from bench.service.harness import ServiceRunSpec
 from bench.settings import ROLES, keys_with_role, walk
 
-CONFIG_CLASSES = [LoopSpec, SessionSpec, ProviderOptions, RunOptions, ServiceConfig]
+CONFIG_CLASSES = [LoopSpec, SessionSpec, ProviderOptions, RunOptions, ServiceConfig, EvalSpec, ServiceRunSpec]
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -129,3 +130,80 @@ def test_student_t_quantile_matches_scipy() -> None:
     for df in (1, 2, 3, 4, 9, 39, 199):
         for p in (0.95, 0.975, 0.995):
             assert stats.student_t_quantile(p, df) == pytest.approx(t.ppf(p, df), rel=0.01)
+
+
+# --- a family of rows -----------------------------------------------------------------------------
+
+
+def test_holm_levels_step_down_and_agree_with_the_adjusted_p_values() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005 ≤ α/4 and 0.01 ≤ α/3 are findings; 0.03 > α/2 stops, and the rest are held at α/2
+    assert stats.holm_levels(p, 0.05) == pytest.approx([0.05 / 3, 0.025, 0.025, 0.0125])
+    adjusted = stats.holm_adjusted(p)
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [q <= 0.05 for q in adjusted] == [pv <= lv for pv, lv in zip(p, stats.holm_levels(p, 0.05), strict=True)]
+    assert stats.holm_levels([], 0.05) == [] and stats.holm_levels([0.2], 0.05) == [0.05]
+
+
+def test_holm_keeps_a_false_row_to_one_aa_family_in_twenty() -> None:
+    """64 independent A/A p-values per family: one by one nearly every family has a false row; under Holm about
+    1 in 20, and about α false rows per family (what CompareResult.family reports as expected_false)."""
+    rng = np.random.default_rng(0)
+    families = rng.random((4000, 64))
+    alone = float(np.mean((families < 0.05).any(axis=1)))
+    found = [sum(p < lv for p, lv in zip(row, stats.holm_levels(row.tolist(), 0.05), strict=True)) for row in families]
+    assert alone > 0.9
+    assert np.mean([v > 0 for v in found]) == pytest.approx(0.05, abs=0.012)
+    assert np.mean(found) == pytest.approx(0.05, abs=0.012)
+
+
+def test_an_interval_at_another_level_is_one_test_with_its_p_value() -> None:
+    rng = np.random.default_rng(4)
+    est = stats.ratio_interval(two_level(rng, 5, 40, 0.03, 0.05, 1.08), two_level(rng, 5, 40, 0.03, 0.05), n_boot=500)
+    same = stats.at_confidence(est, 0.95)
+    assert (same.low, same.high, same.se_log) == (est.low, est.high, est.se_log)
+    wide = stats.at_confidence(est, 0.999)
+    assert wide.low < est.low < est.high < wide.high and wide.confidence == 0.999
+    assert stats.at_confidence(est, 0.999, sigma=0.05).high > wide.high  # a run-to-run spread widens it further
+    p = stats.ratio_p_value(est)
+    assert p is not None and 0 < p < 1
+    for alpha in (0.5, 0.1, 0.05, 0.01, 0.001, 1e-5):
+        moved = stats.at_confidence(est, 1 - alpha)
+        assert (moved.low > 1 or moved.high < 1) == (p < alpha), alpha
+    assert stats.ratio_p_value(est, sigma=0.05) > p
+    assert stats.ratio_p_value(replace(est, too_small="n too small")) is None
+
+
+def test_the_spread_between_runs_is_read_from_many_cells_and_not_moved_by_a_few_changed_ones() -> None:
+    rng = np.random.default_rng(5)
+    sigma, within = 0.04, 0.01
+    ratios = rng.normal(0, math.sqrt(2) * sigma, 200) + rng.normal(0, within, 200)
+    ratios[:10] += math.log(1.25)  # ten cells truly slower
+    assert stats.spread_between_runs(ratios.tolist(), [within] * 200) == pytest.approx(sigma, rel=0.15)
+    quiet = rng.normal(0, within, 50)
+    assert stats.spread_between_runs(quiet.tolist(), [within] * 50) < 0.005
+    assert stats.spread_between_runs(ratios[:7].tolist(), [within] * 7) is None
+
+
+def test_z_of_any_level() -> None:
+    assert stats.z_two_sided(0.95) == 1.96
+    from scipy.stats import norm
+
+    assert stats.z_two_sided(1 - 0.05 / 32) == pytest.approx(norm.ppf(1 - 0.025 / 32), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_bootstrap_rows_held_at_their_holm_levels_keep_the_family_wise_rate() -> None:
+    """The t-scaled extension of 95 % bootstrap intervals to Holm's 0.3 % tails is not too narrow: 100 A/A
+    families of 16 rows (5 replicates a side), a false row in at most 10 (nominal 5)."""
+    rng = np.random.default_rng(1)
+    with_false = 0
+    for _family in range(100):
+        p_values = []
+        for i in range(16):
+            a, b = two_level(rng, 5, 40, 0.05, 0.1), two_level(rng, 5, 40, 0.05, 0.1)
+            p = stats.ratio_p_value(stats.ratio_interval(a, b, "median", n_boot=400, seed=i))
+            p_values.append(1.0 if p is None else p)
+        levels = stats.holm_levels(p_values, 0.05)
+        with_false += any(p < level for p, level in zip(p_values, levels, strict=True))
+    assert with_false <= 10

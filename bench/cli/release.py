@@ -19,6 +19,7 @@ from bench.console import log
 from bench.errors import CellNotRun, InputError, VerdictFailed
 from bench.evaluate import EvalSpec
 from bench.options import RunOptions
+from bench.service.harness import ServiceRunSpec
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -72,20 +73,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
     is_flag=True,
     help="Also serve each variant (first provider where it ran) and load it: service figures in the report.",
 )
-@click.option(
-    "--service-rate",
-    type=POSITIVE,
-    default=20.0,
-    show_default=True,
-    help="With --with-service: /detect load rate (requests/s, open loop).",
-)
-@click.option(
-    "--service-duration",
-    type=POSITIVE,
-    default=5.0,
-    show_default=True,
-    help="With --with-service: seconds of /detect and /detect/batch load (a longer run shows slower leaks).",
-)
+@setting_options(ServiceRunSpec)
 @click.option(
     "--claims",
     "claims_path",
@@ -121,6 +109,16 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 )
 @click.option("--strict", is_flag=True, help="Exit 3 when any cell did not run (unavailable or failed).")
 @click.option("--fail-on-policy", is_flag=True, help="Exit 1 when no release candidate passes every policy check.")
+@click.option(
+    "--decide",
+    "decide_s",
+    type=POSITIVE,
+    default=None,
+    metavar="SECONDS",
+    help="When the recommendation is undecided, measure the cells that could change it further (more "
+    "replicates, each cell in a fresh process) until it is decided or SECONDS are spent; the report records "
+    "the looks. With --resume --out DIR it continues a finished matrix.",
+)
 @json_option("the RunResult")
 @click.option(
     "--out",
@@ -148,12 +146,11 @@ def matrix(
     ray_address: str | None,
     ray_resources: str | None,
     ray_schedule_timeout: float,
-    service_rate: float,
-    service_duration: float,
     claims_path: Path | None,
     with_html: bool,
     strict: bool,
     fail_on_policy: bool,
+    decide_s: float | None,
     as_json: bool,
     out: Path | None,
     no_build: bool,
@@ -172,13 +169,15 @@ def matrix(
     from bench.console import cells_table, print_table
     from bench.datasets import resolve_dataset
     from bench.executors import make_executor
-    from bench.matrix import DEFAULT_PROVIDERS, parse_batch_sizes, run_matrix
+    from bench.matrix import DEFAULT_PROVIDERS, measure_to_decide, parse_batch_sizes, run_matrix
     from bench.perturb import perturbation_names
     from bench.providers import parse_providers
     from bench.report import load_claims, load_policy, publish_release
+    from bench.report.analysis import DECIDE_MAX_ROUNDS, more_replicates
     from bench.variants import parse_variants
 
     options = build(RunOptions, kw, batch_size=1)
+    service_options = build(ServiceRunSpec, kw)
     providers = parse_providers(providers_text or DEFAULT_PROVIDERS)
     batch_sizes = parse_batch_sizes(batch_sizes_text)
     policy = load_policy(policy_path)
@@ -187,6 +186,8 @@ def matrix(
     variants = parse_variants(variants_text, bundle)
     if perturb and no_accuracy:
         raise InputError("--perturb needs accuracy evaluation; drop --no-accuracy")
+    if decide_s is not None and executor_name != "local":
+        raise InputError("--decide adds replicates on this machine; use it with --executor local")
     evaluation = EvalSpec(
         dataset=None if no_accuracy else resolve_dataset(dataset),
         threshold=threshold,
@@ -211,7 +212,7 @@ def matrix(
             with_service=with_service,
             log=log,
             executor=executor,
-            service_options={"rate": service_rate, "duration_s": service_duration},
+            service_options=service_options,
         )
     finally:
         executor.close()
@@ -223,6 +224,24 @@ def matrix(
         )
         ctx.exit(130)
     report = publish_release(result, out_dir, policy, claims, html=with_html)
+    if decide_s is not None:
+        record = measure_to_decide(
+            bundle,
+            result,
+            out_dir,
+            options,
+            decide_s,
+            lambda r: more_replicates(r, policy),
+            evaluation=evaluation,
+            cell_timeout_s=cell_timeout,
+            max_rounds=DECIDE_MAX_ROUNDS,
+            log=log,
+        )
+        log(
+            f"decide: {record.get('rounds', 0)} rounds in {record.get('seconds', 0.0):.0f} s "
+            f"(stopped: {record.get('stopped')}); report re-rendered"
+        )
+        report = publish_release(result, out_dir, policy, claims, html=with_html)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -294,8 +313,9 @@ def report(
         result, out_dir, langs=(lang,), policy=policy, draw=not no_plots, claims=claims, html=with_html
     )
     click.echo(str(out_dir / REPORT_FILES[lang]))
+    status = (written.detail or {}).get("status")
     log(
-        f"recommendation: {written.recommendation or 'none'} · release checks: "
+        f"recommendation: {written.recommendation or 'none'}{f' ({status})' if status else ''} · release checks: "
         f"{'pass' if written.verdict.passed else 'fail'}"
     )
     if fail_on_policy and not written.verdict.passed:

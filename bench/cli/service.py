@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from bench.cli.common import emit_json, json_option, model_dir_option, out_optio
 from bench.cli.options import build, setting_options
 from bench.console import log
 from bench.errors import InputError
+from bench.load.findmax import DEFAULT_SLO_P99_MS, MAX_STEPS, MIN_STEP_S
 from bench.service.config import ServiceConfig
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -84,7 +86,11 @@ def serve(
     help="POST /detect, POST /detect/batch or GET /health/live.",
 )
 @click.option(
-    "--rate", type=float, default=None, help="Open loop: requests/s (default 10; with --find-max the starting rate)."
+    "--rate",
+    type=float,
+    default=None,
+    help="Open loop: requests/s (default 10; with --find-max the starting rate, default the 1-2-5 step below "
+    "half the closed-loop capacity).",
 )
 @click.option(
     "--arrival",
@@ -94,7 +100,11 @@ def serve(
     help="Open-loop arrivals: evenly spaced or a seeded Poisson process.",
 )
 @click.option(
-    "--duration", type=float, default=None, help="Seconds of load (default 10; with --find-max, per step, default 5)."
+    "--duration",
+    type=float,
+    default=None,
+    help=f"Seconds of load (default 10; with --find-max the shortest step, default {MIN_STEP_S:g}: a step lasts "
+    "until it holds 500 answers past its warm-up, 5 beyond the p99).",
 )
 @click.option(
     "--concurrency",
@@ -110,17 +120,28 @@ def serve(
     help="Folder of images to send, cycled (default: the demo set).",
 )
 @click.option("--batch-files", type=int, default=4, show_default=True, help="Files per /detect/batch request.")
-@click.option("--find-max", is_flag=True, help="Step the rate up; report the highest meeting --p99-slo, no errors.")
-@click.option("--p99-slo", type=float, default=50.0, show_default=True, help="p99 latency SLO (ms) for --find-max.")
 @click.option(
-    "--max-steps", type=int, default=10, show_default=True, help="Most rate probes of --find-max (retests count)."
+    "--find-max",
+    is_flag=True,
+    help="Step the rate up; report the bracket [highest rate meeting --p99-slo with no errors, lowest failing], "
+    "with the p99's interval at each (as bench matrix --with-service does).",
 )
 @click.option(
-    "--step-requests",
+    "--p99-slo", type=float, default=DEFAULT_SLO_P99_MS, show_default=True, help="p99 latency SLO (ms) for --find-max."
+)
+@click.option(
+    "--max-steps",
     type=int,
-    default=300,
+    default=MAX_STEPS,
     show_default=True,
-    help="--find-max: each step runs until this many requests were sent (and --duration): a steady state.",
+    help="Most rate probes of --find-max (retests count).",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="--find-max: seconds the search may take; a step that would end past them is not started and the "
+    "bracket so far is reported ('budget reached'), as bench matrix --service-budget does.",
 )
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Per-request timeout (s).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of Poisson arrivals.")
@@ -158,7 +179,7 @@ def load(
     find_max: bool,
     p99_slo: float,
     max_steps: int,
-    step_requests: int,
+    budget: float | None,
     timeout: float,
     seed: int,
     connections: int,
@@ -177,7 +198,7 @@ def load(
     --url without --allow-remote exits 2.
     """
     from bench.datasets import image_files, resolve_dataset
-    from bench.load import LoadSpec, run_find_max, run_generators, run_load, summary_lines
+    from bench.load import LoadSpec, StepRule, run_find_max, run_generators, run_load, summary_lines
     from bench.results import atomic_write_text
 
     paths: tuple[Path, ...] = ()
@@ -188,7 +209,7 @@ def load(
         endpoint=endpoint,
         rate=rate if rate is not None or concurrency else 10.0,
         arrival=arrival,
-        duration_s=duration or (5.0 if find_max else 10.0),
+        duration_s=duration or (MIN_STEP_S if find_max else 10.0),
         concurrency=concurrency,
         max_requests=max_requests,
         images=paths,
@@ -201,19 +222,16 @@ def load(
     )
     if ray_address and generator_executor != "ray":
         raise InputError("--ray-address needs --executor ray")
+    if budget is not None and not find_max:
+        raise InputError("--budget bounds a --find-max search; add --find-max or drop --budget")
     if find_max and (generators != 1 or generator_executor != "local"):
         raise InputError("--find-max steps one local generator; drop --generators/--executor ray")
     if generators != 1 or generator_executor == "ray":
         result = run_generators(spec, generators, generator_executor, ray_address, log=log)
     elif find_max:
-        result = run_find_max(
-            spec,
-            p99_slo,
-            step_duration_s=spec.duration_s,
-            max_steps=max_steps,
-            log=log,
-            min_step_requests=step_requests,
-        )
+        rule = StepRule(slo_p99_ms=p99_slo, min_step_s=spec.duration_s, max_steps=max_steps)
+        deadline = None if budget is None else time.monotonic() + budget
+        result = run_find_max(spec, rule, start_rate=rate, log=log, deadline=deadline)
     else:
         result = run_load(spec, log=log)
     if out is not None:

@@ -16,7 +16,15 @@ Starting and measuring ``bench serve`` for the matrix lives in :mod:`bench.servi
 from __future__ import annotations
 
 from bench.load.engine import error_key, generator_ceiling, merge_parts, run_load, run_stream
-from bench.load.findmax import find_max_rate, judge_step, littles_law_check, run_find_max
+from bench.load.findmax import (
+    DEFAULT_SLO_P99_MS,
+    StepRule,
+    find_max_rate,
+    judge_step,
+    littles_law_check,
+    run_find_max,
+    server_pids,
+)
 from bench.load.generators import GENERATOR_EXECUTORS, MAX_GENERATORS, run_generators, split_offsets
 from bench.load.payloads import MAX_PAYLOADS, Payload, build_payloads, encode_multipart
 from bench.load.schedule import arrival_offsets
@@ -46,6 +54,7 @@ __all__ = [
     "ARRIVALS",
     "CEILING_WARN_FRACTION",
     "DEFAULT_MAX_REQUESTS",
+    "DEFAULT_SLO_P99_MS",
     "ENDPOINTS",
     "GENERATOR_EXECUTORS",
     "LEAK_RULE",
@@ -55,6 +64,7 @@ __all__ = [
     "LoadResult",
     "LoadSpec",
     "Payload",
+    "StepRule",
     "arrival_offsets",
     "build_payloads",
     "ceiling_warning",
@@ -75,6 +85,7 @@ __all__ = [
     "run_generators",
     "run_load",
     "run_stream",
+    "server_pids",
     "server_verdict",
     "split_offsets",
     "summary_lines",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bench.formatting import fmt
 from bench.load.spec import ENDPOINTS
-from bench.results import LoadResult
+from bench.noise import noisy_figure
+from bench.results import LoadResult, MaxRate, MaxRateEdge
 
 
 def summary_lines(result: LoadResult) -> list[str]:
@@ -52,15 +53,43 @@ def summary_lines(result: LoadResult) -> list[str]:
         f"{fmt(srv.get('leak_suspected'))}"
     )
     if result.max_rate is not None:
-        mr = result.max_rate
-        lines.append(
-            f"find-max (p99 ≤ {mr['slo_p99_ms']:g} ms, no errors): "
-            f"{fmt(mr['rate_rps'], 1) + '/s' if mr['rate_rps'] is not None else 'none'} "
-            f"(stopped by {mr['limited_by']})" + (f" — {mr['reason']}" if mr.get("reason") else "")
+        lines += max_rate_lines(result.max_rate)
+    return lines
+
+
+def max_rate_lines(mr: MaxRate) -> list[str]:
+    """The find-max answer as a bracket with the p99 interval at each edge, then each step as it was judged."""
+    rule = mr.get("rule") or {}
+
+    def edge(e: MaxRateEdge | None, name: str) -> str:
+        if e is None:
+            return f"{name} none"
+        ci = e.get("p99_ci_ms")
+        interval = f" [{fmt(ci[0], 1)}, {fmt(ci[1], 1)}]" if ci else ""
+        return f"{name} {fmt(e['rate'], 1)}/s (p99 {fmt(e.get('p99_ms'), 1)}{interval} ms)"
+
+    lines = [
+        f"find-max (p99 ≤ {mr['slo_p99_ms']:g} ms, no errors): "
+        + (
+            f"{edge(mr.get('highest_pass'), 'highest pass')} · {edge(mr.get('lowest_fail'), 'lowest fail')}"
+            if "highest_pass" in mr
+            else f"{fmt(mr['rate_rps'], 1) + '/s' if mr['rate_rps'] is not None else 'none'}"
         )
-        for s in mr["steps"]:
-            lines.append(
-                f"  {s['rate']:>9.2f}/s  p50 {fmt(s['p50_ms'], 1):>7}  p99 {fmt(s['p99_ms'], 1):>7}  "
-                f"{'pass' if s['passed'] else 'FAIL'}  {s['why']}"
-            )
+        + f" (stopped by {mr['limited_by']})"
+        + (f" — {mr['reason']}" if mr.get("reason") else "")
+    ]
+    if rule:
+        lines.append(
+            f"  each step: ≥ {rule['step_requests']} requests and ≥ {fmt(rule['min_step_s'])} s; the first "
+            f"{rule['warmup_fraction']:.0%} of answers is warm-up, the p50/p99 below are of the rest "
+            f"(≥ {rule['answers_needed']} answers: 5 beyond the p99)"
+        )
+    why = noisy_figure(mr)
+    if why:
+        lines.append(f"  ⚠ noisy: {why}")
+    for s in mr["steps"]:  # the why holds the p99's interval
+        lines.append(
+            f"  {s['rate']:>9.2f}/s  p50 {fmt(s['p50_ms'], 1):>7}  p99 {fmt(s['p99_ms'], 1):>7}  "
+            f"{'pass' if s['passed'] else 'FAIL'}  {s['why']}"
+        )
     return lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.report.analysis import recommend
 from bench.report.catalog import catalog
@@ -44,13 +45,21 @@ class ReportOutput:
             f"{self.recommendation or 'none'}"
         ]
         detail = self.detail or {}
+        status, margin = detail.get("status"), detail.get("margin")
+
+        def names(rows: list[Any]) -> str:
+            return ", ".join(f"{t['variant']}/{t['provider']}/b{t['batch_size']}" for t in rows)
+
+        if status is not None and margin is not None:
+            lines.append(f"recommendation {status} on {detail.get('rank_by')} (practical margin ±{margin:.0%})")
         tied = detail.get("tied") or []
         if tied:
-            names = ", ".join(f"{t['variant']}/{t['provider']}/b{t['batch_size']}" for t in tied)
-            lines.append(
-                f"recommendation tied on {detail.get('rank_by')} (95% intervals overlap): {names}; "
-                f"chosen by: {detail.get('rule')}"
-            )
+            lines.append(f"equivalent within the margin: {names(tied)}; chosen by: {detail.get('rule')}")
+        undecided = detail.get("undecided") or []
+        if undecided:
+            needed = detail.get("replicates_needed")
+            settle = f"about {needed} replicates per cell" if needed else "more calls"
+            lines.append(f"cannot be told apart from the best yet: {names(undecided)} ({settle}, or --decide SECONDS)")
         return lines
 
 

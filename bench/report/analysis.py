@@ -5,12 +5,15 @@ Pure functions of the stored results (no measuring), so ``bench report`` re-deri
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from statistics import NormalDist
+from typing import Final, Literal
 
 from bench import stats
-from bench.report.policy import FAIL, NOT_MEASURED, CellChecks, PolicyVerdict
-from bench.results import CellResult, RankedCell, RecommendationInfo, RunResult
+from bench.report.policy import FAIL, INCONCLUSIVE, NOT_MEASURED, CellChecks, Policy, PolicyVerdict, evaluate_policy
+from bench.results import CellResult, DecideRecord, RankedCell, RecommendationInfo, RunResult
 
 
 def ok_cells(result: RunResult) -> list[CellResult]:
@@ -100,9 +103,51 @@ def pareto_front(result: RunResult) -> list[CellResult]:
     return sorted(front, key=lambda c: ((c.latency_ms or {}).get("p95") or 0.0, "/".join(map(str, c.key))))
 
 
+TIE_RULE = "smaller model file, then higher accuracy"
+Status = Literal["decided", "undecided"]
+Verdict = Literal["tied", "slower", "undecided"]  # a contender against the best cell
+DECIDED: Final = "decided"
+UNDECIDED: Final = "undecided"
+TIED: Final = "tied"
+SLOWER: Final = "slower"
+CANNOT_TELL: Final = "undecided"
+CONFIDENCE = 0.95
+# `bench matrix --decide` looks again after each round of further replicates; each further look is judged at
+# 1 − (1 − CONFIDENCE) / DECIDE_MAX_ROUNDS (Bonferroni over the rounds it may take), so stopping at the first
+# decided look does not turn the extra looks into extra chances of a wrong decision.
+DECIDE_MAX_ROUNDS = 4
+N_BOOT = 2000  # as bench compare
+POWER_Z = 0.8416  # one-sided z for 80 % power: "replicates needed" resolve the gap to the margin 4 times in 5
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A passing cell against the best one on the ranking figure: their ratio (> 1: slower than the best) with
+    its interval (95 %; 98.75 % after --decide rounds), and the verdict on the policy's margin m: ``tied``
+    (interval inside [1/(1+m), 1+m]), ``slower`` (interval wholly above 1+m) or ``undecided`` (neither: noise
+    hides which)."""
+
+    row: CellChecks
+    verdict: Verdict
+    ratio: float | None = None
+    low: float | None = None
+    high: float | None = None
+    replicates: int = 0  # replicates behind the interval (the smaller side's)
+    replicates_needed: int | None = None  # per cell, to settle it with 80 % power if the ratio stayed where it is
+    too_noisy: bool = False  # that would take more than stats.PRACTICAL_FACTOR times the replicates
+    too_small: str | None = None  # why there is no interval at all (too few calls or replicates, no raw samples)
+    calls_needed: int | None = None  # too few calls for an interval of the ranking statistic: this many per cell
+    could_change: bool = False  # settling it could change the choice (tie-rule preferred, or maybe faster)
+
+
 @dataclass
 class Recommendation:
-    """The release choice computed from the measurements and the policy (None when nothing passes)."""
+    """The release choice computed from the measurements and the policy (None when nothing passes).
+
+    ``status`` is ``decided`` when every other passing cell is either equivalent to the best within the margin
+    (``tied``: the tie rule may choose among them) or slower than it beyond the margin; ``undecided`` when one
+    that could change the choice can be told neither way (``undecided``), and then ``choice`` is provisional.
+    """
 
     choice: CellChecks | None
     rank_by: str
@@ -112,13 +157,35 @@ class Recommendation:
     # check → how many candidate cells it failed or left unmeasured ("not_run": cells that did not run)
     blockers: list[tuple[str, int]] = field(default_factory=list)
     pareto: list[CellResult] = field(default_factory=list)
-    # passing cells whose interval on the ranking metric overlaps the best one's (the choice among them by TIE_RULE)
+    # the best cell and the passing cells equivalent to it within the margin, in TIE_RULE order (≥ 2, else empty)
     tied: list[CellChecks] = field(default_factory=list)
     intervals: dict[tuple[str, str, int], tuple[float, float, float]] = field(default_factory=dict)
     rule: str = ""
+    status: Status | None = None  # None when nothing passes
+    margin: float = 0.05
+    confidence: float = CONFIDENCE
+    best: CellChecks | None = None
+    contenders: list[Contender] = field(default_factory=list)  # every other passing cell against the best
+    # the choice against the policy's objectives (ranking figure, model size, accuracy) among passing cells
+    on_front: bool = True
+    dominated_by: list[CellChecks] = field(default_factory=list)
+    decide: DecideRecord | None = None  # what `bench matrix --decide` measured further (carried from the results)
+
+    @property
+    def undecided(self) -> list[Contender]:
+        """Contenders that cannot be told apart from the best and whose answer could change the choice."""
+        return [c for c in self.contenders if c.could_change]
+
+    @property
+    def replicates_needed(self) -> int | None:
+        """Replicates per cell that would settle every undecided contender (None: unknown, or decided)."""
+        needs = [c.replicates_needed for c in self.undecided]
+        known = [n for n in needs if n is not None]
+        return max(known) if known and len(known) == len(needs) else None
 
     def as_dict(self) -> RecommendationInfo:
-        """The recommendation for results.json and --json: choice, ties, intervals, the rule that broke the tie."""
+        """The recommendation for results.json and --json: choice, status and margin, each contender's ratio to
+        the best with its interval and verdict, the tied and undecided sets, what would settle it, --decide's looks."""
 
         def label(row: CellChecks) -> RankedCell:
             interval = self.intervals.get(row.cell.key)
@@ -130,7 +197,19 @@ class Recommendation:
                 "interval": None if interval is None else [round(interval[1], 5), round(interval[2], 5)],
             }
 
-        return {
+        def versus(c: Contender) -> RankedCell:
+            out = label(c.row)
+            out["verdict"] = c.verdict
+            out["ratio"] = None if c.ratio is None else round(c.ratio, 5)
+            out["ratio_interval"] = None if c.low is None or c.high is None else [round(c.low, 5), round(c.high, 5)]
+            if c.verdict == CANNOT_TELL:
+                out["replicates_needed"] = c.replicates_needed
+                out["could_change_choice"] = c.could_change
+                if c.too_small:
+                    out["too_small"] = c.too_small
+            return out
+
+        info: RecommendationInfo = {
             "choice": None if self.choice is None else label(self.choice),
             "rank_by": self.rank_by,
             "tied": [label(r) for r in self.tied],
@@ -138,9 +217,23 @@ class Recommendation:
             "passing": len(self.passing),
             "candidates": self.candidates,
         }
-
-
-TIE_RULE = "smaller model file, then higher accuracy"
+        if self.status is not None:
+            info.update(
+                {
+                    "status": self.status,
+                    "margin": self.margin,
+                    "confidence": round(self.confidence, 5),
+                    "best": None if self.best is None else label(self.best),
+                    "contenders": [versus(c) for c in self.contenders],
+                    "undecided": [versus(c) for c in self.undecided],
+                    "replicates_needed": self.replicates_needed,
+                    "on_pareto_front": self.on_front,
+                    "dominated_by": [label(r) for r in self.dominated_by],
+                }
+            )
+        if self.decide is not None:
+            info["decide"] = self.decide
+        return info
 
 
 def rank_interval(cell: CellResult, rank_by: str) -> tuple[float, float, float] | None:
@@ -149,28 +242,106 @@ def rank_interval(cell: CellResult, rank_by: str) -> tuple[float, float, float] 
     if not cell.samples_ms:
         return None
     groups, _unit = stats.replicate_groups(cell.samples_ms, cell.sample_replicates or None)
-    statistic = "median" if rank_by == "throughput_ips" else rank_by.removesuffix("_ms")
-    got = stats.quantile_interval(groups, statistic)
+    got = stats.quantile_interval(groups, _statistic(rank_by))
     if got is None or rank_by != "throughput_ips":
         return got
     per_image = 1000.0 * cell.batch_size
     return per_image / got[0], per_image / got[2], per_image / got[1]
 
 
-def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
-    """Best passing candidate by the policy's ``rank_by``; otherwise what blocked every candidate.
+def _statistic(rank_by: str) -> str:
+    return "median" if rank_by == "throughput_ips" else rank_by.removesuffix("_ms")
 
-    Candidates whose interval on the ranking figure overlaps the best one's are tied: noise cannot order
-    them, so the choice among them follows ``TIE_RULE`` and the report names the tie.
+
+def ratio_to_best(cell: CellResult, best: CellResult, rank_by: str, confidence: float) -> stats.RatioEstimate | None:
+    """How much worse ``cell`` is than ``best`` on the ranking figure, as a ratio > 1 when worse (latency ÷ the
+    best's; for throughput, the best's images/s ÷ this one's), with bench compare's two-level bootstrap."""
+    if not cell.samples_ms or not best.samples_ms:
+        return None
+    mine, unit = stats.replicate_groups(cell.samples_ms, cell.sample_replicates or None)
+    theirs, _ = stats.replicate_groups(best.samples_ms, best.sample_replicates or None)
+    est = stats.ratio_interval(mine, theirs, _statistic(rank_by), n_boot=N_BOOT, confidence=confidence, unit=unit)
+    if rank_by != "throughput_ips":
+        return est
+    scale = best.batch_size / cell.batch_size  # images/s = batch × 1000 / median call time
+
+    def scaled(v: float | None) -> float | None:
+        return None if v is None else v * scale
+
+    return replace(est, point=scaled(est.point), low=scaled(est.low), high=scaled(est.high))
+
+
+def judge_contender(row: CellChecks, est: stats.RatioEstimate | None, margin: float, confidence: float) -> Contender:
+    """The verdict on one contender's ratio to the best against the margin, and what would settle it."""
+    upper, lower = 1.0 + margin, 1.0 / (1.0 + margin)
+    if est is None:
+        return Contender(row, CANNOT_TELL, too_small="no raw samples_ms: no interval")
+    if not est.usable:
+        need = stats.min_samples(stats.statistic_of(est.statistic))
+        short_of_calls = min(est.n) < need
+        return Contender(
+            row,
+            CANNOT_TELL,
+            est.point,
+            replicates=min(est.groups),
+            too_small=est.too_small,
+            calls_needed=need if short_of_calls else None,
+            replicates_needed=None if short_of_calls else stats.MIN_GROUPS,
+        )
+    assert est.point is not None and est.low is not None and est.high is not None and est.se_log is not None
+    base = Contender(row, TIED, est.point, est.low, est.high, replicates=min(est.groups))
+    if est.low >= lower and est.high <= upper:
+        return base
+    if est.low > upper:
+        return replace(base, verdict=SLOWER)
+    needed = replicates_to_settle(est.point, est.se_log, min(est.groups), margin, confidence)
+    too_noisy = needed is None or needed > stats.PRACTICAL_FACTOR * min(est.groups)
+    return replace(base, verdict=CANNOT_TELL, replicates_needed=needed, too_noisy=too_noisy)
+
+
+def replicates_to_settle(point: float, se_log: float, replicates: int, margin: float, confidence: float) -> int | None:
+    """Replicates per cell at which the interval of a ratio whose true value is ``point`` clears the margin with
+    80 % power: the MDE against the margin, (z + z_power)·se, shrinks as 1/sqrt(replicates) (Kalibera & Jones)
+    until it reaches the distance between the point and the margin. None when the point sits on the margin."""
+    gap = abs(math.log1p(margin) - abs(math.log(point)))
+    if gap <= 1e-9 or se_log <= 0:
+        return None
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
+    return max(stats.MIN_GROUPS, math.ceil(replicates * ((z + POWER_Z) * se_log / gap) ** 2))
+
+
+def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
+    """Best passing candidate by the policy's ``rank_by``, its equivalents within ``rank_margin``, and whether
+    the data can decide; otherwise what blocked every candidate.
+
+    Two passing cells are tied only when the interval of their ratio lies inside the margin (equivalence,
+    not overlap); the tie rule chooses among tied cells only. After `bench matrix --decide` rounds (recorded
+    in ``result.recommendation["decide"]``) each look is judged at the Bonferroni level (DECIDE_MAX_ROUNDS).
     """
-    rank_by = verdict.policy.rank_by
-    passing = sorted(verdict.passing, key=lambda r: _rank_key(r.cell, rank_by))
+    policy = verdict.policy
+    rank_by = policy.rank_by
+    decide = (result.recommendation or {}).get("decide")
+    looked_again = bool(decide and decide.get("rounds"))
+    confidence = 1.0 - (1.0 - CONFIDENCE) / DECIDE_MAX_ROUNDS if looked_again else CONFIDENCE
+    intervals = {r.cell.key: iv for r in verdict.passing if (iv := rank_interval(r.cell, rank_by)) is not None}
+
+    def order(row: CellChecks) -> tuple[float, float, float, str]:
+        # by the interval's point where there is one (the estimator the ratios use), else the recorded figure
+        point = intervals[row.cell.key][0] if row.cell.key in intervals else rank_value(row.cell, rank_by)
+        value = float("inf") if point is None else (-point if rank_by == "throughput_ips" else point)
+        return (0.0 if row.cell.key in intervals else 1.0, value, *_rank_key(row.cell, rank_by)[1:])
+
+    passing = sorted(verdict.passing, key=order)
     rec = Recommendation(
         choice=passing[0] if passing else None,
         rank_by=rank_by,
         passing=passing,
         candidates=len(verdict.candidates),
         pareto=pareto_front(result),
+        intervals=intervals,
+        margin=policy.rank_margin,
+        confidence=confidence,
+        decide=decide,
     )
     if passing:
         _break_ties(result, rec)
@@ -183,49 +354,116 @@ def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
                 counts["not_run"] += 1
                 continue
             for o in row.outcomes:
-                if o.status in (FAIL, NOT_MEASURED):
+                if o.status in (FAIL, NOT_MEASURED, INCONCLUSIVE):
                     counts[o.key] += 1
         rec.blockers = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return rec
 
 
 def _break_ties(result: RunResult, rec: Recommendation) -> None:
-    """Find the passing cells tied with the best one and choose among them by TIE_RULE."""
-    for row in rec.passing:
-        interval = rank_interval(row.cell, rec.rank_by)
-        if interval is not None:
-            rec.intervals[row.cell.key] = interval
-    best = rec.passing[0]
-    best_iv = rec.intervals.get(best.cell.key)
-    if best_iv is None:
-        return
-    higher_is_better = rec.rank_by == "throughput_ips"
-
-    def overlaps(iv: tuple[float, float, float]) -> bool:
-        return iv[2] >= best_iv[1] if higher_is_better else iv[1] <= best_iv[2]
-
-    tied = [r for r in rec.passing if r.cell.key in rec.intervals and overlaps(rec.intervals[r.cell.key])]
-    if len(tied) < 2:
-        return
+    """Judge every passing cell against the best, choose among the tied by TIE_RULE, and say whether it is decided."""
+    best = rec.best = rec.passing[0]
 
     def tie_key(row: CellChecks) -> tuple[float, float, tuple[float, float, str]]:
         size = row.cell.model.size_mb if row.cell.model else float("inf")
         accuracy = (result.accuracy_of(row.cell.variant, row.cell.provider) or {}).get("accuracy")
         return (size, -(accuracy if accuracy is not None else -1.0), _rank_key(row.cell, rec.rank_by))
 
-    rec.tied = sorted(tied, key=tie_key)
-    rec.choice = rec.tied[0]
-    rec.rule = TIE_RULE
+    judged = [
+        judge_contender(
+            row, ratio_to_best(row.cell, best.cell, rec.rank_by, rec.confidence), rec.margin, rec.confidence
+        )
+        for row in rec.passing[1:]
+    ]
+    tied = sorted([best, *(c.row for c in judged if c.verdict == TIED)], key=tie_key)
+    rec.choice = tied[0]
+    if len(tied) > 1:
+        rec.tied, rec.rule = tied, TIE_RULE
+    lower = 1.0 / (1.0 + rec.margin)
+    rec.contenders = [
+        replace(
+            c,
+            # settling it could change the choice: the tie rule would prefer it, or it may even be the faster one
+            could_change=c.verdict == CANNOT_TELL
+            and (tie_key(c.row) < tie_key(rec.choice) or c.low is None or c.low < lower),
+        )
+        for c in judged
+    ]
+    rec.status = UNDECIDED if rec.undecided else DECIDED
+    rec.dominated_by = _dominating(result, rec)
+    rec.on_front = not rec.dominated_by
+
+
+def _dominating(result: RunResult, rec: Recommendation) -> list[CellChecks]:
+    """Passing cells at least as good as the choice on every objective of the policy (ranking figure, model
+    size, accuracy) and better on one: when decided there are none, as a dominating cell would be tied and
+    preferred by the tie rule, or faster beyond the margin."""
+    assert rec.choice is not None
+
+    def objectives(row: CellChecks) -> tuple[float | None, ...]:
+        iv = rec.intervals.get(row.cell.key)
+        value = iv[0] if iv is not None else rank_value(row.cell, rec.rank_by)
+        rank = None if value is None else (-value if rec.rank_by == "throughput_ips" else value)
+        size = row.cell.model.size_mb if row.cell.model else None
+        accuracy = (result.accuracy_of(row.cell.variant, row.cell.provider) or {}).get("accuracy")
+        return rank, size, None if accuracy is None else -accuracy
+
+    mine = objectives(rec.choice)
+    found = []
+    for row in rec.passing:
+        theirs = objectives(row)
+        pairs = [(a, b) for a, b in zip(theirs, mine, strict=True) if a is not None and b is not None]
+        if row is not rec.choice and pairs and all(a <= b for a, b in pairs) and any(a < b for a, b in pairs):
+            found.append(row)
+    return found
+
+
+def replicates_to_add(rec: Recommendation) -> dict[tuple[str, str, int], int]:
+    """For `bench matrix --decide`: the cells whose further replicates could settle an undecided recommendation
+    (the best one and each undecided contender) → replicates to add to each this round: up to the estimated
+    need, at most as many as the cell has (a round at most doubles it, then the data is looked at again)."""
+    if rec.status != UNDECIDED or rec.best is None:
+        return {}
+    wanted: dict[tuple[str, str, int], int] = {}
+    for c in rec.undecided:
+        for cell in (rec.best.cell, c.row.cell):
+            have = len(set(cell.sample_replicates)) or stats.MIN_GROUPS
+            if c.calls_needed is not None and cell.samples_ms:
+                target = max(stats.MIN_GROUPS, math.ceil(c.calls_needed / (len(cell.samples_ms) / have)))
+            elif c.replicates_needed is not None and not c.too_noisy:
+                target = c.replicates_needed
+            else:
+                target = 2 * have
+            wanted[cell.key] = max(wanted.get(cell.key, 0), min(have, max(1, target - have)))
+    return wanted
+
+
+def more_replicates(result: RunResult, policy: Policy) -> dict[tuple[str, str, int], int]:
+    """What `bench matrix --decide` measures next: :func:`replicates_to_add` of this result's recommendation
+    (empty once it is decided)."""
+    return replicates_to_add(recommend(result, evaluate_policy(result, policy)))
 
 
 __all__ = [
+    "CANNOT_TELL",
+    "DECIDED",
+    "DECIDE_MAX_ROUNDS",
+    "SLOWER",
+    "TIED",
     "TIE_RULE",
+    "UNDECIDED",
     "Comparison",
+    "Contender",
     "Recommendation",
     "compare_to_reference",
+    "judge_contender",
+    "more_replicates",
     "ok_cells",
     "pareto_front",
     "rank_interval",
     "rank_value",
+    "ratio_to_best",
     "recommend",
+    "replicates_to_add",
+    "replicates_to_settle",
 ]

@@ -17,8 +17,15 @@ from typing import Any
 
 from bench.formatting import fmt
 from bench.load.verdicts import LEAK_FLOOR_MB, LEAK_FRACTION
+from bench.noise import noisy_figure
 from bench.providers import is_gpu
 from bench.report.analysis import (
+    CANNOT_TELL,
+    DECIDE_MAX_ROUNDS,
+    DECIDED,
+    SLOWER,
+    TIED,
+    Contender,
     Recommendation,
     compare_to_reference,
     ok_cells,
@@ -26,10 +33,21 @@ from bench.report.analysis import (
     recommend,
 )
 from bench.report.catalog import Catalog, catalog
-from bench.report.claims import NOT_MEASURABLE, ClaimOutcome, ClaimSet, claims_for, evaluate_claims
+from bench.report.claims import FAIL as CLAIM_FAIL
+from bench.report.claims import (
+    INCONCLUSIVE,
+    NOT_COMPARABLE,
+    NOT_MEASURABLE,
+    ClaimOutcome,
+    ClaimSet,
+    claims_for,
+    evaluate_claims,
+)
 from bench.report.claims import PASS as CLAIM_PASS
+from bench.report.claims import counts as claim_counts
 from bench.report.plots import PLOT_NAMES, PlotOutcome, planned_plots
 from bench.report.policy import (
+    ACCURACY_CHECKS,
     FAIL,
     NOT_APPLICABLE,
     NOT_MEASURED,
@@ -44,7 +62,9 @@ from bench.report.policy import (
     split_relative_key,
     split_robustness_key,
 )
+from bench.report.policy import INCONCLUSIVE as CHECK_INCONCLUSIVE
 from bench.results import CellResult, RunResult, ServiceEntry
+from bench.stats import PRACTICAL_FACTOR
 
 MS, PCT = 3, 2  # digits: latency figures, percentages
 
@@ -207,12 +227,17 @@ class _Writer:
     def title(self) -> str:
         model = Path(str(self.r.config.get("model_dir") or "model")).name or "model"
         return "\n\n".join(
-            [self.t("title.heading", model=model), self.t("title.intro", run_id=self.r.run_id, created=self.r.created)]
+            [
+                self.t("title.heading", model=model),
+                self.t("title.intro", run_id=self.r.run_id, created=self.r.created),
+                self.decision(),
+            ]
         )
 
     # --- claims of the hand-written report ---------------------------------------------------------
     def claims_section(self) -> str:
-        """Each claim of the hand-written report → the measured value → ✅ / ❌ / not measurable here (why)."""
+        """Each claim of the hand-written report → value, 95 % interval, accepted range → ✅ / ❌ / inconclusive /
+        not comparable / not measurable here (why)."""
         outcomes = self.claim_outcomes
         if not outcomes:
             return ""
@@ -221,23 +246,26 @@ class _Writer:
             if self.claims.source
             else self.t("claims.source_seed")
         )
-        counts = {s: sum(1 for o in outcomes if o.status == s) for s in (CLAIM_PASS, "fail", NOT_MEASURABLE)}
+        n = claim_counts(outcomes)
         head = [
             self.t("claims.col_claim"),
             self.t("claims.col_measured"),
+            self.t("claims.col_interval"),
+            self.t("claims.col_accepted"),
             self.t("claims.col_on"),
             self.t("claims.col_verdict"),
         ]
-        rows = []
-        for o in outcomes:
-            rows.append(
-                [
-                    o.claim.text_in(self.c.lang),
-                    self.claim_value(o),
-                    self.claim_where(o),
-                    self.claim_verdict(o),
-                ]
-            )
+        rows = [
+            [
+                o.claim.text_in(self.c.lang),
+                self.claim_value(o),
+                self.claim_interval(o),
+                self.claim_accepted(o),
+                self.claim_where(o),
+                self.claim_verdict(o),
+            ]
+            for o in outcomes
+        ]
         return "\n\n".join(
             [
                 self.t("claims.heading"),
@@ -245,9 +273,11 @@ class _Writer:
                 _table(head, rows),
                 self.t(
                     "claims.summary",
-                    passed=fmt(counts[CLAIM_PASS]),
-                    failed=fmt(counts["fail"]),
-                    unmeasurable=fmt(counts[NOT_MEASURABLE]),
+                    passed=fmt(n[CLAIM_PASS]),
+                    failed=fmt(n[CLAIM_FAIL]),
+                    inconclusive=fmt(n[INCONCLUSIVE]),
+                    not_comparable=fmt(n[NOT_COMPARABLE]),
+                    unmeasurable=fmt(n[NOT_MEASURABLE]),
                     total=fmt(len(outcomes)),
                 ),
             ]
@@ -265,21 +295,131 @@ class _Writer:
     def claim_verdict(self, o: ClaimOutcome) -> str:
         if o.status == CLAIM_PASS:
             return self.t("common.pass_mark")
-        if o.status == "fail":
+        if o.status == CLAIM_FAIL:
             return self.t("common.fail_mark")
+        if o.status == INCONCLUSIVE:
+            return self.t("claims.inconclusive", reason=self.claim_undecided(o))
+        if o.status == NOT_COMPARABLE:
+            return self.t("claims.not_comparable", reason=self.t(f"claims.why_{o.why}", **o.facts))
         if o.why == "cell_not_run" and o.cell is not None:
             why = self.t("why.cell_not_run", cell=self.cell(o.cell), detail=self.reason(o.detail, o.cell.provider))
         elif o.why == "reference_not_planned" and str(o.claim.relative_to or "").startswith("pytorch"):
             why = self.t("why.no_pytorch_row", reference=o.claim.relative_to)
+        elif o.why == "gpu_only":
+            why = self.t("claims.why_gpu_only", providers=o.detail or self.t("common.dash"))
+        elif o.why == "metrics_not_probed":
+            why = self.t("claims.why_metrics_not_probed")
         else:
             why = self.why(o.why, o.detail, reference=o.claim.relative_to or self.ref)
         return self.t("claims.not_measurable", reason=why)
 
+    def claim_undecided(self, o: ClaimOutcome) -> str:
+        """Why an inconclusive claim is undecided, and what would decide it."""
+        f = o.facts
+        if o.why == "noisy":
+            return self.t("claims.why_noisy", detail=o.detail or self.t("common.dash"))
+        if o.why == "straddles":
+            bound = self.claim_in_unit(o, self.claim_number(f["bound"]))
+            unit = self.t(f"claims.unit_{f.get('unit') or 'replicates'}")
+            needed, have = f.get("needed"), f.get("have")
+            if needed is None:
+                return self.t("claims.why_on_bound", bound=bound)
+            if not f.get("practical", True):
+                return self.t("claims.why_too_close", bound=bound, needed=fmt(needed), unit=unit, have=fmt(have))
+            mde = self.t("common.dash") if f.get("mde") is None else fmt(f["mde"] * 100.0, 1)
+            return self.t("claims.why_straddles", bound=bound, mde=mde, needed=fmt(needed), unit=unit, have=fmt(have))
+        if o.why == "leak_floor":
+            if f.get("seconds_needed") is None:
+                return self.t("claims.why_leak_zero")
+            return self.t(
+                "claims.why_leak_floor",
+                minutes=fmt(f["seconds_needed"] / 60.0, 0),
+                tolerated=fmt(f.get("tolerated"), 1),
+            )
+        if o.why == "low_concurrency":
+            return self.t(
+                "claims.why_low_concurrency",
+                value=fmt(o.value, 2),
+                need=fmt(f.get("need"), 0),
+                rate=fmt(f.get("rate_needed"), 0),
+            )
+        if f.get("no_ci"):
+            return self.t("claims.why_no_ci")
+        if f.get("need_calls") is not None:
+            return self.t(
+                "claims.why_few_calls",
+                statistic=f.get("statistic"),
+                need_calls=fmt(f["need_calls"]),
+                need_groups=fmt(f.get("need_groups")),
+                calls=fmt(f.get("calls")),
+                groups=fmt(f.get("groups")),
+            )
+        return self.t("claims.why_no_interval")
+
+    def claim_digits(self, o: ClaimOutcome) -> int:
+        return {"ms": MS, "MB": 1, "img/s": 1, "MB/min": 1}.get(o.claim.unit, 2)
+
+    def claim_number(self, value: float) -> str:
+        """A stated limit or bound: up to four significant digits, no trailing zeros (10, 24.7, 0.475, 2,048)."""
+        short = f"{value:.4g}"
+        return fmt(float(value), len(short.split(".")[1]) if "." in short and "e" not in short else 0)
+
+    def claim_in_unit(self, o: ClaimOutcome, text: str) -> str:
+        """``text`` (a number, an interval) followed by the claim's unit."""
+        unit = {"ms": "ms", "%": "pct", "×": "x", "MB": "mb", "pt": "pt", "img/s": "ips", "MB/min": "mb_min"}
+        return self.t(f"claims.u_{unit.get(o.claim.unit, 'none')}", value=text)
+
+    def claim_interval(self, o: ClaimOutcome) -> str:
+        """The figure's 95 % interval, "exact", or that none exists and the value was judged."""
+        if o.value is None or o.status == NOT_MEASURABLE:
+            return self.t("common.dash")
+        if o.basis == "exact":
+            return self.t("claims.interval_exact")
+        if o.basis == "point":
+            return self.t("claims.interval_point")
+        if o.basis == "interval" and o.interval is not None:
+            digits = self.claim_digits(o)
+            low, high = (fmt(x, digits) for x in o.interval)
+            return self.claim_in_unit(o, self.t("claims.ci", low=low, high=high))
+        return self.t("common.dash")
+
+    def claim_accepted(self, o: ClaimOutcome) -> str:
+        """The accepted range and where it came from (the claim's words, the claims file)."""
+        a = o.claim.accepted
+        if a.low is not None and a.high is not None and a.low == a.high:
+            text = self.t("claims.accepted_equal", value=self.claim_in_unit(o, self.claim_number(a.low)))
+        elif a.low is not None and a.high is not None:
+            high = self.claim_in_unit(o, self.claim_number(a.high))
+            text = self.t("claims.accepted_between", low=self.claim_number(a.low), high=high)
+        elif a.high is not None:
+            text = self.t("claims.accepted_at_most", high=self.claim_in_unit(o, self.claim_number(a.high)))
+        elif a.low is not None and o.claim.direction == "all" and a.low == 1.0:
+            text = self.t("claims.accepted_all")
+        elif a.low is not None:
+            text = self.t("claims.accepted_at_least", low=self.claim_in_unit(o, self.claim_number(a.low)))
+        else:
+            return self.t("common.dash")
+        if a.basis in ("bound", "check"):
+            return text
+        tolerance = self.t("common.dash")
+        if a.tolerance is not None:
+            tolerance = (
+                self.t("common.percent", value=self.claim_number(a.tolerance * 100.0))
+                if a.relative
+                else self.claim_in_unit(o, self.claim_number(a.tolerance))
+            )
+        return self.t("claims.accepted_with", range=text, note=self.t(f"claims.basis_{a.basis}", tolerance=tolerance))
+
     def claim_value(self, o: ClaimOutcome) -> str:
-        """The measured value with what the reader needs to judge it (reference row, load, set size)."""
+        """The measured value with what the reader needs to judge it (reference row, load, set size), marked ⚠ when
+        the timing figure behind it was measured on a noisy or contended cell."""
         if o.value is None:
             return self.t("common.dash")
-        check, f, v = o.claim.check, o.facts, o.value
+        text = self.claim_figure(o, o.value)
+        return self.t("claims.noisy_value", value=text) if o.noisy else text
+
+    def claim_figure(self, o: ClaimOutcome, v: float) -> str:
+        check, f = o.claim.check, o.facts
         if check in ("max_p99_ms", "max_p99_ms_per_image", "max_service_p50_ms", "max_service_p99_ms"):
             text = self.t("claims.value_ms", value=fmt(v, MS))
             if check == "max_p99_ms_per_image" and o.cell is not None and o.cell.batch_size > 1:
@@ -289,27 +429,28 @@ class _Writer:
                     "claims.value_load", rate=fmt(f.get("rate"), 0), seconds=fmt(f.get("duration_s"), 0)
                 )
             return text
+        if check in ("max_mean_ms", "max_std_ms"):
+            return self.t("claims.value_ms", value=fmt(v, MS))
         if check == "min_speedup_p50":
             ref = (
                 self.t("common.cell", variant=f.get("reference"), provider=o.cell.provider, batch=o.cell.batch_size)
                 if o.cell is not None
                 else self.t("common.dash")
             )
-            low, high = o.interval or (None, None)
-            if low is None:
-                return self.t("claims.value_speedup", value=fmt(v, 2), reference=ref)
-            return self.t("claims.value_speedup_ci", value=fmt(v, 2), low=fmt(low, 2), high=fmt(high, 2), reference=ref)
+            return self.t("claims.value_speedup", value=fmt(v, 2), reference=ref)
         if check == "max_memory_ratio":
             kind = self.t("claims.memory_gpu" if f.get("memory") == "memory_gpu" else "claims.memory_rss")
             return self.t("claims.value_ratio_of", value=fmt(v, 2), what=kind, reference=f.get("reference"))
         if check == "max_size_ratio":
             return self.t(
-                "claims.value_ratio_of", value=fmt(v, 2), what=self.t("claims.size"), reference=f.get("reference")
+                "claims.value_ratio_of", value=fmt(v, 3), what=self.t("claims.size"), reference=f.get("reference")
             )
         if check in ("max_gpu_memory_mb", "max_rss_mb", "max_model_mb"):
             return self.t("claims.value_mb", value=fmt(v, 1))
         if check == "gpu_util_mean_pct":
             return self.t("common.percent", value=fmt(v, 1))
+        if check == "max_system_ram_pct":
+            return self.t("claims.value_system_ram", value=fmt(v, 1))
         if check in ("min_accuracy_pct",):
             return self.t("claims.value_accuracy", value=fmt(v, PCT), n=fmt(f.get("n")))
         if check == "max_accuracy_drop_pt":
@@ -320,15 +461,24 @@ class _Writer:
             return self.t(
                 "claims.value_batch", value=fmt(v, MS), files=fmt(f.get("files")), request=fmt(f.get("request_p50"), MS)
             )
-        if check == "health_status":
+        if check in ("health_status", "metrics_status"):
             return self.t("claims.value_health", code=fmt(int(v)), status=f.get("status") or self.t("common.dash"))
         if check == "no_leak":
             return self.t(
-                "claims.value_leak_yes" if v else "claims.value_leak_no",
-                start=fmt(f.get("rss_start"), 1),
-                end=fmt(f.get("rss_end"), 1),
-                seconds=fmt(f.get("duration_s"), 0),
+                "claims.value_leak_yes" if o.status == CLAIM_FAIL else "claims.value_leak_no",
+                start=fmt(f.get("start"), 1),
+                end=fmt(f.get("end"), 1),
+                seconds=fmt(f.get("seconds"), 0),
                 rate=fmt(f.get("rate"), 0),
+                growth=self.signed(v, 1),
+                floor=fmt(f.get("floor"), 1),
+            )
+        if check == "concurrent_requests":
+            return self.t(
+                "claims.value_concurrency_errors" if f.get("errors") else "claims.value_concurrency",
+                value=fmt(v, 2),
+                rate=fmt(f.get("rate"), 0),
+                errors=fmt(f.get("errors")),
             )
         if check == "invalid_inputs":
             return self.t("claims.value_invalid", handled=fmt(f.get("handled")), cases=fmt(f.get("cases")))
@@ -356,13 +506,21 @@ class _Writer:
         lines = []
         if self.rec.choice is not None:
             choice = self.cell(self.rec.choice.cell)
+            status = self.t(f"decision.status_{self.rec.status}")
             if self.rec.tied:
                 others = ", ".join(self.cell(r.cell) for r in self.rec.tied if r is not self.rec.choice)
                 lines.append(
-                    self.t("key.recommendation_tied", choice=choice, others=others, rule=self.t("s6.tie_rule"))
+                    self.t(
+                        "key.recommendation_tied",
+                        choice=choice,
+                        status=status,
+                        others=others,
+                        margin=self._margin(),
+                        rule=self.t("s6.tie_rule"),
+                    )
                 )
             else:
-                lines.append(self.t("key.recommendation", choice=choice))
+                lines.append(self.t("key.recommendation", choice=choice, status=status))
         else:
             lines.append(self.t("key.recommendation_none"))
         candidates_ran = [r for r in self.verdict.candidates if r.cell.status == "ok"]
@@ -642,6 +800,20 @@ class _Writer:
         ]
         return self.t("s2.not_run_note") + "\n\n" + "\n".join(f"- {line}" for line in lines)
 
+    def with_interval(self, value: str, interval: Any, bound: Any) -> str:
+        """``value [low, high]``, the bounds written by ``bound``; the value alone without an interval."""
+        if not interval:
+            return value
+        return self.t("common.with_interval", value=value, low=bound(interval[0]), high=bound(interval[1]))
+
+    def pct_ci(self, scores: Any, name: str) -> str:
+        """A share (fraction) as a percentage with its 95 % interval in percent (one decimal)."""
+        return self.with_interval(self.pct(scores.get(name)), scores.get(f"{name}_ci"), lambda b: fmt(b * 100.0, 1))
+
+    def num_ci(self, scores: Any, name: str, digits: int = 3) -> str:
+        """A figure such as ROC AUC with its 95 % interval, both to ``digits`` decimals."""
+        return self.with_interval(fmt(scores.get(name), digits), scores.get(f"{name}_ci"), lambda b: fmt(b, digits))
+
     def accuracy_table(self) -> str:
         evaluated = [c for c in self.r.cells if c.accuracy]
         if not evaluated:
@@ -677,10 +849,10 @@ class _Writer:
                     c.variant,
                     c.provider,
                     fmt(a.get("n")),
-                    self.pct(a.get("accuracy")),
-                    self.pct(a.get("balanced_accuracy")),
-                    fmt(a.get("roc_auc"), 4),
-                    self.pct(a.get("eer")),
+                    self.pct_ci(a, "accuracy"),
+                    self.pct_ci(a, "balanced_accuracy"),
+                    self.num_ci(a, "roc_auc"),
+                    self.pct_ci(a, "eer"),
                     self.pct(agree.get("flip_rate")) if c.variant != self.ref else d,
                     fmt(agree.get("max_abs_dp"), 4) if c.variant != self.ref else d,
                 ]
@@ -689,12 +861,12 @@ class _Writer:
                 [
                     self.pair(c.variant, c.provider),
                     fmt(len(a.get("skipped") or [])),
-                    self.pct(a.get("precision")),
-                    self.pct(a.get("recall")),
+                    self.pct_ci(a, "precision"),
+                    self.pct_ci(a, "recall"),
                     fmt(a.get("f1"), 4),
-                    fmt(a.get("average_precision"), 4),
+                    self.num_ci(a, "average_precision"),
                     fmt(a.get("log_loss"), 4),
-                    fmt(a.get("ece"), 4),
+                    self.num_ci(a, "ece"),
                 ]
             )
             for metric, reason in sorted((a.get("reasons") or {}).items()):
@@ -706,6 +878,14 @@ class _Writer:
             self.t("s2.accuracy_note", n=" / ".join(n), reference=self.ref),
             _table(head, rows, [False, False] + [True] * 7),
         ]
+        if any(a.get("accuracy_ci") for a in (c.accuracy or {} for c in evaluated)):
+            groups = sorted({a.get("n_groups") or 0 for a in (c.accuracy or {} for c in evaluated)} - {0})
+            unit = (
+                self.t("s2.ci_unit_group", n=" / ".join(fmt(g) for g in groups))
+                if groups
+                else self.t("s2.ci_unit_image")
+            )
+            out.append(self.t("s2.accuracy_ci_note", unit=unit))
         accuracies = {(c.accuracy or {}).get("accuracy") for c in evaluated}
         if len(evaluated) > 1 and len(accuracies) == 1:
             out.append(self.t("s2.accuracy_tie", accuracy=self.pct(next(iter(accuracies)))))
@@ -729,6 +909,7 @@ class _Writer:
                 self.t("s3.col_gpu"),
                 self.t("s3.col_size"),
                 self.t("s3.col_accuracy"),
+                self.t("s3.col_auc_delta"),
                 self.t("s3.col_flip"),
             ]
             parts.append(
@@ -741,14 +922,16 @@ class _Writer:
                             self.ratio(r.rss_ratio),
                             self.ratio(r.gpu_ratio),
                             self.ratio(r.size_ratio),
-                            self.signed(r.accuracy_delta_pt),
+                            *self._paired_accuracy(r.cell, r.accuracy_delta_pt),
                             self.pct(r.flip_rate),
                         ]
                         for r in measured
                     ],
-                    [False] + [True] * 6,
+                    [False] + [True] * 7,
                 )
             )
+            if any(self._paired(r.cell) for r in measured):
+                parts.append(self.t("s3.accuracy_ci_note", reference=self.ref))
         missing = [r for r in rows if r.baseline is None and not r.cell.variant.startswith("pytorch")]
         if missing:
             parts.append(
@@ -756,6 +939,29 @@ class _Writer:
             )
         parts.append(self.pytorch_comparison())
         return "\n\n".join(p for p in parts if p)
+
+    def _paired(self, cell: CellResult) -> dict[str, Any]:
+        """The cell's paired accuracy figures against the report's reference (its accuracy's agreement), if any."""
+        agree = (self.r.accuracy_of(cell.variant, cell.provider) or {}).get("agreement") or {}
+        return dict(agree) if agree.get("reference") == self.ref and agree.get("accuracy_drop_pt") is not None else {}
+
+    def _paired_accuracy(self, cell: CellResult, delta_pt: float | None) -> list[str]:
+        """Accuracy Δ (points) and ROC AUC Δ against the reference, each with its paired 95 % interval when the run
+        has one (Δ = −drop: the interval turns around)."""
+        paired = self._paired(cell)
+        if not paired:
+            return [self.signed(delta_pt), self.t("common.dash")]
+        drop_ci = paired.get("accuracy_drop_pt_ci")
+        delta_ci = None if drop_ci is None else [-drop_ci[1], -drop_ci[0]]
+        auc_ci = paired.get("roc_auc_delta_ci")
+        return [
+            self.with_interval(self.signed(-paired["accuracy_drop_pt"]), delta_ci, self._bound),
+            self.with_interval(self.signed(paired.get("roc_auc_delta"), 3), auc_ci, lambda b: self._bound(b, 3)),
+        ]
+
+    def _bound(self, value: float, digits: int = PCT) -> str:
+        """An interval's bound of a difference: signed, a plain 0 for zero (“[0.000, +0.021]”, not “[±0.000, …]”)."""
+        return self.signed(value, digits) if value else fmt(0.0, digits)
 
     def pytorch_comparison(self) -> str:
         """Speed-up of each ONNX cell over the PyTorch row of the same provider and batch size (95 % interval)."""
@@ -854,6 +1060,8 @@ class _Writer:
         else:
             lines.append(self.t("s5.candidates_all"))
         lines.append(self.t("s5.legend"))
+        if any(k in ACCURACY_CHECKS for k in keys):
+            lines.append(self.t("s5.legend_accuracy"))
         parts.append("\n".join(f"- {line}" for line in lines))
 
         head = [
@@ -912,6 +1120,8 @@ class _Writer:
             return self.t("common.not_applicable")
         relative = split_relative_key(o.key)
         mark = self.t("common.pass_mark" if o.status == PASS else "common.fail_mark")
+        if o.status == CHECK_INCONCLUSIVE:
+            mark = self.t("s5.inconclusive_mark")
         if relative is not None:
             value = self.ratio(o.value)
             if o.interval is not None:
@@ -925,11 +1135,19 @@ class _Writer:
             "max_rss_mb": 1,
             "max_model_mb": 2,
         }.get(o.key, PCT)
-        value = self.signed(o.value) if o.key == "max_accuracy_drop_pt" else fmt(o.value, digits)
+        value = fmt(o.value, digits)
+        if o.key in ACCURACY_CHECKS:
+            signed = o.key == "max_accuracy_drop_pt"
+            value = self.with_interval(
+                self.signed(o.value) if signed else value, o.interval, self._bound if signed else lambda b: fmt(b, PCT)
+            )
         over = ""
         if o.limit != self.policy.checks.get(o.key):
             over = f" (≤ {fmt(o.limit, 2)})" if o.key.startswith("max") else f" (≥ {fmt(o.limit, 2)})"
-        return f"{mark} {value}{over}"
+        needed = ""
+        if o.status == CHECK_INCONCLUSIVE and o.needed:
+            needed = " " + self.t("s5.needed", needed=fmt(o.needed), unit=self.t(f"s5.unit_{o.unit or 'image'}"))
+        return f"{mark} {value}{over}{needed}"
 
     def _row_result(self, row: CellChecks) -> str:
         if row.cell.status != "ok":
@@ -938,6 +1156,8 @@ class _Writer:
             return self.t("common.fail")
         if any(o.status == NOT_MEASURED for o in row.outcomes):
             return self.t("s5.result_not_measured")
+        if any(o.status == CHECK_INCONCLUSIVE for o in row.outcomes):
+            return self.t("s5.result_inconclusive")
         return self.t("common.pass")
 
     def _check_notes(self) -> list[str]:
@@ -970,11 +1190,14 @@ class _Writer:
         return notes
 
     def tie_text(self) -> str:
-        """The tie behind the choice: each tied cell's figure with its 95 % interval, and the rule applied."""
+        """The tie behind the choice: each tied cell's figure and its ratio to the best with their intervals (all
+        inside the margin), and the rule that chose among them."""
         rec, items = self.rec, []
+        ratios = {c.row.cell.key: c for c in rec.contenders}
+        digits = 1 if rec.rank_by == "throughput_ips" else MS
         for row in rec.tied:
             point, low, high = rec.intervals[row.cell.key]
-            digits = 1 if rec.rank_by == "throughput_ips" else MS
+            versus = ratios.get(row.cell.key)
             items.append(
                 self.t(
                     "s6.tie_item",
@@ -982,11 +1205,137 @@ class _Writer:
                     value=fmt(point, digits),
                     low=fmt(low, digits),
                     high=fmt(high, digits),
+                    versus="" if versus is None else self.t("s6.tie_versus", **self._ratio_figures(versus)),
                     size=fmt(row.cell.model.size_mb if row.cell.model else None, 2),
                 )
             )
         return self.t(
-            "s6.tied", rank=self.t(f"s6.rank_{rec.rank_by}"), cells="; ".join(items), rule=self.t("s6.tie_rule")
+            "s6.tied",
+            margin=self._margin(),
+            rank=self.t(f"s6.rank_{rec.rank_by}"),
+            confidence=self._confidence(),
+            lower=fmt(1.0 / (1.0 + rec.margin), 3),
+            upper=fmt(1.0 + rec.margin, 3),
+            cells="; ".join(items),
+            rule=self.t("s6.tie_rule"),
+        )
+
+    # --- the decision: the first thing under the title ----------------------------------------------
+    def decision(self) -> str:
+        """Decided or undecided, and how sure: the margin, what is tied with the best and why (ratio intervals),
+        what is slower beyond the margin, what cannot be told apart, what would settle it, --decide's looks."""
+        rec = self.rec
+        if rec.choice is None or rec.best is None:
+            return self.t("decision.none")
+        rank = self.t(f"s6.rank_{rec.rank_by}")
+        head = self.t(
+            f"decision.{rec.status}",
+            choice=self.cell(rec.choice.cell),
+            rank=rank,
+            value=self._rank_text(rec.choice.cell),
+            passing=fmt(len(rec.passing)),
+            margin=self._margin(),
+            confidence=self._confidence(),
+        )
+        lines = [] if rec.contenders else [self.t("decision.alone")]
+        tied = [c for c in rec.contenders if c.verdict == TIED]
+        if tied:
+            lines.append(
+                self.t(
+                    "decision.tied",
+                    best=self.cell(rec.best.cell),
+                    lower=fmt(1.0 / (1.0 + rec.margin), 3),
+                    upper=fmt(1.0 + rec.margin, 3),
+                    cells="; ".join(self._versus(c) for c in tied),
+                    rule=self.t("s6.tie_rule"),
+                )
+            )
+        slower = sorted((c for c in rec.contenders if c.verdict == SLOWER), key=lambda c: c.ratio or 0.0)
+        if slower:
+            lines.append(
+                self.t(
+                    "decision.slower",
+                    margin=self._margin(),
+                    upper=fmt(1.0 + rec.margin, 3),
+                    count=fmt(len(slower)),
+                    closest=self._versus(slower[0]),
+                )
+            )
+        if rec.undecided:
+            cells = "; ".join(map(self._versus, rec.undecided))
+            lines.append(self.t("decision.undecided_list", margin=self._margin(), cells=cells))
+            lines.append(self._settle_text())
+        harmless = [c for c in rec.contenders if c.verdict == CANNOT_TELL and not c.could_change]
+        if harmless:
+            cells = "; ".join(map(self._versus, harmless))
+            lines.append(self.t("decision.undecided_harmless", cells=cells))
+        if rec.on_front:
+            lines.append(self.t("decision.front", rank=rank))
+        else:
+            cells = ", ".join(self.cell(r.cell) for r in rec.dominated_by)
+            lines.append(self.t("decision.off_front", rank=rank, cells=cells))
+        if rec.decide:
+            lines.append(self._looks_text())
+        return head + "\n\n" + "\n".join(f"- {line}" for line in lines)
+
+    def _margin(self) -> str:
+        return f"{self.rec.margin * 100:g}"
+
+    def _confidence(self) -> str:
+        return f"{self.rec.confidence * 100:g}"
+
+    def _ratio_figures(self, c: Contender) -> dict[str, str]:
+        return {"ratio": fmt(c.ratio, 3), "low": fmt(c.low, 3), "high": fmt(c.high, 3)}
+
+    def _versus(self, c: Contender) -> str:
+        """A contender's ratio to the best with its interval, or why it has no interval."""
+        cell = self.cell(c.row.cell)
+        if c.low is not None:
+            return self.t("decision.ratio_item", cell=cell, **self._ratio_figures(c))
+        if c.calls_needed is not None:
+            return self.t("decision.no_interval_calls", cell=cell, calls=fmt(c.calls_needed))
+        if c.replicates_needed is not None:
+            return self.t("decision.no_interval_replicates", cell=cell, replicates=fmt(c.replicates_needed))
+        return self.t("decision.no_interval_samples", cell=cell)
+
+    def _settle_text(self) -> str:
+        """What would settle an undecided recommendation: more calls, more replicates, or a quieter machine."""
+        undecided = self.rec.undecided
+        calls = [c.calls_needed for c in undecided if c.calls_needed is not None]
+        if calls:
+            return self.t("decision.settle_calls", calls=fmt(max(calls)), rank=self.t(f"s6.rank_{self.rec.rank_by}"))
+        if any(c.too_small and c.replicates_needed is None for c in undecided):
+            return self.t("decision.settle_unknown")
+        if any(c.too_noisy for c in undecided) or self.rec.replicates_needed is None:
+            return self.t("decision.settle_noisy", factor=fmt(PRACTICAL_FACTOR))
+        have = min(c.replicates for c in undecided)
+        return self.t("decision.settle", needed=fmt(self.rec.replicates_needed), have=fmt(have))
+
+    def _looks_text(self) -> str:
+        """What `bench matrix --decide` measured further, and why it stopped."""
+        looks = self.rec.decide or {}
+        stopped = self.t(f"decision.stopped_{looks.get('stopped') or 'not_needed'}", max_rounds=fmt(DECIDE_MAX_ROUNDS))
+        if not looks.get("rounds"):
+            return self.t("decision.looks_none", budget=fmt(looks.get("budget_s"), 0), stopped=stopped)
+        added = [
+            self.t(
+                "decision.added_item",
+                cell=self.t(
+                    "common.cell", variant=a.get("variant"), provider=a.get("provider"), batch=a.get("batch_size")
+                ),
+                replicates=fmt(a.get("replicates")),
+            )
+            for a in looks.get("added") or []
+        ]
+        return self.t(
+            "decision.looks",
+            rounds=fmt(looks.get("rounds")),
+            seconds=fmt(looks.get("seconds"), 0),
+            budget=fmt(looks.get("budget_s"), 0),
+            cells=", ".join(added) or self.t("common.dash"),
+            confidence=self._confidence(),
+            max_rounds=fmt(DECIDE_MAX_ROUNDS),
+            stopped=stopped,
         )
 
     def recommendation(self) -> str:
@@ -1005,7 +1354,11 @@ class _Writer:
             parts.append(
                 " ".join(
                     [
-                        self.t("s6.choice", cell=self.cell(c), file=c.model.file if c.model else "?"),
+                        self.t(
+                            "s6.choice" if rec.status == DECIDED else "s6.choice_undecided",
+                            cell=self.cell(c),
+                            file=c.model.file if c.model else "?",
+                        ),
                         self.t(
                             "s6.reason_tied" if rec.tied else "s6.reason",
                             checks=fmt(len(rec.choice.outcomes)),
@@ -1018,6 +1371,24 @@ class _Writer:
             )
             if rec.tied:
                 parts.append(self.tie_text())
+            if rec.contenders:
+                items = [
+                    self.t(
+                        "s6.contender_item",
+                        versus=self._versus(v),
+                        verdict=self.t(f"decision.verdict_{v.verdict}"),
+                    )
+                    for v in rec.contenders
+                ]
+                parts.append(
+                    self.t(
+                        "s6.contenders",
+                        best=self.cell(rec.best.cell) if rec.best else self.t("common.dash"),
+                        rank=self.t(f"s6.rank_{rec.rank_by}"),
+                        confidence=self._confidence(),
+                        items="; ".join(items),
+                    )
+                )
             parts.append(
                 self.t(
                     "s6.figures",
@@ -1066,7 +1437,14 @@ class _Writer:
                 )
                 for c in rec.pareto
             ]
-            parts.append(self.t("s6.pareto", cells="; ".join(items)))
+            pareto = self.t("s6.pareto", cells="; ".join(items))
+            choice = rec.choice.cell if rec.choice is not None else None
+            on_set = choice is None or choice.key in {c.key for c in rec.pareto}
+            if not on_set and choice is not None and self.r.accuracy_of(choice.variant, choice.provider):
+                rank = self.t(f"s6.rank_{rec.rank_by}")
+                why = self.t("s6.pareto_off", cell=self.cell(choice), rank=rank, margin=self._margin())
+                pareto = f"{pareto} {why}"
+            parts.append(pareto)
         else:
             parts.append(self.t("s6.pareto_none"))
         return "\n\n".join(parts)
@@ -1117,7 +1495,6 @@ class _Writer:
             errors = load.get("errors")
             leak = (load.get("server") or {}).get("leak_suspected")
             batch = e.get("batch_endpoint") or {}
-            max_rate = e.get("max_rate") or {}
             status = e.get("status") or "ok"
             label = self.status(status) if status in ("ok", "unavailable", "failed") else status
             if status != "ok" or e.get("reason"):
@@ -1129,14 +1506,7 @@ class _Writer:
                         reason=self.reason(e.get("reason"), e.get("provider", "")),
                     )
                 )
-            if max_rate.get("rate_rps") is not None:
-                rate_text = self.t(
-                    "s8.max_rate_value", rate=fmt(max_rate["rate_rps"], 1), slo=fmt(max_rate.get("slo_p99_ms"), 0)
-                )
-            elif max_rate:
-                rate_text = self.t("s8.max_rate_none", slo=fmt(max_rate.get("slo_p99_ms"), 0))
-            else:
-                rate_text = d
+            rate_text = self.max_rate_cell(e)
             rows.append(
                 [
                     self.pair(e.get("variant", d), e.get("provider", d)),
@@ -1163,6 +1533,7 @@ class _Writer:
         if notes:
             parts.append("\n".join(f"- {n}" for n in notes))
         parts += [
+            self.max_rate_text(entries),
             self.startup_table(entries),
             self.leak_text(entries),
             self.health_text(entries),
@@ -1172,6 +1543,78 @@ class _Writer:
         if plot is not None and plot.file:
             parts.append(f"![{self.t('s7.service_rate')}]({plot.file})")
         return "\n\n".join(p for p in parts if p)
+
+    def max_rate_cell(self, e: ServiceEntry) -> str:
+        """The max-rate column: the bracket [highest pass, lowest fail] (an older file: its one number), ⚠ if noisy."""
+        max_rate = e.get("max_rate") or {}
+        slo = fmt(max_rate.get("slo_p99_ms"), 0)
+        low, high = [*(max_rate.get("bracket") or []), None, None][:2]
+        if not max_rate:
+            return self.t("common.dash")
+        if "highest_pass" not in max_rate:  # written before brackets carried intervals: the number it recorded
+            if max_rate.get("rate_rps") is None:
+                return self.t("s8.max_rate_none", slo=slo)
+            return self.t("s8.max_rate_value", rate=fmt(max_rate["rate_rps"], 1), slo=slo)
+        if low is None:
+            text = self.t("s8.max_rate_none", slo=slo)
+        elif high is None:
+            text = self.t("s8.max_rate_at_least", rate=fmt(low, 1), slo=slo)
+        else:
+            text = self.t("s8.max_rate_bracket", low=fmt(low, 1), high=fmt(high, 1), slo=slo)
+        return f"{text} ⚠" if noisy_figure(e) or noisy_figure(max_rate) else text
+
+    def max_rate_text(self, entries: list[ServiceEntry]) -> str:
+        """Under the table: how each step was judged, each bracket's edges with the p99 interval there, what
+        stopped the search, and why a figure was noisy."""
+        found = [e for e in entries if "highest_pass" in (e.get("max_rate") or {})]
+        if not found:
+            return ""
+        rule = (found[0].get("max_rate") or {}).get("rule") or {}
+        lines = [
+            self.t(
+                "s8.max_rate_intro",
+                answers=fmt(rule.get("answers_needed")),
+                warmup=fmt(100 * float(rule.get("warmup_fraction") or 0), 0),
+                step_s=fmt(rule.get("min_step_s"), 1),
+            )
+        ]
+        for e in found:
+            mr = e.get("max_rate") or {}
+            edges = []
+            for edge, name in (
+                (mr.get("highest_pass"), "s8.max_rate_edge_pass"),
+                (mr.get("lowest_fail"), "s8.max_rate_edge_fail"),
+            ):
+                if edge is None:
+                    edges.append(self.t(f"{name}_none"))
+                    continue
+                ci = edge.get("p99_ci_ms")
+                edges.append(
+                    self.t(
+                        name,
+                        rate=fmt(edge.get("rate"), 1),
+                        p99=fmt(edge.get("p99_ms"), 1),
+                        low=fmt(ci[0] if ci else None, 1),
+                        high=fmt(ci[1] if ci else None, 1),
+                    )
+                )
+            stopped = self.t(
+                f"s8.stopped_{mr.get('limited_by')}",
+                tolerance=fmt(100 * float(rule.get("tolerance") or 0), 0),
+                steps=fmt(mr.get("probes")),
+            )
+            why = noisy_figure(e) or noisy_figure(mr)
+            lines.append(
+                "- "
+                + self.t(
+                    "s8.max_rate_item",
+                    pair=self.pair(e.get("variant", "?"), e.get("provider", "?")),
+                    edges="; ".join(edges),
+                    stopped=stopped,
+                )
+                + (" " + self.t("s8.max_rate_noisy", why=why) if why else "")
+            )
+        return "\n".join(lines)
 
     def startup_table(self, entries: list[ServiceEntry]) -> str:
         """Start-up per served variant: spawn → ready, the model's load and warm-up, RSS at start and end."""
@@ -1300,7 +1743,7 @@ class _Writer:
             auc_rows.append(
                 [
                     self.pair(c.variant, c.provider),
-                    fmt(acc.get("roc_auc"), 4),
+                    self.num_ci(acc, "roc_auc"),
                     *(self.signed(_times100(delta_auc.get(n))) for n in names),
                 ]
             )

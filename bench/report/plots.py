@@ -282,9 +282,11 @@ def size_vs_latency(result: RunResult, out_dir: Path, policy: Policy | None = No
 
 
 def service_latency_vs_rate(result: RunResult, out_dir: Path, policy: Policy | None = None) -> PlotOutcome:
-    """The service's /detect p99 at each offered rate of the find-max search, with the p99 SLO."""
-    import numpy as np
+    """The service's /detect p99 at each offered rate of the find-max search, with its interval and the p99 SLO.
 
+    Each point is the figure its step was judged on (steady state: the warm-up answers left out), so the plot
+    and the verdict cannot disagree; where a rate was re-tested, the try that decided it.
+    """
     series = _service_steps(result)
     if not series:
         return PlotOutcome("service_rate", None, "no_service_steps")
@@ -292,16 +294,16 @@ def service_latency_vs_rate(result: RunResult, out_dir: Path, policy: Policy | N
     ax = fig.add_subplot()
     rates: list[float] = []
     for i, (label, steps, _slo) in enumerate(series):
-        # one point per offered rate (a retest at the same rate is folded in: the median of the tries), so the
-        # line reads left to right; × where every try at that rate failed the SLO
-        by_rate: dict[float, list[MaxRateStep]] = {}
-        for step in steps:
-            by_rate.setdefault(float(step["rate"]), []).append(step)
+        # one point per offered rate, the last try there (a retest decides its rate), so the line reads left to
+        # right; × where that try failed the SLO
+        by_rate: dict[float, MaxRateStep] = {float(step["rate"]): step for step in steps}
         xs = sorted(by_rate)
-        ys = [float(np.median([s["p99_ms"] for s in by_rate[x]])) for x in xs]
+        ys = [float(by_rate[x].get("p99_ms") or 0.0) for x in xs]  # _service_steps kept steps with a p99
+        low = [y - (by_rate[x].get("p99_ci_ms") or [y, y])[0] for x, y in zip(xs, ys, strict=True)]
+        high = [(by_rate[x].get("p99_ci_ms") or [y, y])[1] - y for x, y in zip(xs, ys, strict=True)]
         rates += xs
-        ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], label=label)
-        failed = [(x, y) for x, y in zip(xs, ys, strict=True) if not any(s.get("passed") for s in by_rate[x])]
+        ax.errorbar(xs, ys, yerr=[low, high], marker=_MARKERS[i % len(_MARKERS)], capsize=3, label=label)
+        failed = [(x, y) for x, y in zip(xs, ys, strict=True) if not by_rate[x].get("passed")]
         ax.scatter([x for x, _ in failed], [y for _, y in failed], marker="x", color="black", zorder=4)
     slo = next((s for _, _, s in series if s is not None), None)
     if slo is not None:
@@ -309,8 +311,8 @@ def service_latency_vs_rate(result: RunResult, out_dir: Path, policy: Policy | N
     _log_x_if_wide(ax, rates)
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (requests/s)")
-    ax.set_ylabel("/detect p99 latency, end to end (ms)")
-    ax.set_title("Service latency against offered load (find-max steps)", fontsize=10)
+    ax.set_ylabel("/detect steady-state p99, end to end (ms, 95 % interval)")
+    ax.set_title("Service latency against offered load (find-max steps, as judged)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: one entry per line
     return _save(fig, out_dir, "service_rate")

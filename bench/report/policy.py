@@ -3,17 +3,25 @@
 A check is ✅ only when the run measured the figure and it meets the limit; a figure the run could not
 measure is "not measured" (never ✅), and a check that cannot apply to a cell (GPU memory of a CPU
 cell) is "n/a". The built-in default policy holds the seed report's own targets.
+
+Accuracy checks (``max_accuracy_drop_pt``, ``min_accuracy_pct``) are judged on the figure's 95 % interval
+(bench.metrics; the drop's is paired, on the same images as the reference): ✅ only when the whole interval
+meets the limit, ❌ when none of it does, otherwise "inconclusive" with about how many images (or groups)
+would decide it. An inconclusive check never passes.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import stats
+from bench.bundle import is_pytorch_variant
 from bench.errors import InputError
+from bench.metrics import critical_value, tango_interval, units_needed, wilson_interval
 from bench.perturb import perturbation_names
 from bench.providers import is_gpu
 from bench.results import CellResult, RunResult
@@ -54,9 +62,12 @@ RELATIVE_CHECKS: dict[str, tuple[str, str]] = {
 RELATIVE_PREFIX = "relative."
 PREVIOUS = "previous"  # the reference row is the same cell of an earlier results file
 RANK_BY = ("p50_ms", "p95_ms", "p99_ms", "throughput_ips")
+DEFAULT_RANK_MARGIN = 0.05
 CANDIDATE_KEYS = ("variants", "providers", "batch_sizes")
 
 PASS, FAIL, NOT_MEASURED, NOT_APPLICABLE = "pass", "fail", "not_measured", "n/a"
+INCONCLUSIVE = "inconclusive"  # an accuracy check whose interval straddles the limit
+ACCURACY_CHECKS = ("max_accuracy_drop_pt", "min_accuracy_pct")  # judged on their interval
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,9 @@ class Policy:
     candidates: dict[str, list[Any]] = field(default_factory=dict)
     reference: str = "fp32"
     rank_by: str = "p95_ms"
+    # practical margin of the recommendation: two cells are tied when their ratio's 95 % interval on rank_by lies
+    # within ×[1/(1+m), 1+m]; a cell slower than the best beyond it is never tied (0.05: 5 %)
+    rank_margin: float = DEFAULT_RANK_MARGIN
     source: str | None = None  # the file it came from; None = the built-in default
     robustness: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation → check → limit
     relative: dict[str, dict[str, float]] = field(default_factory=dict)  # reference row → check → limit
@@ -83,9 +97,11 @@ class Policy:
         return [k for k in CHECKS if k in keys]
 
     def is_candidate(self, cell: CellResult) -> bool:
+        """Whether ``cell`` may be released. PyTorch rows are the baseline the ONNX variants are measured
+        against, so they are candidates only when ``[candidates] variants`` names them."""
         c = self.candidates
         return (
-            (not c.get("variants") or cell.variant in c["variants"])
+            (cell.variant in c["variants"] if c.get("variants") else not is_pytorch_variant(cell.variant))
             and (not c.get("providers") or cell.provider in c["providers"])
             and (not c.get("batch_sizes") or cell.batch_size in c["batch_sizes"])
         )
@@ -95,6 +111,7 @@ class Policy:
             **self.checks,
             "reference": self.reference,
             "rank_by": self.rank_by,
+            "rank_margin": self.rank_margin,
             "providers": self.providers,
             "candidates": self.candidates,
             **({"robustness": self.robustness} if self.robustness else {}),
@@ -109,6 +126,11 @@ class Policy:
         candidates = data.pop("candidates", {}) or {}
         reference = data.pop("reference", "fp32")
         rank_by = data.pop("rank_by", "p95_ms")
+        rank_margin = _limit(where, "rank_margin", data.pop("rank_margin", DEFAULT_RANK_MARGIN))
+        if not 0.0 < rank_margin < 1.0:
+            raise InputError(
+                f"{where}: rank_margin must be a fraction between 0 and 1 (0.05 = 5 %), got {rank_margin:g}"
+            )
         robustness = _robustness_table(where, data.pop("robustness", {}) or {})
         relative, previous_results = _relative_table(where, data.pop("relative", {}) or {})
         checks = {k: _limit(where, k, v) for k, v in data.items() if _known(where, k)}
@@ -136,6 +158,7 @@ class Policy:
             candidates={k: list(v) for k, v in candidates.items()},
             reference=str(reference),
             rank_by=rank_by,
+            rank_margin=rank_margin,
             source=source,
             robustness=robustness,
             relative=relative,
@@ -201,7 +224,8 @@ def _known(where: str, key: str, prefix: str = "") -> bool:
     if key not in CHECKS:
         raise InputError(
             f"{where}: unknown key '{prefix}{key}'; checks are {', '.join(CHECKS)} "
-            '(plus reference, rank_by, [providers.NAME], [candidates], [relative.REF], [robustness."SPEC"])'
+            "(plus reference, rank_by, rank_margin, [providers.NAME], [candidates], [relative.REF], "
+            '[robustness."SPEC"])'
         )
     return True
 
@@ -250,6 +274,8 @@ class CheckOutcome:
     why: str | None = None
     detail: str | None = None
     interval: tuple[float, float] | None = None  # 95 % interval of a relative figure (speed-up), when it has one
+    needed: int | None = None  # inconclusive accuracy check: about how many ``unit``s would decide it
+    unit: str | None = None  # what the accuracy interval counts: "image" or "group"
 
 
 @dataclass
@@ -294,6 +320,9 @@ def evaluate_policy(result: RunResult, policy: Policy, previous: RunResult | Non
     for cell in result.cells:
         outcomes = []
         for key, limit in policy.limits_for(cell.provider).items():
+            if key in ACCURACY_CHECKS:
+                outcomes.append(accuracy_outcome(key, limit, cell, result, policy))
+                continue
             value, why, detail, applicable = _measure(key, cell, result, policy)
             outcomes.append(_outcome(key, limit, CHECKS[key][1], Figure(value, why, detail, applicable)))
         for reference, limits in policy.relative.items():
@@ -497,6 +526,8 @@ Measured = tuple[float | None, str | None, str | None, bool]
 
 def measure_check(key: str, cell: CellResult, result: RunResult, policy: Policy) -> Figure:
     """The figure one CHECKS key reads from one cell (what a claim on that check is answered with)."""
+    if key in ACCURACY_CHECKS:
+        return accuracy_figure(key, cell, result, policy).figure
     value, why, detail, applicable = _measure(key, cell, result, policy)
     return Figure(value, why, detail, applicable)
 
@@ -530,24 +561,96 @@ def _measure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> M
             device = f"device-wide peak {mem['gpu_device_peak_mb']:,.0f} MB, all processes"
             detail = f"{detail} ({device})" if detail else device
         return None, "gpu_not_sampled", detail, True
+    raise AssertionError(key)  # pragma: no cover - CHECKS, ACCURACY_CHECKS and _measure list the same keys
+
+
+class AccuracyFigure(NamedTuple):
+    """An accuracy check's figure with what deciding it needs: how many units (images, or the data set's groups) the
+    interval rests on, which unit, and the interval at ``scale`` × the counts (images only: the shares are known)."""
+
+    figure: Figure
+    units: int | None = None
+    unit: str = "image"
+    project: Callable[[float], tuple[float, float]] | None = None
+
+
+def accuracy_figure(key: str, cell: CellResult, result: RunResult, policy: Policy) -> AccuracyFigure:
+    """An accuracy check's figure (accuracy %, or the drop against the policy's reference in points) with its 95 %
+    interval (the drop's paired, from the agreement with the reference on the same images)."""
+    if cell.status != "ok":
+        return AccuracyFigure(Figure(None, "not_run", cell.status))
     acc = result.accuracy_of(cell.variant, cell.provider)
     accuracy = acc.get("accuracy") if acc is not None else None
-    if accuracy is None:
+    if acc is None or accuracy is None:
         reason = result.config.get("accuracy_reason")
-        return None, "no_accuracy" if reason else "not_evaluated", reason, True
+        return AccuracyFigure(Figure(None, "no_accuracy" if reason else "not_evaluated", reason))
+    unit = acc.get("ci_unit") or "image"
+    units = acc.get("n_groups") if unit == "group" else acc.get("n")
     if key == "min_accuracy_pct":
-        return accuracy * 100.0, None, None, True
-    if key == "max_accuracy_drop_pt":
-        ref, where = result.reference_accuracy(policy.reference, cell.provider)
-        if ref is None:
-            return None, "no_reference", policy.reference, True
-        return (ref - accuracy) * 100.0, "reference_elsewhere" if where else None, where, True
-    raise AssertionError(key)  # pragma: no cover - CHECKS and _measure list the same keys
+        ci, n = acc.get("accuracy_ci"), acc.get("n") or 0
+        figure = Figure(accuracy * 100.0, interval=None if ci is None else (ci[0] * 100.0, ci[1] * 100.0))
+        if unit != "image" or not n:
+            return AccuracyFigure(figure, units, unit)
+        return AccuracyFigure(figure, units, unit, lambda s: _percent(wilson_interval(accuracy * n * s, n * s)))
+    if cell.variant == policy.reference:
+        return AccuracyFigure(Figure(None, "is_reference", policy.reference, applicable=False), units, unit)
+    agree = acc.get("agreement") or {}
+    if agree.get("reference") == policy.reference and agree.get("accuracy_drop_pt") is not None:
+        ci, where = agree.get("accuracy_drop_pt_ci"), agree.get("reference_provider")
+        elsewhere = where is not None and where != cell.provider
+        interval = None if ci is None else (ci[0], ci[1])
+        figure = Figure(
+            agree["accuracy_drop_pt"], "reference_elsewhere" if elsewhere else None, where, interval=interval
+        )
+        pairs, n = agree.get("discordant"), agree.get("n") or units or 0
+        if unit != "image" or not pairs or not n:
+            return AccuracyFigure(figure, units, unit)
+        worse, better = pairs
+        z = critical_value()
+        return AccuracyFigure(figure, n, unit, lambda s: _percent(tango_interval(worse * s, better * s, n * s, z)))
+    ref, where = result.reference_accuracy(policy.reference, cell.provider)
+    if ref is None:
+        return AccuracyFigure(Figure(None, "no_reference", policy.reference), units, unit)
+    # the point alone: the agreement is with another variant, or from a bench before paired intervals
+    why = "no_interval" if agree.get("reference") == policy.reference else "no_paired_interval"
+    return AccuracyFigure(Figure((ref - accuracy) * 100.0, why, policy.reference), units, unit)
+
+
+def _percent(interval: tuple[float, float] | None) -> tuple[float, float]:
+    low, high = interval or (0.0, 1.0)
+    return low * 100.0, high * 100.0
+
+
+def accuracy_outcome(key: str, limit: float, cell: CellResult, result: RunResult, policy: Policy) -> CheckOutcome:
+    """An accuracy check judged on its interval (module docstring): ✅ when the whole interval meets ``limit``, ❌
+    when none of it does, otherwise inconclusive, with about how many images (or groups) would decide it."""
+    figure, units, unit, project = accuracy_figure(key, cell, result, policy)
+    if not figure.applicable:
+        return CheckOutcome(key, limit, None, NOT_APPLICABLE, figure.why, figure.detail)
+    if figure.value is None:
+        return CheckOutcome(key, limit, None, NOT_MEASURED, figure.why, figure.detail)
+    if figure.interval is None:
+        why = figure.why if figure.why == "no_paired_interval" else "no_interval"
+        return CheckOutcome(key, limit, figure.value, INCONCLUSIVE, why, figure.detail, unit=unit)
+    low, high = figure.interval
+    upper_limit = CHECKS[key][1] == "max"
+    if high <= limit if upper_limit else low >= limit:
+        status = PASS
+    elif low > limit if upper_limit else high < limit:
+        status = FAIL
+    else:
+        status = INCONCLUSIVE
+    needed = None
+    if status == INCONCLUSIVE and units:
+        needed = units_needed(units, figure.value, figure.interval, limit, project)
+    return CheckOutcome(key, limit, figure.value, status, figure.why, figure.detail, figure.interval, needed, unit)
 
 
 __all__ = [
+    "ACCURACY_CHECKS",
     "CHECKS",
     "DEFAULT_POLICY",
+    "INCONCLUSIVE",
     "PREVIOUS",
     "RELATIVE_CHECKS",
     "ROBUSTNESS_CHECKS",
@@ -556,6 +659,8 @@ __all__ = [
     "Figure",
     "Policy",
     "PolicyVerdict",
+    "accuracy_figure",
+    "accuracy_outcome",
     "evaluate_policy",
     "load_policy",
     "load_previous",

@@ -2,8 +2,10 @@
 
 ``serve_subprocess`` runs the real CLI in a child process on a free loopback port and stops it after;
 ``service_figures`` takes a /health snapshot and the start-up time, sends a built-in set of bad uploads,
-loads /detect and /detect/batch, finds the max rate under an SLO and compares the service's p50 with the
-in-process p50 of the same variant, so the report can show the HTTP overhead.
+loads /detect and /detect/batch, finds the max rate under an SLO (bench.load.findmax: the same step rule as
+``bench load --find-max``, so one service gets one answer) and compares the service's p50 with the
+in-process p50 of the same variant, so the report can show the HTTP overhead. The machine's noise over the
+load phase is recorded, the served model's own CPU time apart (it is the measurement, not a neighbour).
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 from bench import datasets
 from bench.bundle import Bundle, resolve_model_dir
 from bench.errors import BenchError
-from bench.load import LoadSpec, run_find_max, run_load
-from bench.results import ServiceEntry
+from bench.load import DEFAULT_SLO_P99_MS, LoadSpec, StepRule, run_find_max, run_load
+from bench.load.findmax import MAX_STEPS, MIN_STEP_S
+from bench.noise import NoiseProbe, intra_op_threads
+from bench.providers import is_gpu
+from bench.results import Noise, ServiceEntry
 from bench.runner import RunOptions, measure_cell
 from bench.service.server import LISTENING_PREFIX
+from bench.settings import check, recorded, setting
 from bench.timing import LoopSpec
 from bench.variants import ensure_variant
 
@@ -34,6 +41,58 @@ class ServiceStartError(BenchError):
     """``bench serve`` did not become ready (exited, or not ready in time)."""
 
     exit_code = 4
+
+
+@dataclass(frozen=True)
+class ServiceRunSpec:
+    """How ``bench matrix --with-service`` loads each served variant; recorded as ``config.service_options``.
+
+    Find-max steps as ``bench load --find-max`` does (bench.load.findmax.StepRule), so the SLO is the one
+    setting of the search a matrix takes; ``budget_s`` bounds the whole service phase, shared out evenly
+    among the variants still to serve (each variant's find-max then reports its bracket so far).
+    """
+
+    rate: float = setting(
+        20.0,
+        flag="--service-rate",
+        help="With --with-service: /detect load rate (requests/s, open loop).",
+        role="record",
+        minimum=0,
+        above=True,
+    )
+    duration_s: float = setting(
+        5.0,
+        flag="--service-duration",
+        help="With --with-service: seconds of /detect and /detect/batch load (a longer run shows slower leaks).",
+        role="record",
+        minimum=0,
+        above=True,
+    )
+    slo_p99_ms: float = setting(
+        DEFAULT_SLO_P99_MS,
+        flag="--service-slo",
+        help="With --with-service: the p99 latency SLO (ms) of each variant's max-rate search (as bench load "
+        "--p99-slo).",
+        role="record",
+        minimum=0,
+        above=True,
+    )
+    budget_s: float | None = setting(
+        None,
+        flag="--service-budget",
+        help="With --with-service: seconds the whole service phase may take; each variant gets an even share of "
+        "what is left, and a max-rate search that reaches it reports its bracket so far ('budget reached').",
+        role="record",
+        minimum=0,
+        above=True,
+        default_text="none",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def as_config(self) -> dict[str, Any]:
+        return recorded(self)
 
 
 def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int | None, Any]:
@@ -57,6 +116,18 @@ def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int | None, Any]:
 
 @contextlib.contextmanager
 def serve_subprocess(
+    model_dir: str | Path | None, variant: str = "fp32", provider: str = "cpu", **options: Any
+) -> Iterator[str]:
+    """Start ``bench serve`` on a free loopback port, wait for /health/ready, yield its base URL, stop it.
+
+    ``options``: :func:`served`'s (``port``, ``extra_args``, ``env``, ``ready_timeout_s``).
+    """
+    with served(model_dir, variant, provider, **options) as (base, _pid):
+        yield base
+
+
+@contextlib.contextmanager
+def served(
     model_dir: str | Path | None,
     variant: str = "fp32",
     provider: str = "cpu",
@@ -65,8 +136,8 @@ def serve_subprocess(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 120.0,
-) -> Iterator[str]:
-    """Start ``bench serve`` on a free loopback port, wait for /health/ready, yield its base URL, stop it.
+) -> Iterator[tuple[str, int]]:
+    """:func:`serve_subprocess`, yielding (base URL, the server's pid: its CPU time is the measurement, not noise).
 
     ``env`` entries are added to this process's environment (e.g. BENCH_FAULTS for a slow server).
     """
@@ -118,7 +189,7 @@ def serve_subprocess(
                 if time.monotonic() > deadline:
                     raise ServiceStartError(f"bench serve was not ready after {ready_timeout_s:g} s: {tail()}")
                 time.sleep(0.1)
-            yield base
+            yield base, proc.pid
         finally:
             if proc.poll() is None:
                 proc.terminate()
@@ -243,12 +314,12 @@ def service_figures(
     duration_s: float = 5.0,
     batch_files: int = 8,
     batch_rate: float = 4.0,
-    slo_p99_ms: float = 50.0,
-    find_max_start: float = 10.0,
-    find_max_step_s: float = 3.0,
-    find_max_step_requests: int = 100,
-    find_max_steps: int = 10,
-    find_max_timeout_s: float = 5.0,
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    find_max_start: float | None = None,
+    find_max_step_s: float = MIN_STEP_S,
+    find_max_step_requests: int | None = None,
+    find_max_steps: int = MAX_STEPS,
+    deadline: float | None = None,
     inprocess_p50_ms: float | None = None,
     serve_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
@@ -257,8 +328,12 @@ def service_figures(
 ) -> ServiceEntry:
     """One RunResult.service entry: start ``bench serve``, load /detect, /detect/batch, find the max rate, stop.
 
-    Never raises for a service that cannot start or a provider that cannot run: the entry then has
-    ``status`` "unavailable"/"failed" and a ``reason``, with the figures null.
+    The max-rate search is ``bench load --find-max``'s (the same StepRule and defaults: ``find_max_start`` None
+    starts near half the closed-loop capacity); ``find_max_step_requests`` below the rule's is for tests only (such
+    steps cannot pass). ``deadline`` (time.monotonic()) bounds the search: a step that would end past it is not
+    started and the bracket so far is reported ("budget reached"). Never raises for a service that cannot start
+    or a provider that cannot run: the entry then has ``status`` "unavailable"/"failed" and a ``reason``, with
+    the figures null.
     """
     if images is None or isinstance(images, (str, Path)):
         paths = tuple(datasets.image_files(datasets.resolve_dataset(images)))
@@ -274,6 +349,7 @@ def service_figures(
         "overhead_p50_ms": None,
         "batch_endpoint": None,
         "max_rate": None,
+        "noise": None,  # the load phase's: what else the machine did (the served model's own CPU time apart)
         "health": None,  # /health once ready: http_status, body
         "startup": None,  # spawn → ready (s), the model's load and warm-up time (ms) from /health
         "invalid_inputs": None,  # BAD_UPLOADS: case, endpoint, expected, status
@@ -293,10 +369,15 @@ def service_figures(
             )
     entry["inprocess_p50_ms"] = round(inprocess_p50_ms, 3)
     spawned = time.monotonic()
+    rule = StepRule(
+        slo_p99_ms=slo_p99_ms, min_step_s=find_max_step_s, max_steps=find_max_steps, requests=find_max_step_requests
+    )
+    threads = None if is_gpu(provider) else intra_op_threads(None)  # bench serve runs ORT's default threads
     try:
-        with serve_subprocess(
-            model_dir, variant, provider, extra_args=serve_args, env=env, ready_timeout_s=ready_timeout_s
-        ) as base:
+        with served(model_dir, variant, provider, extra_args=serve_args, env=env, ready_timeout_s=ready_timeout_s) as (
+            base,
+            pid,
+        ):
             ready_s = time.monotonic() - spawned
             health = health_snapshot(base)
             model = (health.get("body") or {}).get("model") or {}
@@ -308,37 +389,34 @@ def service_figures(
             }
             say(f"service {variant}/{provider}: ready at {base} in {ready_s:.1f} s; {len(BAD_UPLOADS)} bad uploads")
             entry["invalid_inputs"] = bad_upload_statuses(base)
-            say(f"service {variant}/{provider}: detect load {rate:g}/s for {duration_s:g} s")
-            detect = run_load(LoadSpec(url=base, endpoint="detect", rate=rate, duration_s=duration_s, images=paths))
-            say(f"service {variant}/{provider}: batch endpoint, {batch_files} files × {batch_rate:g}/s")
-            batch = run_load(
-                LoadSpec(
-                    url=base,
-                    endpoint="batch",
-                    rate=batch_rate,
-                    duration_s=duration_s,
-                    images=paths,
-                    files_per_request=batch_files,
-                    measure_ceiling=False,
+            noise = NoiseProbe(threads, own_pids=[pid])
+            with noise:
+                say(f"service {variant}/{provider}: detect load {rate:g}/s for {duration_s:g} s")
+                detect = run_load(LoadSpec(url=base, endpoint="detect", rate=rate, duration_s=duration_s, images=paths))
+                say(f"service {variant}/{provider}: batch endpoint, {batch_files} files × {batch_rate:g}/s")
+                batch = run_load(
+                    LoadSpec(
+                        url=base,
+                        endpoint="batch",
+                        rate=batch_rate,
+                        duration_s=duration_s,
+                        images=paths,
+                        files_per_request=batch_files,
+                        measure_ceiling=False,
+                    )
                 )
-            )
-            say(f"service {variant}/{provider}: find-max under p99 ≤ {slo_p99_ms:g} ms")
-            best = run_find_max(
-                LoadSpec(
-                    url=base,
-                    endpoint="detect",
-                    rate=find_max_start,
-                    duration_s=find_max_step_s,
-                    images=paths,
-                    timeout_s=find_max_timeout_s,
-                ),
-                slo_p99_ms,
-                step_duration_s=find_max_step_s,
-                max_steps=find_max_steps,
-                log=log,
-                min_step_requests=find_max_step_requests,
-                ceiling=detect.generator_ceiling_rps,
-            )
+                say(f"service {variant}/{provider}: find-max under p99 ≤ {slo_p99_ms:g} ms")
+                best = run_find_max(
+                    LoadSpec(url=base, endpoint="detect", rate=find_max_start or 10.0, images=paths),
+                    rule,
+                    start_rate=find_max_start,
+                    log=log,
+                    ceiling=detect.generator_ceiling_rps,
+                    deadline=deadline,
+                    pids=[pid],
+                    threads=threads,
+                )
+            entry["noise"] = cast(Noise, noise.figures())
     except ServiceStartError as exc:
         return cast(ServiceEntry, {**entry, "status": "failed", "reason": str(exc)})
     p50 = detect.latency_ms.get("p50")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import shutil
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,41 @@ def bench_exe() -> str:
     """The ``bench`` console script of this interpreter's environment."""
     exe = Path(sys.executable).parent / "bench"
     return str(exe) if exe.exists() else shutil.which("bench") or "bench"
+
+
+def busy_loop(stop: Any) -> None:
+    """A CPU hog: one process busy-looping until ``stop`` (a multiprocessing.Event) is set, one core taken."""
+    while not stop.is_set():
+        for _ in range(100_000):
+            pass
+
+
+@contextlib.contextmanager
+def cpu_hog(on: bool = True) -> Iterator[None]:
+    """One busy-looping process beside whatever runs inside (nothing when ``on`` is False)."""
+    if not on:
+        yield
+        return
+    stop = multiprocessing.Event()
+    hog = multiprocessing.Process(target=busy_loop, args=(stop,), daemon=True)
+    hog.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        hog.join(timeout=5)
+
+
+def bench_json(*args: str | Path, timeout: float = 900) -> tuple[int, dict | None, str]:
+    """The real CLI in a fresh process (``python -m bench ARGS``): exit code, its JSON stdout parsed, stderr's tail."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )
+    try:
+        doc = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except json.JSONDecodeError:
+        doc = None
+    return proc.returncode, doc, proc.stderr[-400:]

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,6 +30,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perf_common import bench_json, cpu_hog
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "variants" / "demo"
@@ -114,23 +116,6 @@ def build(out: Path) -> dict[str, dict[str, Path]]:
     return bundles
 
 
-def _hog(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
-    while not stop.is_set():
-        for _ in range(100_000):
-            pass
-
-
-def bench(*args: str | Path) -> tuple[int, dict | None, str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=900
-    )
-    try:
-        doc = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except json.JSONDecodeError:
-        doc = None
-    return proc.returncode, doc, proc.stderr[-400:]
-
-
 def p50_verdict(doc: dict | None) -> str:
     if doc is None:
         return "error"
@@ -151,7 +136,7 @@ def ab_runs(base: Path, cand: Path, runs: int, tolerance: str, extra: list[str])
     walls, ratios = [], []
     for i in range(runs):
         t0 = time.monotonic()
-        rc, doc, err = bench(
+        rc, doc, err = bench_json(
             "ab",
             "--model-dir",
             cand,
@@ -185,7 +170,7 @@ def compare_runs_separately(base: Path, runs: int, tolerance: str, workdir: Path
     """A/A of separate `bench run` processes, compared pairwise in sequence: plain, and with a calibration made
     on this machine first (the README's cross-run recipe: `bench calibrate --out DIR`, then `bench compare`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    rc, _doc, err = bench("calibrate", "--model-dir", base, "--runs", "6", "--out", workdir, "--json", *extra)
+    rc, _doc, err = bench_json("calibrate", "--model-dir", base, "--runs", "6", "--out", workdir, "--json", *extra)
     calibration = workdir / "calibration.json"
     if rc != 0:
         print("   calibrate failed:", err.strip().splitlines()[-1] if err.strip() else rc, file=sys.stderr)
@@ -195,14 +180,14 @@ def compare_runs_separately(base: Path, runs: int, tolerance: str, workdir: Path
     files = []
     for i in range(runs + 1):
         out = workdir / f"run{i}"
-        rc, _doc, _err = bench("run", "--model-dir", base, "--out", out, "--seed", str(i), "--json", *extra)
+        rc, _doc, _err = bench_json("run", "--model-dir", base, "--out", out, "--seed", str(i), "--json", *extra)
         if rc == 0:
             files.append(out / "results.json")
     for a, b in itertools.pairwise(files):
-        _rc, doc, _ = bench("compare", a, b, "--json", "--latency-tolerance", tolerance)
+        _rc, doc, _ = bench_json("compare", a, b, "--json", "--latency-tolerance", tolerance)
         plain[p50_verdict(doc)] += 1
         if calibration.is_file():
-            _rc, doc, _ = bench(
+            _rc, doc, _ = bench_json(
                 "compare", a, b, "--json", "--latency-tolerance", tolerance, "--calibration", calibration
             )
             calibrated[p50_verdict(doc)] += 1
@@ -225,12 +210,7 @@ def main() -> int:
     bundles = build(args.out)
     results: dict = {"machine": {"cpus": os.cpu_count()}, "runs": args.runs, "cells": []}
     for condition in args.conditions.split(","):
-        stop = multiprocessing.Event()
-        hog = None
-        if condition == "hog":
-            hog = multiprocessing.Process(target=_hog, args=(stop,), daemon=True)
-            hog.start()
-        try:
+        with cpu_hog(condition == "hog"):
             for model in args.models.split(","):
                 base = bundles[model]["base"]
                 plan = []
@@ -260,10 +240,6 @@ def main() -> int:
                         f"{got['sigma_run']}) p50 {got['p50_calibrated']} p95 {got['p95_calibrated']}",
                         flush=True,
                     )
-        finally:
-            stop.set()
-            if hog is not None:
-                hog.join(timeout=5)
     (args.out / "counts.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"wrote {args.out / 'counts.json'}")
     return 0

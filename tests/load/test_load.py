@@ -11,7 +11,7 @@ import json
 import math
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from bench import load
 from bench.cli import main
 from bench.errors import InputError
 from bench.load import LoadSpec, engine
-from bench.results import LoadResult
+from bench.results import LoadResult, RunResult
 from bench.service import harness
 
 from models import make_bundle
@@ -180,8 +180,18 @@ def test_ceiling_warning_near_the_generators_limit() -> None:
     assert load.ceiling_warning(None, 1000) is None
 
 
-def _step_result(rate: float, p99: float, errors: dict[str, int] | None = None) -> LoadResult:
-    n = max(1, int(rate))
+RULE = load.StepRule()  # the rule both `bench load --find-max` and `bench matrix --with-service` step by
+
+
+def _step_result(
+    rate: float, p99: float, errors: dict[str, int] | None = None, answers: int | None = None
+) -> LoadResult:
+    """A step as the engine would return it: ``answers`` answers (default: as many as the rule sends), all at
+    ``p99`` ms but the fastest half, so the steady-state p99 is ``p99``."""
+    n = RULE.step_requests if answers is None else answers
+    samples = [p99 / 2] * (n // 2) + [p99] * (n - n // 2)
+    rng = np.random.default_rng(int(rate))
+    rng.shuffle(samples)
     return LoadResult(
         url="http://127.0.0.1:1",
         endpoint="detect",
@@ -189,7 +199,7 @@ def _step_result(rate: float, p99: float, errors: dict[str, int] | None = None) 
         arrival="constant",
         target_rate=rate,
         achieved_rate=rate,
-        duration_s=1.0,
+        duration_s=RULE.step_seconds(rate),
         requests=n,
         ok=n - sum((errors or {}).values()),
         errors=errors or {},
@@ -197,11 +207,45 @@ def _step_result(rate: float, p99: float, errors: dict[str, int] | None = None) 
         send_lag_ms={},
         generator_ceiling_rps=None,
         server={},
-        samples_ms=[p99] * max(n, 30),
+        samples_ms=samples,
     )
 
 
-def test_find_max_doubles_then_bisects_to_the_capacity() -> None:
+def _quiet(step: Callable[[float], LoadResult]) -> Callable[[float], tuple[LoadResult, None]]:
+    return lambda rate: (step(rate), None)
+
+
+def test_every_step_holds_five_answers_beyond_its_p99_and_lasts_as_long_as_that_takes() -> None:
+    assert RULE.answers_needed == 500  # ≥ 5 beyond p99, as bench compare requires of a tail quantile
+    assert RULE.step_requests == 625  # 500 judged after the 20 % warm-up
+    assert RULE.step_seconds(10) == pytest.approx(62.5)  # the duration follows from the rate ...
+    assert RULE.step_seconds(1000) == load.findmax.MIN_STEP_S  # ... but a steady state takes a few seconds
+    assert RULE.min_rate == pytest.approx(625 / load.findmax.MAX_STEP_S)
+    few = load.judge_step(_step_result(100, 10.0, answers=100), RULE)
+    assert not few.passed and "fewer than the 500" in few.why  # the slowest of 80 is not a p99
+    enough = load.judge_step(_step_result(100, 10.0), RULE)
+    assert enough.passed and enough.answers == 500 and enough.p99_ci_ms is not None
+
+
+def test_the_verdict_the_step_record_and_the_plot_use_one_figure(tmp_path: Path) -> None:
+    step = _step_result(50, 10.0)
+    step.samples_ms = [200.0] * 125 + [10.0] * 500  # a slow warm-up: its answers are not judged
+    verdict = load.judge_step(step, RULE)
+    assert verdict.passed and verdict.p99_ms == 10.0 and verdict.answers == 500
+    summary, _ = load.find_max_rate(lambda r: (step, None), load.StepRule(max_steps=1), start_rate=50)
+    recorded = summary["steps"][0]
+    assert recorded["p99_ms"] == verdict.p99_ms and recorded["p99_ci_ms"] == verdict.p99_ci_ms
+    assert recorded["answers_judged"] == 500 and f"p99 {verdict.p99_ms:.1f}" in recorded["why"]
+    # the plot draws each step's recorded p99: the same figure as the verdict, not the whole step's 200 ms tail
+    from bench.report import plots
+    from bench.results import RunResult
+
+    result = RunResult(environment={}, config={}, service=[{"variant": "fp32", "provider": "cpu", "max_rate": summary}])
+    series = plots._service_steps(result)
+    assert [s["p99_ms"] for s in series[0][1]] == [10.0]
+
+
+def test_find_max_answers_a_bracket_with_the_p99_interval_at_each_edge() -> None:
     capacity = 37.0
     asked: list[float] = []
 
@@ -209,12 +253,17 @@ def test_find_max_doubles_then_bisects_to_the_capacity() -> None:
         asked.append(rate)
         return _step_result(rate, 10.0 if rate <= capacity else 400.0)
 
-    summary, best = load.find_max_rate(step, slo_p99_ms=50, start_rate=5, max_steps=12, tolerance=0.05)
+    rule = load.StepRule(max_steps=12, tolerance=0.05)
+    summary, best = load.find_max_rate(_quiet(step), rule, start_rate=5)
     assert asked[:5] == [5, 10, 20, 40, 40]  # a failing step is re-tested before it counts
     assert capacity * 0.95 <= summary["rate_rps"] <= capacity
     assert summary["limited_by"] == "slo" and summary["probes"] == len(summary["steps"]) <= 12
     low, high = summary["bracket"]
     assert low == summary["rate_rps"] and capacity < high <= capacity * 1.05
+    passed, failed = summary["highest_pass"], summary["lowest_fail"]
+    assert passed["rate"] == low and passed["p99_ms"] == 10.0 and passed["p99_ci_ms"][0] <= 10.0
+    assert failed["rate"] == high and failed["p99_ms"] == 400.0 and failed["p99_ci_ms"][1] >= 400.0
+    assert summary["rule"]["answers_needed"] == 500 and summary["start_rate"] == 5
     assert best is not None and best.target_rate == summary["rate_rps"]
 
 
@@ -226,19 +275,19 @@ def test_find_max_retests_a_failure_and_a_transient_one_does_not_cap_the_answer(
         hiccup = rate == 10 and calls[rate] == 1  # one bad step at a low rate (a neighbour's burst)
         return _step_result(rate, 400.0 if hiccup or rate > 70 else 10.0)
 
-    summary, _ = load.find_max_rate(step, slo_p99_ms=50, start_rate=5, max_steps=20, tolerance=0.1)
+    summary, _ = load.find_max_rate(_quiet(step), load.StepRule(max_steps=20), start_rate=5)
     assert summary["rate_rps"] >= 60 and calls[10] == 2
     assert next(s for s in summary["steps"] if s["rate"] == 10 and s["retest"])["passed"]
 
 
 def test_a_queue_that_grows_through_a_step_fails_it() -> None:
     growing = _step_result(50, 10.0)
-    growing.samples_ms = list(np.linspace(2.0, 30.0, 300))  # p99 under the SLO, but latency climbs all along
-    passed, why = load.judge_step(growing, slo_p99_ms=50)
-    assert not passed and "backlog" in why
+    growing.samples_ms = list(np.linspace(2.0, 30.0, 625))  # p99 under the SLO, but latency climbs all along
+    verdict = load.judge_step(growing, RULE)
+    assert not verdict.passed and "backlog" in verdict.why
     steady = _step_result(50, 10.0)
-    steady.samples_ms = [40.0] * 30 + [5.0] * 270  # a slow warm-up is not judged
-    assert load.judge_step(steady, slo_p99_ms=20)[0]
+    steady.samples_ms = [40.0] * 125 + [5.0] * 500  # a slow warm-up is not judged
+    assert load.judge_step(steady, load.StepRule(slo_p99_ms=20)).passed
 
 
 def test_littles_law_flags_an_answer_above_the_closed_loop_capacity() -> None:
@@ -255,12 +304,48 @@ def test_find_max_errors_fail_a_step_and_halving_is_bounded() -> None:
     def step(rate: float) -> LoadResult:
         return _step_result(rate, 5.0, errors={"503": 1} if rate > 3 else None)
 
-    summary, _ = load.find_max_rate(step, slo_p99_ms=50, start_rate=16, max_steps=10, tolerance=0.1)
+    summary, _ = load.find_max_rate(_quiet(step), RULE, start_rate=16)
     assert 2.7 <= summary["rate_rps"] <= 3
-    summary, best = load.find_max_rate(lambda r: _step_result(r, 500.0), slo_p99_ms=50, start_rate=8, max_steps=10)
+    summary, best = load.find_max_rate(_quiet(lambda r: _step_result(r, 500.0)), RULE, start_rate=8)
     assert summary["rate_rps"] is None and summary["limited_by"] == "min_rate" and best is not None
-    summary, _ = load.find_max_rate(lambda r: _step_result(r, 1.0), slo_p99_ms=50, start_rate=8, max_rate=30)
-    assert summary["rate_rps"] == 30 and summary["limited_by"] == "max_rate"
+    assert summary["highest_pass"] is None and summary["lowest_fail"]["rate"] == summary["bracket"][1]
+    summary, _ = load.find_max_rate(_quiet(lambda r: _step_result(r, 1.0)), RULE, start_rate=8, max_rate=30)
+    assert summary["rate_rps"] == 30 and summary["limited_by"] == "max_rate" and summary["lowest_fail"] is None
+
+
+def test_at_the_budget_the_bracket_so_far_is_reported() -> None:
+    clock = [0.0]
+
+    def step(rate: float) -> tuple[LoadResult, None]:
+        clock[0] += RULE.step_seconds(rate)  # a step takes its time
+        return _step_result(rate, 10.0 if rate <= 100 else 400.0), None
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(load.findmax.time, "monotonic", lambda: clock[0])
+        summary, _ = load.find_max_rate(step, RULE, start_rate=10, deadline=100.0)
+    assert summary["limited_by"] == "budget" and "budget reached" in summary["reason"]
+    assert summary["bracket"] == [20.0, None] and clock[0] <= 100.0  # 10/s (62.5 s) and 20/s (31 s) fit; 40/s not
+
+
+def test_the_start_follows_the_closed_loop_capacity() -> None:
+    closed = _step_result(100, 10.0)
+    for sustained, start in ((237.0, 100.0), (452.0, 200.0), (481.0, 200.0), (1000.0, 500.0), (30.0, 10.0)):
+        closed.throughput_rps = sustained
+        assert load.findmax.start_from_capacity(closed, RULE) == start  # the 1-2-5 step at or below half
+    closed.throughput_rps = 0.3
+    assert load.findmax.start_from_capacity(closed, RULE) == RULE.min_rate
+
+
+def test_noisy_figure_names_why_a_service_answer_is_noisy() -> None:
+    from bench.noise import noisy_figure
+
+    quiet = {"noisy": False, "why": None, "others_cpu_cores": 0.01}
+    busy = {"noisy": True, "why": "other processes used 1.02 cores", "contended": True}
+    assert noisy_figure({"noise": quiet}) is None and noisy_figure(quiet) is None
+    assert noisy_figure({"noise": busy}) == "other processes used 1.02 cores"
+    summary, _ = load.find_max_rate(lambda r: (_step_result(r, 1.0), busy), RULE, start_rate=8, max_rate=8)
+    assert summary["steps"][0]["noise"] == busy and noisy_figure(summary) is not None
+    assert summary["highest_pass"]["noise"] == busy
 
 
 # --- against a real bench serve --------------------------------------------------------------------
@@ -492,7 +577,7 @@ def test_cli_json_batch_closed_and_out(
 
 
 @pytest.mark.slow
-def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
+def test_cli_find_max_is_bounded_and_answers_a_bracket(service: str, images: Path) -> None:
     result = CliRunner().invoke(
         main,
         [
@@ -503,13 +588,11 @@ def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
             "--p99-slo",
             "2000",
             "--rate",
-            "5",
+            "100",
             "--duration",
             "0.8",
             "--max-steps",
             "3",
-            "--step-requests",
-            "1",
             "--images",
             str(images),
             "--no-ceiling",
@@ -519,9 +602,16 @@ def test_cli_find_max_is_bounded(service: str, images: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     max_rate = data["max_rate"]
-    assert [s["rate"] for s in max_rate["steps"]] == [5, 10, 20]
-    assert max_rate["rate_rps"] == 20 and max_rate["slo_p99_ms"] == 2000
-    assert data["target_rate"] == 20  # the LoadResult printed is the best step's
+    steps = max_rate["steps"]
+    assert steps[0]["rate"] == 100 and max_rate["probes"] == len(steps) == 3
+    assert all(s["requests"] >= 625 and s["duration_s"] >= 625 / s["rate"] - 0.01 for s in steps)  # not --duration
+    assert all(s["answers_judged"] >= 500 or not s["passed"] for s in steps)
+    assert max_rate["slo_p99_ms"] == 2000 and max_rate["start_from"] == "--rate"
+    assert max_rate["rule"] == load.StepRule(slo_p99_ms=2000, min_step_s=0.8, max_steps=3).record()
+    low = max_rate["bracket"][0]
+    assert low is not None and max_rate["highest_pass"]["rate"] == low == max_rate["rate_rps"]
+    assert max_rate["highest_pass"]["p99_ci_ms"] is not None and "noise" in max_rate
+    assert data["target_rate"] == low  # the LoadResult printed is the best step's
 
 
 @pytest.mark.slow
@@ -545,10 +635,8 @@ def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -
         batch_files=3,
         batch_rate=3,
         slo_p99_ms=2000,
-        find_max_start=5,
         find_max_step_s=0.8,
         find_max_steps=2,
-        find_max_step_requests=1,
     )
     assert entry["status"] == "ok", entry["reason"]
     assert (entry["variant"], entry["provider"]) == ("fp32", "cpu")
@@ -560,7 +648,13 @@ def test_service_figures_entry(model_dir: Path, image_paths: tuple[Path, ...]) -
     batch = entry["batch_endpoint"]
     assert batch["files_per_request"] == 3 and batch["ok"] == batch["requests"] == 3
     assert batch["ms_per_image_p50"] == pytest.approx(batch["latency_ms"]["p50"] / 3, abs=1e-2)
-    assert entry["max_rate"]["slo_p99_ms"] == 2000 and len(entry["max_rate"]["steps"]) == 2
+    max_rate = entry["max_rate"]
+    assert max_rate["slo_p99_ms"] == 2000 and len(max_rate["steps"]) == 2
+    # bench load --find-max's rule and start: half the closed-loop capacity, steps of ≥ 500 judged answers
+    assert max_rate["start_from"] == "closed-loop capacity" and max_rate["closed_loop_capacity_rps"] > 0
+    assert max_rate["rule"]["answers_needed"] == 500 and all(s["requests"] >= 625 for s in max_rate["steps"])
+    noise = entry["noise"]
+    assert noise["wall_s"] > 0 and noise["threads"] >= 1 and "contended" in noise  # the load phase's noise
     json.dumps(entry, allow_nan=False)
 
 
@@ -571,3 +665,35 @@ def test_service_figures_reports_a_service_that_cannot_start(tmp_path: Path, ima
     )
     assert entry["status"] == "failed" and "bench serve" in entry["reason"]
     assert entry["load"] is None and entry["max_rate"] is None
+
+
+def test_the_report_quotes_the_bracket_with_its_intervals_and_why_the_search_stopped() -> None:
+    from bench.report.markdown import render_markdown
+
+    fixture = Path(__file__).resolve().parents[1] / "data" / "report" / "results.json"
+    result = RunResult.load(fixture)
+    busy = {
+        "wall_s": 1.0,
+        "loadavg_1m": [2.0, 2.0],
+        "cpu_count": 2,
+        "others_cpu_cores": 1.02,
+        "steal_pct": None,
+        "cpu_freq_mhz": None,
+        "noisy": True,
+        "why": "other processes used 1.02 cores",
+    }
+
+    def step(rate: float) -> tuple[LoadResult, dict[str, object] | None]:
+        return _step_result(rate, 10.0 if rate <= 40 else 400.0), busy if rate > 40 else None
+
+    summary, _ = load.find_max_rate(step, load.StepRule(max_steps=4), start_rate=20)  # 20, 40, 80, 80: max_steps
+    assert summary["bracket"] == [40.0, 80.0] and summary["limited_by"] == "max_steps"
+    entry = next(e for e in result.service or [] if e.get("max_rate"))
+    entry["max_rate"] = summary
+    en, th = render_markdown(result, "en"), render_markdown(result, "th")
+    service = en.split("## 8. Service")[1]
+    assert "| 40–80 (p99 ≤ 50 ms) ⚠ |" in service  # the bracket, not one number; ⚠: a noisy step
+    assert "highest passing rate 40 req/s (p99 10.0 ms, 95 % interval 10.0–10.0)" in service
+    assert "lowest failing rate 80 req/s (p99 400.0 ms" in service and "the step limit (4 steps)" in service
+    assert "⚠ noisy (other processes used 1.02 cores)" in service and "500 answers after its warm-up" in service
+    assert "| 40–80 (p99 ≤ 50 ms) ⚠ |" in th and "อัตราสูงสุดที่ผ่าน 40 req/s" in th

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.metrics import binary_metrics, paired_differences
 from bench.results import CellResult, ModelInfo, RunResult
 from bench.timing import LatencyStats
 
@@ -42,31 +43,12 @@ def model(v: str) -> ModelInfo:
 
 
 def accuracy(p_fake: list[float]) -> dict:
-    pred = [int(p >= 0.5) for p in p_fake]
-    tp = sum(1 for t, p in zip(TRUTH, pred, strict=True) if t == 1 and p == 1)
-    tn = sum(1 for t, p in zip(TRUTH, pred, strict=True) if t == 0 and p == 0)
-    fp = sum(1 for t, p in zip(TRUTH, pred, strict=True) if t == 0 and p == 1)
-    fn = sum(1 for t, p in zip(TRUTH, pred, strict=True) if t == 1 and p == 0)
-    acc = (tp + tn) / len(TRUTH)
+    """The accuracy object bench would write for these predictions (figures and intervals from bench.metrics)."""
     return {
-        "n": len(TRUTH),
         "skipped": [],
         "positive_label": "Deepfake",
-        "threshold": 0.5,
-        "accuracy": acc,
-        "balanced_accuracy": acc,
-        "precision": tp / (tp + fp),
-        "recall": tp / (tp + fn),
-        "f1": 2 * tp / (2 * tp + fp + fn),
-        "roc_auc": 0.95,
-        "average_precision": 0.94,
-        "eer": 0.1,
-        "eer_threshold": 0.5,
-        "log_loss": 0.21,
-        "ece": 0.05,
-        "confusion": [[tn, fp], [fn, tp]],
+        **binary_metrics(TRUTH, p_fake),
         "agreement": None,
-        "reasons": {},
         "predictions": [
             {"path": p, "p_fake": round(q, 4), "label": "Deepfake" if t else "Real"}
             for p, q, t in zip(PATHS, p_fake, TRUTH, strict=True)
@@ -220,10 +202,13 @@ def main() -> None:
     int8_p = [0.9, 0.8, 0.6, 0.95, 0.45, 0.4, 0.1, 0.2, 0.3, 0.05, 0.45, 0.55]
     a32, a16, a8 = accuracy(fp32_p), accuracy(fp16_p), accuracy(int8_p)
     a16["agreement"] = {"reference": "fp32", "flip_rate": 0.0, "max_abs_dp": 0.03, "mean_abs_dp": 0.0025, "kl": 0.0001}
+    a16["agreement"].update(paired_differences(np.array(TRUTH), np.array(fp32_p), np.array(fp16_p))[0])
     a8["agreement"] = {"reference": "fp32", "flip_rate": 1 / 12, "max_abs_dp": 0.15, "mean_abs_dp": 0.02, "kl": 0.003}
+    a8["agreement"].update(paired_differences(np.array(TRUTH), np.array(fp32_p), np.array(int8_p))[0])
     a32_cpu = json.loads(json.dumps(a32))
     a32_torch = json.loads(json.dumps(a32))
     a32_torch["agreement"] = {"reference": "fp32", "flip_rate": 0.0, "max_abs_dp": 0.001, "mean_abs_dp": 0.0, "kl": 0.0}
+    a32_torch["agreement"].update(paired_differences(np.array(TRUTH), np.array(fp32_p), np.array(fp32_p))[0])
     a8_cpu = json.loads(json.dumps(a8))
     trt = (
         "tensorrt: unavailable — TensorRT libraries (libnvinfer) not found (TensorrtExecutionProvider could "
