@@ -221,6 +221,7 @@ class RankedCell(TypedDict, total=False):
     replicates_needed: int | None  # undecided: replicates per cell that would settle it (80 % power), if known
     could_change_choice: bool  # undecided: settling it could change the choice
     too_small: str  # undecided for want of calls or replicates: why there is no interval
+    noisy: str  # why this deciding figure was measured on a busy machine (recommendation.noisy)
 
 
 class DecideCell(TypedDict, total=False):
@@ -271,6 +272,7 @@ class RecommendationInfo(TypedDict, total=False):
     on_pareto_front: bool  # the choice on the front of the policy's objectives (rank_by, model size, accuracy)
     dominated_by: list[RankedCell]
     decide: DecideRecord
+    noisy: list[RankedCell]  # deciding figures measured on a noisy or contended cell (each with its why): undecided
 
 
 class Replicates(TypedDict, total=False):

@@ -75,6 +75,20 @@ def test_equivalent_within_the_margin_is_decided_and_tied_and_the_tie_rule_choos
     assert [t["variant"] for t in info["tied"]] == ["int8", "fp32"] and info["contenders"][0]["verdict"] == "tied"
 
 
+def test_a_decision_is_never_made_on_a_noisy_figure() -> None:
+    """The same clear case as above, but the best cell was timed beside another busy process: undecided, and why."""
+    rng = np.random.default_rng(1)
+    big = cell(samples(rng, 10.0, 10, 200, 0.005), "fp32", size_mb=343.0)
+    small = cell(samples(rng, 10.1, 10, 200, 0.005), "int8", size_mb=87.0)
+    big.noise = {"noisy": True, "contended": False, "why": "other processes used 1.00 cores"}
+    rec = recommendation(result_of(big, small))
+    assert rec.status == UNDECIDED and rec.contenders[0].verdict == TIED  # the ratio alone would decide it
+    assert [(row.cell.variant, why) for row, why in rec.noisy] == [("fp32", "other processes used 1.00 cores")]
+    info = rec.as_dict()
+    assert info["status"] == "undecided" and info["noisy"][0]["noisy"] == "other processes used 1.00 cores"
+    assert "Measured on a busy machine" in render_markdown(result_of(big, small), "en", Policy.from_dict(LENIENT))
+
+
 def test_a_cell_ten_percent_slower_with_tight_intervals_is_not_tied() -> None:
     rng = np.random.default_rng(2)
     fast = cell(samples(rng, 10.0, 10, 200, 0.005), "fp32", size_mb=343.0)
@@ -246,7 +260,9 @@ def test_decide_adds_replicates_until_an_undecided_recommendation_is_decided(tmp
     doc = json.loads(p.stdout)
     rec = doc["recommendation"]
     looks = rec["decide"]
-    assert looks["rounds"] >= 1 and looks["stopped"] == "decided" and rec["status"] == "decided"
+    # the ratios settle; the status also needs every deciding figure measured quietly (a busy CI box: undecided)
+    expected = "undecided" if rec.get("noisy") else "decided"
+    assert looks["rounds"] >= 1 and looks["stopped"] == "decided" and rec["status"] == expected
     assert {(a["variant"], a["replicates"] > 0) for a in looks["added"]} == {("fp32", True), ("seed2", True)}
     for c in doc["cells"]:
         ids = c["sample_replicates"]
@@ -255,5 +271,5 @@ def test_decide_adds_replicates_until_an_undecided_recommendation_is_decided(tmp
     assert looks["rounds"] >= 2  # 3 replicates of 10 calls → 6 → 10: the 100 calls a p95 interval needs
     assert rec["undecided"] == [] and rec["contenders"][0]["ratio_interval"] is not None
     report = (root / "out" / "report.md").read_text()
-    assert "**Decision: decided**" in report.split("## Claims")[0] and "`--decide` measured further" in report
+    assert f"**Decision: {expected}**" in report.split("## Claims")[0] and "`--decide` measured further" in report
     assert "decide: round 1:" in p.stderr

@@ -12,6 +12,7 @@ from statistics import NormalDist
 from typing import Final, Literal
 
 from bench import stats
+from bench.noise import noisy_figure
 from bench.report.policy import FAIL, INCONCLUSIVE, NOT_MEASURED, CellChecks, Policy, PolicyVerdict, evaluate_policy
 from bench.results import CellResult, DecideRecord, RankedCell, RecommendationInfo, RunResult
 
@@ -170,6 +171,8 @@ class Recommendation:
     on_front: bool = True
     dominated_by: list[CellChecks] = field(default_factory=list)
     decide: DecideRecord | None = None  # what `bench matrix --decide` measured further (carried from the results)
+    # deciding figures measured while the machine was busy (cell → why): a decision is never made on them
+    noisy: list[tuple[CellChecks, str]] = field(default_factory=list)
 
     @property
     def undecided(self) -> list[Contender]:
@@ -209,6 +212,11 @@ class Recommendation:
                     out["too_small"] = c.too_small
             return out
 
+        def flagged(row: CellChecks, why: str) -> RankedCell:
+            out = label(row)
+            out["noisy"] = why
+            return out
+
         info: RecommendationInfo = {
             "choice": None if self.choice is None else label(self.choice),
             "rank_by": self.rank_by,
@@ -229,6 +237,7 @@ class Recommendation:
                     "replicates_needed": self.replicates_needed,
                     "on_pareto_front": self.on_front,
                     "dominated_by": [label(r) for r in self.dominated_by],
+                    "noisy": [flagged(r, why) for r, why in self.noisy],
                 }
             )
         if self.decide is not None:
@@ -389,7 +398,15 @@ def _break_ties(result: RunResult, rec: Recommendation) -> None:
         )
         for c in judged
     ]
-    rec.status = UNDECIDED if rec.undecided else DECIDED
+    # the figures the decision rests on: the best, the choice, and every contender judged tied or slower
+    deciding = [best, rec.choice, *(c.row for c in rec.contenders if c.verdict != CANNOT_TELL)]
+    seen: set[tuple[str, str, int]] = set()
+    for row in deciding:
+        why = noisy_figure(row.cell)
+        if why is not None and row.cell.key not in seen:
+            seen.add(row.cell.key)
+            rec.noisy.append((row, why))
+    rec.status = UNDECIDED if rec.undecided or rec.noisy else DECIDED
     rec.dominated_by = _dominating(result, rec)
     rec.on_front = not rec.dominated_by
 

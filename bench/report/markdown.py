@@ -1238,6 +1238,9 @@ class _Writer:
             confidence=self._confidence(),
         )
         lines = [] if rec.contenders else [self.t("decision.alone")]
+        if rec.noisy:
+            cells = "; ".join(f"{self.cell(row.cell)} ({why})" for row, why in rec.noisy)
+            lines.append(self.t("decision.noisy", cells=cells))
         tied = [c for c in rec.contenders if c.verdict == TIED]
         if tied:
             lines.append(
