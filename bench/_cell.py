@@ -28,6 +28,7 @@ from bench.bundle import Bundle
 from bench.engine import probe_provider
 from bench.errors import BenchError
 from bench.evaluate import labelled_set_evaluator
+from bench.outdir import die_with_parent
 from bench.results import CellResult, ModelInfo, atomic_write_text, json_default
 from bench.runner import RunOptions, image_feed, measure_cell
 
@@ -102,6 +103,7 @@ def _child(args: list[str], out: Path, timeout_s: float, log_path: Path) -> tupl
             stderr=sink,
             env=env,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # a kill -9 of the matrix takes its cell with it (bench.outdir)
         )
         try:
             rc = proc.wait(timeout=timeout_s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import math
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +31,8 @@ from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.evaluate import EvalSpec, Evaluator
 from bench.modelfile import model_info
-from bench.noise import NoiseProbe, combine_noise
-from bench.options import DEFAULT_MIN_TIME_S, ISOLATIONS, MAX_BLOCKS, MIN_BLOCKS
+from bench.noise import NoiseProbe, combine_noise, load_difference
+from bench.options import DEFAULT_MIN_TIME_S, ISOLATIONS, MAX_BLOCKS, MIN_BLOCKS, REPLICATE_WARMUP
 from bench.perturb import parse_perturbations
 from bench.providers import parse_providers
 from bench.results import (
@@ -40,18 +41,25 @@ from bench.results import (
     CellResult,
     DatasetInfo,
     Environment,
+    LookInterval,
     Noise,
     RunConfig,
     RunResult,
+    SequentialLook,
+    SequentialRecord,
     atomic_write_text,
 )
 from bench.runner import FreshSessions, ReplicateSamples, RunOptions, fit_threads, image_feed
 from bench.sampling import ResourceSampler
+from bench.sequential import Interval, Rule, StopReason, confidence_sequence, mixture_ratio, why
+from bench.sequential import mde as seq_mde
+from bench.sequential import verdict as seq_verdict
 from bench.timing import LoopSpec, frozen_heap
 from bench.torch_engine import TorchEngine
 from bench.variants import ensure_variant
 
 LogFn = Callable[[str], None]
+MIN_CALLS_PER_BLOCK = 10  # sequential: a block's median needs some calls (as the fixed design's at 100 calls)
 MEMORY_TIMEOUT_S = 300.0  # a memory run that hangs longer is recorded as failed, not waited on forever
 BLOCK_TIMEOUT_S = 600.0  # a block in its own process (--isolation process) that hangs longer is a failed side
 
@@ -93,8 +101,12 @@ def measure_ab(
     dataset: DatasetInfo | None = None,
     log: LogFn | None = None,
     isolation: str = "session",
+    sequential: Rule | None = None,
 ) -> tuple[RunResult, RunResult]:
     """Measure both sides interleaved; returns (baseline RunResult, current RunResult), one cell each.
+
+    With ``sequential`` (and ``blocks`` None) the blocks come in AB/BA pairs until the rule stops them
+    (:func:`_sequential_blocks`); the looks and why it stopped go in both results' config.
 
     ``options.loop.iterations`` timed calls per side are spread over ``blocks`` blocks (rounded up to
     whole blocks); each block of each side is a replicate: a fresh session (``isolation="session"``; one
@@ -103,6 +115,10 @@ def measure_ab(
     ``blocks=None`` chooses them from the cost of a session (:func:`auto_blocks`).
     """
     options, threads_why = fit_threads(provider, options, log)
+    if sequential is not None and blocks is None:
+        blocks = sequential_blocks(current, provider, options, log)
+    elif sequential is not None:
+        sequential = None  # --blocks N: the fixed design
     if blocks is None:
         blocks = auto_blocks(current, provider, options, log)
     if blocks < 1:
@@ -128,22 +144,44 @@ def measure_ab(
         feed = (lambda engine, s=side: input_batch(engine, s)) if input_batch else None
         sessions = FreshSessions(side.model_path, side.variant, provider, block_options, feed, cell.model.sha256)
         runs.append(_SideRun(side, cell, sessions, NoiseProbe(cpu_threads)))
-    orders = stats.balanced_order(blocks, options.seed)
-    order_text = "".join("AB" if o == (0, 1) else "BA" for o in orders)
-    if log:
-        log(
-            f"ab: {blocks} blocks × {block_options.loop.iterations} calls per side, a fresh {isolation} per block, "
-            f"order {order_text} (A = {current.label}, B = {baseline.label})"
-        )
+    record: SequentialRecord | None = None
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, frozen_heap():
-        for block, order in enumerate(orders):
+
+        def one_block(block: int, order: tuple[int, int], later: bool) -> None:
+            """Both sides' block ``block`` in ``order``; ``later`` blocks of the sequential design warm up as a
+            bench run replicate after the first does (REPLICATE_WARMUP: the process is warm)."""
+            opts = block_options
+            if later:
+                opts = replace(opts, loop=replace(opts.loop, warmup=min(opts.loop.warmup, REPLICATE_WARMUP)))
             for i in order:
                 if runs[i].cell.status != "ok":
                     continue
                 if isolation == "process":
-                    _block_in_process(runs[i], provider, block_options, block, Path(tmp))
+                    _block_in_process(runs[i], provider, opts, block, Path(tmp))
                 else:
-                    _block_in_session(runs[i], provider, block_options.loop, block)
+                    _block_in_session(runs[i], provider, opts.loop, block)
+
+        if sequential is not None:
+            if log:
+                log(
+                    f"ab: sequential: AB/BA pairs of blocks of {block_options.loop.iterations}+ calls per side, a "
+                    f"fresh {isolation} per block, until the verdict is settled (at most {blocks} pairs"
+                    + (f" or {options.max_time_s:g} s" if options.max_time_s else "")
+                    + f"; A = {current.label}, B = {baseline.label})"
+                )
+            record = _run_sequential(runs, one_block, sequential, blocks, options.max_time_s, options.seed, log)
+            order_text = "".join(look.get("order", "") for look in record["looks"])
+            blocks = 2 * record["pairs"]
+        else:
+            orders = stats.balanced_order(blocks, options.seed)
+            order_text = "".join("AB" if o == (0, 1) else "BA" for o in orders)
+            if log:
+                log(
+                    f"ab: {blocks} blocks × {block_options.loop.iterations} calls per side, a fresh {isolation} per "
+                    f"block, order {order_text} (A = {current.label}, B = {baseline.label})"
+                )
+            for block, order in enumerate(orders):
+                one_block(block, order, later=False)
     for run in runs:
         cell, side = run.cell, run.side
         if cell.status != "ok" or not run.timed.samples:
@@ -177,6 +215,10 @@ def measure_ab(
     )
     if threads_why:
         config["threads_why"] = threads_why
+    config["design"] = "fixed" if record is None else "sequential"
+    if record is not None:
+        config["looks"], config["stopped_because"] = record["looks"], record["stopped_because"]
+        config["max_pairs"] = record["max_pairs"]
     results = []
     for role, side, cell in (("current", current, runs[0].cell), ("baseline", baseline, runs[1].cell)):
         results.append(
@@ -196,6 +238,241 @@ def measure_ab(
     return results[1], results[0]
 
 
+def _run_sequential(
+    runs: list[_SideRun],
+    one_block: Callable[[int, tuple[int, int], bool], None],
+    rule: Rule,
+    max_pairs: int,
+    max_time_s: float | None,
+    seed: int,
+    log: LogFn | None,
+) -> SequentialRecord:
+    """Pairs of blocks (ABBA or BAAB, a seeded fair coin each) until ``rule`` stops, ``max_pairs`` are measured or
+    the next pair would pass ``max_time_s``; a look after every pair, each recorded."""
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    looks: list[SequentialLook] = []
+    ratios: dict[str, list[float]] = {"median": [], "p95": []}
+    block_figures: list[list[tuple[float, float, int]]] = [[], []]  # per side: (median, p95, calls) of each block
+    stopped: StopReason = "max_pairs"
+    for pair in range(max_pairs):
+        abba = bool(rng.integers(2))
+        for k, order in enumerate(((0, 1), (1, 0)) if abba else ((1, 0), (0, 1))):
+            sizes = [len(run.timed.samples) for run in runs]
+            one_block(2 * pair + k, order, pair > 0)
+            for i, run in enumerate(runs):
+                block = np.asarray(run.timed.samples[sizes[i] :], dtype=np.float64)
+                if block.size:
+                    block_figures[i].append((stats.quantile(block, 0.5), stats.quantile(block, 0.95), int(block.size)))
+        if any(run.cell.status != "ok" for run in runs) or len(block_figures[0]) != len(block_figures[1]):
+            stopped = "failed"
+            break
+        (cur, base) = (block_figures[0][-2:], block_figures[1][-2:])
+        ratios["median"].append(_pair_log_ratio(cur, base, 0))
+        if min(f[2] for f in cur + base) >= stats.min_samples(0.95):
+            ratios["p95"].append(_pair_log_ratio(cur, base, 1))
+        p50 = confidence_sequence(ratios["median"], rule.alpha_row, rule.g)
+        p95 = confidence_sequence(ratios["p95"], rule.alpha_row, rule.g) if len(ratios["p95"]) == pair + 1 else None
+        seconds = time.perf_counter() - started
+        looks.append(
+            {
+                "pair": pair + 1,
+                "seconds": round(seconds, 3),
+                "order": "ABBA" if abba else "BAAB",
+                "p50": _look(p50, rule),
+                "p95": _look(p95, rule) if p95 is not None else None,
+            }
+        )
+        if log:
+            shown = looks[-1]["p50"]
+            span = f"[{shown['low']:.3f}, {shown['high']:.3f}]" if shown["low"] is not None else "[unbounded]"
+            log(f"ab: look {pair + 1} ({seconds:.1f} s): p50 ×{shown['ratio']:.3f} {span} {shown['verdict']}")
+        reason = rule.stop(p50, p95)
+        if reason is not None:
+            stopped = reason
+            break
+        if max_time_s is not None and seconds * (pair + 2) / (pair + 1) > max_time_s:
+            stopped = "budget"  # the next pair would run past the budget
+            break
+    return {
+        "method": METHOD,
+        "alpha": rule.alpha,
+        "prior_g": rule.g,
+        "pairs": len(looks),
+        "max_pairs": max_pairs,
+        "max_time_s": max_time_s,
+        "seconds": round(time.perf_counter() - started, 3),
+        "stopped_because": stopped,
+        "looks": looks,
+    }
+
+
+METHOD = (
+    "confidence sequence on the per-pair block log-ratios (normal mixture of the t-statistic: Howard, Ramdas, "
+    "McAuliffe & Sekhon 2021; Lai 1976), each latency row at alpha/2, valid at every look"
+)
+
+
+def _pair_log_ratio(cur: list[tuple[float, float, int]], base: list[tuple[float, float, int]], which: int) -> float:
+    """The pair's unit: the mean of its two blocks' log(statistic current / statistic baseline)."""
+    return float(np.mean([math.log(c[which] / b[which]) for c, b in zip(cur, base, strict=True)]))
+
+
+def _look(interval: Interval, rule: Rule) -> LookInterval:
+    return {
+        "ratio": round(math.exp(interval.mean), 5),
+        "low": round(math.exp(interval.low), 5) if interval.finite else None,
+        "high": round(math.exp(interval.high), 5) if interval.finite else None,
+        "verdict": seq_verdict(interval, rule.tolerance),
+    }
+
+
+def sequential_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | None = None) -> int:
+    """The sequential design's block size, as blocks per side of the timed work (also its most pairs).
+
+    As :func:`auto_blocks` (Kalibera & Jones: a block's timed work about what opening it costs), but a block after
+    the first warms up with REPLICATE_WARMUP calls, as a ``bench run`` replicate does: the process is warm. Blocks
+    are then cheaper and more, and the pairs, not the blocks' length, decide how soon the verdict is settled.
+    """
+    costs = _probe_costs(side, provider, options)
+    if costs is None:
+        return MIN_BLOCKS
+    create_s, per_call = costs
+    block_cost = create_s + min(options.loop.warmup, REPLICATE_WARMUP) * per_call
+    timed = max(options.loop.min_time_s or 0.0, options.loop.iterations * per_call)
+    calls = max(options.loop.iterations, int(timed / max(per_call, 1e-9)))  # a side's timed calls, --min-time's too
+    most = max(MIN_BLOCKS, min(MAX_BLOCKS, calls // MIN_CALLS_PER_BLOCK))
+    blocks = int(min(most, max(MIN_BLOCKS, timed / max(block_cost, 1e-6))))
+    if log:
+        log(
+            f"ab: a later block opens and warms up in {block_cost * 1000:.0f} ms, the timed work ≈{timed:.2f} s per "
+            f"side: blocks of 1/{blocks} of it (--blocks N for the fixed design)"
+        )
+    return blocks
+
+
+def _probe_costs(side: AbSide, provider: str, options: RunOptions) -> tuple[float, float] | None:
+    """(session create s, s per call) from a probe session's warm-up calls; None when the side cannot run."""
+    probe = FreshSessions(side.model_path, side.variant, provider, options)
+    warmup = max(1, options.loop.warmup)
+    try:
+        times, create_ms = probe.measure(LoopSpec(iterations=warmup, warmup=0))  # a block's warm-up calls, timed
+    except InputError:
+        raise
+    except Exception:  # the blocks themselves will record why this side cannot run
+        return None
+    finally:
+        probe.close()  # the probe session is gone before the first block
+        gc.collect()
+    return create_ms / 1000.0, sum(times) / 1000.0 / warmup
+
+
+def apply_sequential(result: CompareResult, base_run: RunResult, cur_run: RunResult, rule: Rule) -> None:
+    """The latency rows of a sequential ``bench ab``: each verdict read off its confidence sequence at the last
+    look (the bootstrap interval compare_runs made is not valid after stopping on the data), then the gate's
+    verdict again; ``result.sequential`` records the looks."""
+    config = cur_run.config
+    looks = config.get("looks") or []
+    b, c = base_run.cells[0], cur_run.cells[0]
+    last = looks[-1] if looks else None
+    for row in result.rows:
+        name = {"latency_p50_ms": "p50", "latency_p95_ms": "p95"}.get(row.metric)
+        if name is None or row.verdict == "incomparable":
+            continue
+        seen = cast("LookInterval | None", (last or {}).get(name))
+        ratios = _unit_ratios(b, c, 0.5 if name == "p50" else 0.95)
+        interval = confidence_sequence(ratios, rule.alpha_row, rule.g) if seen is not None and ratios else None
+        if interval is not None and seen is not None and seen.get("low") is not None and seen.get("high") is not None:
+            # the look's own figures (made from the unrounded samples) decide; the recorded ones give the spread
+            interval = replace(
+                interval,
+                mean=math.log(float(seen["ratio"] or 1.0)),
+                low=math.log(float(seen["low"] or 1.0)),
+                high=math.log(float(seen["high"] or 1.0)),
+            )
+        row.level, row.resampled, row.replicates_needed = round(1 - rule.alpha_row, 6), "pairs", None
+        if interval is None:
+            row.verdict, row.ci_low, row.ci_high, row.mde, row.p_value, row.p_adjusted = (
+                "inconclusive",
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            row.why = (
+                f"{name}: no sequence (blocks under {stats.min_samples(0.95)} calls have no p95 of their own); "
+                "--blocks N measures a fixed design whose bootstrap judges the tail"
+                if name == "p95"
+                else f"{name}: no look was made (a side failed before the first pair)"
+            )
+            continue
+        decided = seq_verdict(interval, rule.tolerance)
+        text = why(name, interval, rule.tolerance, rule.alpha_row)
+        e_values = [mixture_ratio(_t(ratios[:k]), k, rule.g) for k in range(2, len(ratios) + 1)]
+        p = min(1.0, 1.0 / max(e_values, default=1.0))  # anytime-valid: 1 / the largest e-value seen
+        demoted = _noise_demotion(name, decided, b, c)
+        if demoted:
+            decided, text = "inconclusive", f"inconclusive: {text.split(' (')[0]}, but {demoted}"
+        row.verdict, row.why = decided, text
+        row.ratio = round(math.exp(interval.mean), 4)
+        row.ci_low = round(math.exp(interval.low), 4) if interval.finite else None
+        row.ci_high = round(math.exp(interval.high), 4) if interval.finite else None
+        row.mde = None if (m := seq_mde(interval, rule.tolerance)) is None else round(m, 4)
+        row.p_value, row.p_adjusted = float(f"{p:.3g}"), float(f"{min(1.0, 2 * p):.3g}")
+    if any(r.verdict == "regression" for r in result.rows):
+        result.verdict = "regression"
+    elif any(r.verdict in ("same", "improvement", "inconclusive") for r in result.rows):
+        result.verdict = "pass"
+    if result.symmetry is not None:
+        tested = [r for r in result.rows if r.level is not None]
+        result.symmetry["regressions"] = sum(r.verdict == "regression" for r in tested)
+        result.symmetry["improvements"] = sum(r.verdict == "improvement" for r in tested)
+    if result.family is not None:
+        result.family["why"] += "; bench ab --sequential: p50 and p95 each on a confidence sequence at α/2 (Bonferroni)"
+    result.sequential = {
+        "method": METHOD,
+        "alpha": rule.alpha,
+        "prior_g": rule.g,
+        "pairs": len(looks),
+        "max_pairs": int(config.get("max_pairs") or len(looks)),
+        "max_time_s": config.get("max_time_s"),
+        "seconds": float(last["seconds"]) if last else 0.0,
+        "stopped_because": config.get("stopped_because", "failed"),
+        "looks": list(looks),
+    }
+
+
+def _unit_ratios(b: CellResult, c: CellResult, q: float) -> list[float]:
+    """Per pair of blocks, the mean of its blocks' log-ratios of the q-quantile (blocks = replicate ids 2k, 2k+1);
+    [] when a block is too short for the quantile."""
+    gb, _ = stats.replicate_groups(b.samples_ms, b.sample_replicates or None)
+    gc_, _ = stats.replicate_groups(c.samples_ms, c.sample_replicates or None)
+    least = stats.min_samples(q) if q > 0.5 else 1  # a block's median is every block's; a tail needs its calls
+    if len(gb) != len(gc_) or min((g.size for g in gb + gc_), default=0) < least:
+        return []
+    logs = [math.log(stats.quantile(x, q) / stats.quantile(y, q)) for x, y in zip(gc_, gb, strict=True)]
+    return [float(np.mean(logs[k : k + 2])) for k in range(0, len(logs) - 1, 2)]
+
+
+def _t(x: Sequence[float]) -> float:
+    n, mean = len(x), float(np.mean(x))
+    sd = max(float(np.std(x, ddof=1)), 1e-9)
+    return mean / (sd / math.sqrt(n))
+
+
+def _noise_demotion(name: str, decided: str, b: CellResult, c: CellResult) -> str | None:
+    """Why a verdict cannot stand on these sides' noise, as compare_runs says it (bench.compare._judge_latency)."""
+    if decided not in ("regression", "improvement", "same"):
+        return None
+    load = load_difference(b.noise, c.noise)
+    if load and decided != "same":
+        return f"the sides were measured under different load ({load}): the difference may be the load's"
+    if name == "p95" and all((cell.noise or {}).get("contended") for cell in (b, c)):
+        return "both sides were contended: a tail then times the neighbours' scheduling, not the model"
+    return None
+
+
 def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | None = None) -> int:
     """Blocks per side when none are asked for: as many replicates as the timed work can pay for.
 
@@ -205,20 +482,11 @@ def auto_blocks(side: AbSide, provider: str, options: RunOptions, log: LogFn | N
     (Kalibera & Jones: spend on the level that varies, in proportion to what it costs). Session
     overhead then stays at most about the timed time: the wall time at most doubles.
     """
-    probe = FreshSessions(side.model_path, side.variant, provider, options)
-    warmup = max(1, options.loop.warmup)
-    try:
-        times, create_ms = probe.measure(LoopSpec(iterations=warmup, warmup=0))  # a block's warm-up calls, timed
-    except InputError:
-        raise
-    except Exception:  # the blocks themselves will record why this side cannot run
+    costs = _probe_costs(side, provider, options)
+    if costs is None:
         return MIN_BLOCKS
-    finally:
-        probe.close()  # the probe session is gone before the first block
-        gc.collect()
-    warm_s = sum(times) / 1000.0
-    per_call = warm_s / warmup
-    block_cost = create_ms / 1000.0 + warm_s
+    create_s, per_call = costs
+    block_cost = create_s + max(1, options.loop.warmup) * per_call
     timed = max(options.loop.min_time_s or 0.0, options.loop.iterations * per_call)
     blocks = int(min(MAX_BLOCKS, max(MIN_BLOCKS, timed / max(block_cost, 1e-6))))
     if log:
@@ -299,7 +567,21 @@ def write_ab(out: Path, result: CompareResult, baseline: RunResult, current: Run
     baseline.write(out / "baseline")
     current.write(out / "current")
     atomic_write_text(out / "compare.json", result.to_json() + "\n")
-    atomic_write_text(out / "compare.md", result.to_markdown("bench ab"))
+    atomic_write_text(out / "compare.md", ab_markdown(result))
+
+
+def ab_markdown(result: CompareResult) -> str:
+    """The comparison's Markdown; for the sequential design, a line after the table saying how it decided (its
+    latency rows' intervals are confidence sequences, not the bootstrap intervals the header names)."""
+    text = result.to_markdown("bench ab")
+    seq = result.sequential
+    if seq is None:
+        return text
+    return text + (
+        f"\nSequential design: {seq['pairs']} pairs of blocks ({seq['seconds']:.1f} s of measuring), stopped: "
+        f"{seq['stopped_because']}. The p50/p95 intervals are confidence sequences at {(1 - seq['alpha'] / 2):.1%}, "
+        "valid at every look (bench/sequential.py).\n"
+    )
 
 
 def run_ab(
@@ -319,8 +601,12 @@ def run_ab(
     log: LogFn | None = None,
     isolation: str = "session",
     perturb: Sequence[str] = (),
+    sequential: bool = False,
 ) -> tuple[CompareResult, RunResult, RunResult]:
     """``bench ab``: resolve both sides, measure them interleaved, compare (baseline = ``against``).
+
+    ``sequential`` (unless ``blocks`` is given): pairs of blocks until the latency verdict is settled
+    (bench.sequential), its rows then read off their confidence sequences (:func:`apply_sequential`).
 
     Without ``min_time_s`` each side is timed for at least DEFAULT_MIN_TIME_S (:func:`timed_for_a_while`).
     """
@@ -336,7 +622,7 @@ def run_ab(
     if "," in variant or variant == "all" or (against_variant and ("," in against_variant or against_variant == "all")):
         raise InputError("bench ab compares one variant against one other; pass a single --variant name")
     bundle_cur = Bundle.discover(resolve_model_dir(model_dir))
-    bundle_base = Bundle.discover(against) if against is not None else bundle_cur
+    bundle_base = Bundle.discover(against, flag="--against") if against is not None else bundle_cur
     var_base = against_variant or variant
     if against is None and var_base == variant and log:
         log("note: --against-variant equals --variant: an A/A run (both sides are the same file)")
@@ -369,6 +655,8 @@ def run_ab(
                 return None
             return evaluator(engine)
 
+    tol = tolerances or Tolerances()
+    rule = Rule(tol.latency, alpha=round(1.0 - tol.confidence, 6)) if sequential and blocks is None else None
     base_run, cur_run = measure_ab(
         cur,
         base,
@@ -381,10 +669,19 @@ def run_ab(
         dataset=dataset_fp,
         log=log,
         isolation=isolation,
+        sequential=rule,
     )
     result = compare_runs(
         base_run, cur_run, tolerances, pairs=[(base_run.cells[0], cur_run.cells[0])], labels=(base.label, cur.label)
     )
+    if rule is not None and cur_run.config.get("design") == "sequential":
+        apply_sequential(result, base_run, cur_run, rule)
+        if log and result.sequential is not None:
+            seq = result.sequential
+            log(
+                f"ab: sequential: stopped after {seq['pairs']} pairs ({seq['seconds']:.1f} s of measuring): "
+                f"{seq['stopped_because']}"
+            )
     return result, base_run, cur_run
 
 
@@ -394,9 +691,12 @@ __all__ = [
     "MAX_BLOCKS",
     "MIN_BLOCKS",
     "AbSide",
+    "ab_markdown",
+    "apply_sequential",
     "auto_blocks",
     "measure_ab",
     "run_ab",
+    "sequential_blocks",
     "timed_for_a_while",
     "write_ab",
 ]

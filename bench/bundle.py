@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import InputError
-from bench.preprocess import PreprocessConfig
+from bench.preprocess import ConfigFieldError, PreprocessConfig
 
 KNOWN_VARIANTS = ("fp32", "fp16", "int8", "uint8", "quantized", "q4", "q4f16", "bnb4")
 # Eager PyTorch rows (bench.torch_engine): fp32, and half precision on CUDA. Not ONNX files: they run the
@@ -75,13 +76,14 @@ class Bundle:
     preprocessor: dict[str, Any] | None = None
 
     @classmethod
-    def discover(cls, path: str | Path) -> Bundle:
-        """Read a model directory; raise InputError naming what was looked for when it holds no model."""
+    def discover(cls, path: str | Path, flag: str = "--model-dir") -> Bundle:
+        """Read a model directory; raise InputError naming what was looked for (and the ``flag`` that gave it)
+        when it holds no model."""
         root = Path(path).expanduser()
         if not root.exists():
-            raise InputError(f"model dir {root} does not exist; pass --model-dir DIR (a folder with onnx/model.onnx)")
+            raise InputError(f"model dir {root} does not exist; pass {flag} DIR (a folder with onnx/model.onnx)")
         if root.is_file():
-            raise InputError(f"--model-dir must be a folder, got the file {root}; pass its parent folder")
+            raise InputError(f"{flag} must be a folder, got the file {root}; pass its parent folder")
         onnx_dir = root / "onnx" if (root / "onnx").is_dir() else root
         variants = {variant_name(p): p for p in sorted(onnx_dir.glob("*.onnx"))}
         config = _read_json(root / "config.json")
@@ -89,7 +91,7 @@ class Bundle:
         if not variants and not (config is not None and _pytorch_weights(root)):
             raise InputError(
                 f"no model in {root}: looked for onnx/model*.onnx, *.onnx and config.json + "
-                f"{' or '.join(PYTORCH_WEIGHT_FILES)}; pass --model-dir pointing at a transformers.js-style "
+                f"{' or '.join(PYTORCH_WEIGHT_FILES)}; pass {flag} pointing at a transformers.js-style "
                 "bundle, a Hugging Face checkpoint or a folder of .onnx files"
             )
         return cls(root=root, onnx_dir=onnx_dir, variants=variants, config=config or {}, preprocessor=preprocessor)
@@ -150,8 +152,13 @@ class Bundle:
         return {}
 
     def preprocess_config(self, fallback_hw: tuple[int, int] | None = None) -> PreprocessConfig:
-        """Preprocessing from preprocessor_config.json, else HF ViT defaults at the model's input size."""
-        return PreprocessConfig.from_json(self.preprocessor or {}, fallback_hw=fallback_hw)
+        """Preprocessing from preprocessor_config.json, else HF ViT defaults at the model's input size; a malformed
+        field is an InputError naming the file and the field (exit 2, not a failed inference)."""
+        try:
+            return PreprocessConfig.from_json(self.preprocessor or {}, fallback_hw=fallback_hw)
+        except ConfigFieldError as exc:
+            where = self.root / "preprocessor_config.json"
+            raise InputError(f"{where}: {exc}; fix the field or remove it (the default is then used)") from exc
 
 
 def positive_index(labels: dict[int, str], override: str | int | None = None) -> tuple[int | None, str | None]:
@@ -171,12 +178,26 @@ def positive_index(labels: dict[int, str], override: str | int | None = None) ->
     if len(matches) == 1:
         return matches[0], None
     if not matches:
+        if len(labels) > 2:  # an ImageNet-style classifier, not a real/fake detector: say how to score one class
+            first = min(labels)
+            return None, (
+                f"no label names the fake class of this {len(labels):,}-class model ({_label_list(labels)}); pass "
+                f"--positive-label NAME|INDEX (e.g. --positive-label {first} or --positive-label "
+                f"{labels[first]!r}) to score that class against the rest"
+            )
         return None, f"no label names the fake class ({_label_list(labels)}); pass --positive-label NAME|INDEX"
     return None, f"several labels could be the fake class ({_label_list(labels)}); pass --positive-label NAME|INDEX"
 
 
-def _label_list(labels: dict[int, str]) -> str:
-    return ", ".join(f"{i}={n}" for i, n in sorted(labels.items()))
+def label_summary(labels: Mapping[int, str], shown: int = 6) -> str:
+    """A few labels, not all: a 1,000-class model's full list made a 70 KB error line (#29)."""
+    items = [f"{i}={n}" for i, n in sorted(labels.items())]
+    if len(items) <= shown + 1:
+        return ", ".join(items)
+    return f"{len(items):,} labels: " + ", ".join(items[:shown]) + f", …, {items[-1]}"
+
+
+_label_list = label_summary
 
 
 def _pytorch_weights(root: Path) -> Path | None:

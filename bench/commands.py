@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench import datasets, environment
+from bench.audit import with_audit
 from bench.bundle import Bundle, is_pytorch_variant
 from bench.datasets import LabelledSet
 from bench.engine import SessionSpec
 from bench.errors import InputError
 from bench.evaluate import (
     CACHE_BYTES,
+    TRANSFER_FPR,
     EvalSpec,
     Evaluator,
     ImageSource,
@@ -72,7 +74,8 @@ def run_cells(
         ),
         dataset=datasets.fingerprint(dataset, [(p, None) for p in images]) if dataset is not None else None,
     )
-    feed = image_feed(images, options.batch_size, bundle) if images else None
+    skipped: list[str] = []  # timed-input images that do not decode: skipped and listed, as bench eval does
+    feed = image_feed(images, options.batch_size, bundle, skipped) if images else None
     for variant in variants:
         for provider in providers:
             tick = progress(f"{variant}/{provider}", options.loop.iterations) if progress else None
@@ -86,6 +89,8 @@ def run_cells(
                     progress=_per_call(tick) if tick else None,
                 )
             )
+    if skipped and log:
+        log(f"skipped {len(skipped)} image(s) of the timed input: " + "; ".join(skipped[:5]))
     return result
 
 
@@ -123,6 +128,9 @@ def run_eval(
     log: LogFn | None = None,
     progress: StartFn | None = None,
     perturb: Sequence[str] = (),
+    threshold_at_fpr: float | None = TRANSFER_FPR,
+    flip_batch_sizes: Sequence[int] = (),
+    audit: bool = True,
 ) -> RunResult:
     """``bench eval``: every variant × provider on ``dataset`` (a LabelledSet), plus agreement; a RunResult.
 
@@ -131,6 +139,10 @@ def run_eval(
     The reference variant is evaluated too when it is not among ``variants``. When no label is the fake
     class (and no ``positive_label`` says which), every cell is ``unavailable`` with that reason; a
     ``positive_label`` that names no label is an InputError.
+
+    ``threshold_at_fpr``: the threshold transfer's target FPR (bench.evaluate.add_threshold_transfer; None: off);
+    ``flip_batch_sizes``: the batches the decisions are compared with the reference's at (the service's);
+    ``audit``: the shortcut audit of the set (bench.audit) in ``dataset.audit``, its warning on ``log``.
     """
     check_threshold(threshold)
     if batch_size < 1:
@@ -138,7 +150,9 @@ def run_eval(
     session = session or SessionSpec()
     spec = EvalSpec(dataset.root, threshold, positive_label, strict, perturbations=tuple(perturb))
     source = ImageSource([item.path for item in dataset.items], cache_bytes=CACHE_BYTES)
-    evaluator = Evaluator(bundle, dataset, spec, batch_size=batch_size, source=source)
+    evaluator = Evaluator(
+        bundle, dataset, spec, batch_size=batch_size, source=source, flip_batch_sizes=flip_batch_sizes
+    )
     names = list(dict.fromkeys([*variants, *([reference] if reference else [])]))
     for warning in dataset.warnings:
         if log:
@@ -173,8 +187,10 @@ def run_eval(
             "device_id": session.provider_options.device_id,
             "perturbations": [p.name for p in evaluator.perturbations],
             "perturb_seed": DEFAULT_SEED,
+            "threshold_at_fpr": threshold_at_fpr,
+            "flip_batch_sizes": sorted({batch_size, *flip_batch_sizes}) if flip_batch_sizes else [],
         },
-        dataset=dataset.fingerprint(),
+        dataset=with_audit(dataset, log, *_model_target(bundle, evaluator)) if audit else dataset.fingerprint(),
     )
     for variant in names:
         for provider in providers:
@@ -191,8 +207,14 @@ def run_eval(
             advance = progress(f"{variant}/{provider}", len(dataset.items) * passes) if progress else None
             result.cells.append(evaluate_cell(paths[variant], variant, provider, evaluator, labels, session, advance))
     if reference:
-        add_agreement(result.cells, reference)
+        add_agreement(result.cells, reference, threshold_at_fpr)
     return result
+
+
+def _model_target(bundle: Bundle, evaluator: Evaluator) -> tuple[dict[int, str] | None, int | None]:
+    """The model's labels and fake class for the shortcut audit, when config.json names them."""
+    labels = bundle.labels()
+    return (labels, evaluator.target(labels)[0]) if labels else (None, None)
 
 
 __all__ = ["default_reference", "run_cells", "run_eval"]

@@ -38,9 +38,18 @@ from bench.environment import machine_id
 from bench.errors import InputError, VerdictFailed
 from bench.noise import load_difference
 from bench.options import RunOptions
-from bench.results import SCHEMA_VERSION, CellKey, CellResult, RunResult, schema_of
+from bench.results import (
+    SCHEMA_VERSION,
+    CellKey,
+    CellResult,
+    RunResult,
+    SequentialRecord,
+    schema_of,
+    validate_results,
+)
 from bench.robustness_compare import perturbed_accuracy_rows
 from bench.settings import keys_with_role
+from bench.validity import parse_results_text
 
 Verdict = Literal["regression", "improvement", "same", "inconclusive", "incomparable"]
 Side = Literal["baseline", "current"]
@@ -204,6 +213,7 @@ _OPTIONAL_ROW_FIELDS = (
     "noisy",
     "level",
     "p_adjusted",
+    "explanation",
 )
 
 
@@ -233,6 +243,8 @@ class CompareRow:
     # tested rows (omitted otherwise): their place in the family
     level: float | None = None  # the confidence of this row's interval and test: its Holm level (0.9984 = 1 - α/32)
     p_adjusted: float | None = None  # Holm-adjusted p: a finding of the family exactly when ≤ alpha
+    # latency regressions (omitted otherwise): the top op-type deltas of both sides' profiles (bench.profile.explain)
+    explanation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -251,6 +263,7 @@ class CompareResult:
     calibration: dict[str, Any] | None = None  # the bench calibrate figures used (cross-run), if any
     family: FamilyControl | None = None  # how the tested rows were held together (None: no row was tested)
     symmetry: Symmetry | None = None  # which way the tested rows went
+    sequential: SequentialRecord | None = None  # bench ab --sequential: its looks and why it stopped (else omitted)
 
     @property
     def exit_code(self) -> int:
@@ -258,6 +271,8 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data.get("sequential") is None:
+            data.pop("sequential", None)
         for row in data["rows"]:
             for optional in _OPTIONAL_ROW_FIELDS:
                 if row.get(optional) is None:
@@ -312,10 +327,10 @@ def load_pair(baseline: str | Path, current: str | Path) -> tuple[RunResult, Run
         p = Path(path)
         p = p / "results.json" if p.is_dir() else p
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = parse_results_text(p.read_text(encoding="utf-8"), f"{side} {p}")  # depth, NaN refused
         except FileNotFoundError as exc:
             raise InputError(f"{side} results file {p} not found") from exc
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{side} {p} is not a results JSON file ({exc})") from exc
         if not isinstance(data, dict) or "cells" not in data:
             raise InputError(f"{side} {p} is not a bench results file (no 'cells')")
@@ -332,7 +347,7 @@ def load_pair(baseline: str | Path, current: str | Path) -> tuple[RunResult, Run
         p, data = raw[side]
         if not data["cells"]:
             raise InputError(f"{side} {p} has no cells: nothing to compare")
-        runs.append(RunResult.from_dict(data))
+        runs.append(validate_results(data, source=f"{side} {p}"))  # the contract, as every command reads it
     return runs[0], runs[1]
 
 
@@ -405,6 +420,9 @@ def compare_runs(
     pending: list[_Pending] = []
     for b, c in pairs:
         result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why, pending))
+    _isolation_rows(baseline, current, result)
+    if cross_run and baseline.run_id and baseline.run_id == current.run_id:
+        result.warnings.insert(0, f"both sides are the same run ({baseline.run_id}): every row compares it with itself")
     _judge_family(result, pending, tol, sigma_run, cross_run)
     for side, run in (("baseline", baseline), ("current", current)):
         noisy = [
@@ -455,6 +473,24 @@ def compare_runs(
                 ),
             )
     return result
+
+
+# Where a command measured a cell's memory: the process's RSS includes what else that process holds.
+_ISOLATION = {"matrix": "a fresh process per cell", "run": "the bench CLI's own process"}
+
+
+def _isolation_rows(baseline: RunResult, current: RunResult, result: CompareResult) -> None:
+    """RSS measured under different isolation (a matrix cell's own process vs ``bench run``'s CLI process, which
+    also holds click, the report libraries, …) differs without any change to the model: incomparable, not a
+    regression."""
+    cb, cc = baseline.config.get("command"), current.config.get("command")
+    ib, ic = _ISOLATION.get(str(cb)), _ISOLATION.get(str(cc))
+    if ib is None or ic is None or ib == ic:
+        return
+    for row in result.rows:
+        if row.metric == "rss_peak_mb" and row.verdict != "incomparable":
+            row.why = f"RSS measured under different isolation ({cb}: {ib}; {cc}: {ic}); would be {row.verdict}"
+            row.verdict = "incomparable"
 
 
 def _calibrated_sigma(calibration: Mapping[str, Any], machine: str | None, result: CompareResult) -> float:

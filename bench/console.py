@@ -97,7 +97,7 @@ def cells_table(cells: Sequence[CellResult], title: str | None = None) -> Table:
             fmt(c.throughput_ips, 1),
             fmt(mem.get("rss_peak_mb"), 1),
             fmt(mem.get("gpu_device_peak_mb"), 1),
-            "—" if acc is None else f"{acc * 100:.2f}%",
+            _pct(acc, (c.accuracy or {}).get("accuracy_ci")),
         )
     return table
 
@@ -295,23 +295,19 @@ def accuracy_table(cells: Sequence[CellResult], title: str | None = None) -> Tab
             table.add_row(c.variant, c.provider, f"[red]{c.status}[/]: {escape(c.reason or '')}", *[""] * 11)
             continue
         agree = a.get("agreement") or {}
-
-        def pct(v: float | None) -> str:
-            return "—" if v is None else f"{v * 100:.2f}%"
-
         table.add_row(
             c.variant,
             c.provider,
             fmt(a.get("n")),
             fmt(len(a.get("skipped") or [])),
-            pct(a.get("accuracy")),
-            pct(a.get("balanced_accuracy")),
+            _pct(a.get("accuracy"), a.get("accuracy_ci")),
+            _pct(a.get("balanced_accuracy"), a.get("balanced_accuracy_ci")),
             fmt(a.get("f1"), 4),
-            fmt(a.get("roc_auc"), 4),
-            pct(a.get("eer")),
+            _with_ci(fmt(a.get("roc_auc"), 4), a.get("roc_auc_ci"), 3),
+            _pct(a.get("eer")),
             fmt(a.get("log_loss"), 4),
             fmt(a.get("ece"), 4),
-            pct(agree.get("flip_rate")),
+            _pct(agree.get("flip_rate")),
             fmt(agree.get("mean_abs_dp"), 4),
             fmt(a.get("images_per_s"), 1),
         )
@@ -328,9 +324,6 @@ def robustness_table(cells: Sequence[CellResult], title: str | None = None) -> T
     for name in heads:
         table.add_column(name, justify="left" if name in ("variant", "provider", "perturbation") else "right")
 
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{v * 100:.2f}%"
-
     def pt(v: float | None) -> str:
         return "—" if v is None else f"{v * 100:+.2f}"
 
@@ -345,19 +338,34 @@ def robustness_table(cells: Sequence[CellResult], title: str | None = None) -> T
                 c.variant,
                 c.provider,
                 entry["perturbation"],
-                pct(entry.get("accuracy")),
-                pct(entry.get("balanced_accuracy")),
+                _pct(entry.get("accuracy")),
+                _pct(entry.get("balanced_accuracy")),
                 fmt(entry.get("roc_auc"), 4),
                 fmt(entry.get("average_precision"), 4),
-                pct(entry.get("eer")),
+                _pct(entry.get("eer")),
                 fmt(entry.get("ece"), 4),
                 pt(vs.get("delta_roc_auc")),
                 pt(vs.get("delta_accuracy")),
-                pct(vs.get("flip_rate")),
-                pct(agree.get("flip_rate")),
+                _pct(vs.get("flip_rate")),
+                _pct(agree.get("flip_rate")),
                 fmt(agree.get("max_abs_dp"), 4),
             )
     return table
+
+
+def _with_ci(text: str, ci: Sequence[float] | None, digits: int) -> str:
+    """``text`` followed by its 95 % interval, when the result has one (``<metric>_ci``)."""
+    if not ci or len(ci) != 2 or text == "—":
+        return text
+    return f"{text} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def _pct(value: float | None, ci: Sequence[float] | None = None) -> str:
+    """A fraction as a percentage, with its interval in percent when given."""
+    if value is None:
+        return "—"
+    scaled = [v * 100 for v in ci] if ci and len(ci) == 2 and None not in ci else None
+    return _with_ci(f"{value * 100:.2f}%", scaled, 2)
 
 
 def footnotes(cells: Sequence[CellResult]) -> list[str]:

@@ -10,7 +10,9 @@ Formats (``load_labelled_set``):
   ``{"path": ..., "label": ...}`` objects; relative paths are relative to the manifest's folder. An optional
   ``group`` column / key names what an image shares with others (its source video, the identity shown): the
   accuracy intervals then resample groups, not images (bench.metrics); once the column is there every row
-  needs a group. A folder
+  needs a group (per-group slices in the report: accuracy per generator or source). An optional ``sha256``
+  column / key (hex digest of the file's bytes) is verified when the set is read: a file whose bytes differ is an
+  InputError naming it (exit 2) — the set is not the one the manifest describes. A folder
   holding ``manifest.csv``/``manifest.jsonl`` is read through that manifest (its sub-folders are storage).
   A listed file that does not exist is **skipped and listed** with the reason "file not found"
   (``LabelledSet.skipped``), the run goes on; ``strict=True`` makes it an InputError instead.
@@ -29,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.bundle import POSITIVE_LABEL_NAMES, find_default
+from bench.bundle import POSITIVE_LABEL_NAMES, find_default, label_summary
 from bench.errors import InputError
 from bench.preprocess import IMAGE_SUFFIXES
 from bench.results import DatasetInfo
@@ -166,7 +168,7 @@ def label_mapping(
             n = counts[label]
             unmapped.append(f"{label!r}" + (f" ({n} images)" if n else ""))
     if unmapped:
-        known = ", ".join(f"{i}={n}" for i, n in sorted(labels.items())) or "none"
+        known = label_summary(labels) or "none"  # a few labels, not 1,000 (#29)
         hint = "real/fake" if positive is not None and len(others) == 1 else "fake"
         raise InputError(
             f"dataset label {', '.join(unmapped)} matches no model label ({known}) nor a {hint} synonym; "
@@ -213,7 +215,8 @@ def load_labelled_set(path: str | Path, strict: bool = False) -> LabelledSet:
 
 
 def load_manifest(path: Path, strict: bool = False) -> LabelledSet:
-    """Read a ``path,label[,group]`` CSV (with header) or a JSONL manifest; missing files are skipped and listed."""
+    """Read a ``path,label[,group][,sha256]`` CSV (with header) or a JSONL manifest; missing files are skipped and
+    listed, a listed sha256 is verified (module docstring)."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
@@ -224,8 +227,8 @@ def load_manifest(path: Path, strict: bool = False) -> LabelledSet:
     root = path.parent
     items: list[LabelledItem] = []
     skipped: list[dict[str, str]] = []
-    grouped = any(group is not None for *_, group in rows)
-    for where, file, label, group in rows:
+    grouped = any(group is not None for _, _, _, group, _ in rows)
+    for where, file, label, group, digest in rows:
         if not file or not label:
             raise InputError(f"{path}:{where}: empty {'path' if not file else 'label'}; every row needs path and label")
         if grouped and not group:
@@ -236,13 +239,37 @@ def load_manifest(path: Path, strict: bool = False) -> LabelledSet:
                 raise InputError(f"{path}:{where}: listed file {file} not found; fix the manifest or drop --strict")
             skipped.append({"path": file, "reason": "file not found"})
             continue
+        if digest:
+            _verify(path, where, file, target, digest)
         items.append(LabelledItem(target, label, group))
     if not items:
         raise InputError(f"manifest {path} lists no existing image ({len(skipped)} missing); fix the paths")
     return LabelledSet(root=root, kind="manifest", items=items, skipped=skipped)
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
+def _verify(manifest: Path, where: str, file: str, target: Path, expected: str) -> None:
+    """InputError naming the file when its bytes' sha256 is not the one the manifest lists."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with target.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"{manifest}:{where}: cannot read {file} to verify its sha256: {exc}") from exc
+    actual = digest.hexdigest()
+    if actual != expected.strip().lower():
+        raise InputError(
+            f"{manifest}:{where}: {file} has sha256 {actual}, the manifest lists {expected.strip()}; the file is not "
+            "the one the manifest describes: restore it, or update its sha256 in the manifest"
+        )
+
+
+Row = tuple[str, str, str, str | None, str | None]  # where, path, label, group, sha256
+
+
+def _csv_rows(path: Path) -> list[Row]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -251,12 +278,19 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
                 raise InputError(f"manifest {path} needs a header row with 'path' and 'label' columns, got {header}")
             ip, il = header.index("path"), header.index("label")
             ig = header.index("group") if "group" in header else None
+            ih = header.index("sha256") if "sha256" in header else None
 
             def cell(row: list[str], i: int) -> str:
                 return row[i].strip() if i < len(row) else ""
 
             return [
-                (f"line {n}", cell(row, ip), cell(row, il), None if ig is None else cell(row, ig))
+                (
+                    f"line {n}",
+                    cell(row, ip),
+                    cell(row, il),
+                    None if ig is None else cell(row, ig),
+                    None if ih is None else cell(row, ih) or None,
+                )
                 for n, row in enumerate(reader, start=2)
                 if any(c.strip() for c in row)
             ]
@@ -264,8 +298,8 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
         raise InputError(f"cannot read manifest {path}: {exc}") from exc
 
 
-def _jsonl_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
-    rows = []
+def _jsonl_rows(path: Path) -> list[Row]:
+    rows: list[Row] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -282,7 +316,10 @@ def _jsonl_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
         if not isinstance(obj, dict):
             raise InputError(f'{path}:line {n} is not a JSON object; one {{"path", "label"}} object per line')
         group = None if "group" not in obj else str("" if obj["group"] is None else obj["group"]).strip()
-        rows.append((f"line {n}", str(obj.get("path") or "").strip(), str(obj.get("label") or "").strip(), group))
+        digest = str(obj.get("sha256") or "").strip() or None
+        rows.append(
+            (f"line {n}", str(obj.get("path") or "").strip(), str(obj.get("label") or "").strip(), group, digest)
+        )
     return rows
 
 

@@ -185,8 +185,11 @@ class Engine:
         provider: str = "cpu",
         spec: SessionSpec | None = None,
         model_sha256: str | None = None,
+        configure: Callable[[Any], None] | None = None,
     ):
-        """``model_sha256``: the file's hash when the caller has it (it keys the TensorRT cache; else hashed here)."""
+        """``model_sha256``: the file's hash when the caller has it (it keys the TensorRT cache; else hashed here).
+        ``configure``: called with the SessionOptions before the session is made (bench.profile turns on ORT's
+        profiler there, in a session of its own, never a timed one)."""
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
@@ -225,6 +228,8 @@ class Engine:
                     flush=True,
                 )
         chain = provider_chain(provider, po, self.trt_cache)
+        if configure is not None:
+            configure(opts)
 
         start = time.perf_counter_ns()
         with capture_native_output() as log:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.cpufeatures import cpu_features
 from bench.gpu import probe
 from bench.providers import PROVIDER_EXTRA, PROVIDER_LIBRARIES, TENSORRT_LIBRARIES, Library, fix_command
 
@@ -193,6 +194,7 @@ def fingerprint(gpu_index: int = 0) -> dict[str, Any]:
             "cores_physical": psutil.cpu_count(logical=False),
             "cores_logical": psutil.cpu_count(logical=True),
             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "features": cpu_features(),  # AVX2/AVX-512/VNNI/BF16/FP16/AMX/NEON/SVE (bench.cpufeatures)
         },
         "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
         "gpu": gpu.describe() if gpu is not None else None,

@@ -25,10 +25,21 @@ from bench.bundle import Bundle, positive_index
 from bench.datasets import LabelledSet, load_labelled_set
 from bench.engine import Engine, SessionSpec, cell_failure
 from bench.errors import InputError
-from bench.metrics import agreement, binary_metrics, decide, paired_differences, unlabelled_metrics, versus_clean
+from bench.metrics import (
+    agreement,
+    binary_metrics,
+    decide,
+    operating_point,
+    paired_differences,
+    rates_at,
+    share_interval,
+    unlabelled_metrics,
+    versus_clean,
+    wilson_interval,
+)
 from bench.modelfile import model_info
 from bench.perturb import DEFAULT_SEED, Perturbation, parse_perturbations
-from bench.preprocess import ImageError, PreprocessConfig, load_image, to_tensor
+from bench.preprocess import ConfigFieldError, ImageError, PreprocessConfig, load_image, to_tensor
 from bench.results import Accuracy, CellResult, Prediction
 from bench.settings import check, setting
 from bench.torch_engine import TorchEngine
@@ -36,6 +47,7 @@ from bench.torch_engine import TorchEngine
 AdvanceFn = Callable[[int], None]
 StartFn = Callable[[str, int], AdvanceFn]
 LogFn = Callable[[str], None]
+TRANSFER_FPR = 0.01  # threshold transfer: the reference's threshold at this FPR, applied to every variant
 CACHE_BYTES = 1 << 30  # decoded images and tensors kept for reuse across passes (perturbations, variants)
 _ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")  # Pillow names the BytesIO: keep results diffable
 
@@ -56,6 +68,7 @@ def evaluate_engine(
     perturbations: Sequence[Perturbation] = (),
     source: ImageSource | None = None,
     groups: Sequence[str] | None = None,
+    flip_batch_sizes: Sequence[int] = (),
 ) -> Accuracy:
     """The results contract's ``accuracy`` object for ``engine`` on ``items``.
 
@@ -72,7 +85,13 @@ def evaluate_engine(
     the variants of one run (it must hold the paths of ``items``, in order).
 
     Every figure has its 95 % interval (``<metric>_ci``, bench.metrics) over images, or over the data set's
-    groups (a LabelledSet's ``group`` column, or ``groups``: one per item), which each prediction then carries.
+    groups (a LabelledSet's ``group`` column, or ``groups``: one per item), which each prediction then carries,
+    and ``group_slices`` gives the figures of each group (accuracy per generator or source).
+
+    ``preprocessing`` records the preprocessing actually used and ``batch_size`` the batch of the evaluation:
+    dynamic int8/uint8 quantisation computes its scales per batch, so a variant's decisions depend on it.
+    ``flip_batch_sizes`` (e.g. the service's 1 and ``max_batch``) evaluates the clean images again at each of
+    those batches (``batch_p_fake``), so :func:`add_agreement` can count the flips against the reference there.
     """
     if positive_index is None:
         raise InputError("no positive (fake) class: pass --positive-label NAME|INDEX to evaluate accuracy")
@@ -154,8 +173,20 @@ def evaluate_engine(
         "images_per_s": round(len(done_paths) / infer_s, 3) if infer_s > 0 else None,
         "wall_s": round(wall_s, 4),
         "batch_size": batch_size,
+        "preprocessing": cfg.describe(),
         "predictions": predictions,
     }
+    if y is not None and done_groups is not None:
+        result["group_slices"] = group_slices(y, clean_p, threshold, done_groups)
+    extra = sorted({int(b) for b in flip_batch_sizes if int(b) >= 1 and int(b) != batch_size})
+    if extra and not fixed:
+        batch_p: dict[str, list[float]] = {str(batch_size): [float(v) for v in clean_p]}
+        for b in extra:
+            again, probs, _ = _run_pass(engine, source, Perturbation(), cfg, b, progress)
+            if again != done:
+                raise AssertionError(f"batch {b}: evaluated other images than the first pass")
+            batch_p[str(b)] = [float(v) for v in probs[:, positive_index]]
+        result["batch_p_fake"] = batch_p
     if perturbed:
         entries = []
         for perturbation in perturbed:
@@ -176,6 +207,31 @@ def evaluate_engine(
             )
         result["perturbations"] = entries
     return cast(Accuracy, result)
+
+
+def group_slices(y: np.ndarray, p_fake: np.ndarray, threshold: float, groups: Sequence[str]) -> list[dict[str, Any]]:
+    """Per group (generator, source), in name order: images, fakes among them, accuracy with its Wilson interval, and
+    the FPR (real images called fake) and TPR (fakes caught) at ``threshold`` where the group holds that class."""
+    names = np.asarray([str(g) for g in groups])
+    called = np.asarray(p_fake) >= threshold
+    out = []
+    for name in sorted(set(names.tolist())):
+        members = names == name
+        truth, calls = y[members], called[members]
+        ci = share_interval(calls == truth)
+        real, fake = truth == 0, truth == 1
+        out.append(
+            {
+                "group": name,
+                "n": int(members.sum()),
+                "n_fake": int(fake.sum()),
+                "accuracy": float((calls == truth).mean()),
+                "accuracy_ci": None if ci is None else [ci[0], ci[1]],
+                "fpr": float(calls[real].mean()) if real.any() else None,
+                "tpr": float(calls[fake].mean()) if fake.any() else None,
+            }
+        )
+    return out
 
 
 def _run_pass(
@@ -320,7 +376,10 @@ def default_preprocess(engine: Engine | TorchEngine) -> PreprocessConfig:
                 data = json.loads(cfg.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise InputError(f"{cfg} is not valid JSON ({exc}); fix or remove it") from exc
-            return PreprocessConfig.from_json(data if isinstance(data, dict) else {}, engine.input.image_hw())
+            try:
+                return PreprocessConfig.from_json(data if isinstance(data, dict) else {}, engine.input.image_hw())
+            except ConfigFieldError as exc:
+                raise InputError(f"{cfg}: {exc}; fix the field or remove it (the default is then used)") from exc
     return PreprocessConfig.from_json({}, fallback_hw=engine.input.image_hw())
 
 
@@ -329,7 +388,7 @@ def check_threshold(threshold: float) -> None:
         raise InputError(f"--threshold must be between 0 and 1 (a p(fake) cut-off), got {threshold}")
 
 
-def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
+def add_agreement(cells: Sequence[CellResult], reference_variant: str, target_fpr: float | None = TRANSFER_FPR) -> None:
     """Fill each cell's ``accuracy.agreement`` from the stored predictions of the reference variant.
 
     The reference is the ``reference_variant`` cell of the same provider (and batch size, when there are
@@ -340,6 +399,8 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
     On a labelled set the agreement also holds the paired differences (:func:`paired_differences`: the accuracy
     drop and ΔAUC with their intervals over the common images, or their groups); None with the reason for the
     reference against itself or without labels.
+
+    Then :func:`add_threshold_transfer` at ``target_fpr`` (None: not) and :func:`add_batch_flips`.
     """
     refs = [c for c in cells if c.variant == reference_variant and c.status == "ok" and _preds(c)]
     for cell in cells:
@@ -381,6 +442,96 @@ def add_agreement(cells: Sequence[CellResult], reference_variant: str) -> None:
                     continue
             target["agreement"] = None
             target["reasons"]["agreement"] = why
+    if target_fpr is not None:
+        add_threshold_transfer(cells, reference_variant, target_fpr)
+    add_batch_flips(cells, reference_variant)
+
+
+def _reference_for(cell: CellResult, refs: Sequence[CellResult]) -> CellResult | None:
+    """The reference cell a cell is compared with: same provider and batch, else same provider, else any."""
+    same_provider = [r for r in refs if r.provider == cell.provider]
+    ranked = [r for r in same_provider if r.batch_size == cell.batch_size] + same_provider + list(refs)
+    return ranked[0] if ranked else None
+
+
+def _labelled_scores(acc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(y, p(fake)) of a cell's clean predictions, or None when unlabelled."""
+    preds = acc.get("predictions") or []
+    positive = acc.get("positive_label")
+    if not preds or positive is None or any(p.get("label") is None for p in preds):
+        return None
+    y = np.array([int(p["label"] == positive) for p in preds], dtype=np.int64)
+    return y, np.array([p["p_fake"] for p in preds], dtype=np.float64)
+
+
+def add_threshold_transfer(cells: Sequence[CellResult], reference_variant: str, target_fpr: float) -> None:
+    """``accuracy.threshold_transfer`` of every evaluated cell: the threshold the reference variant needs for FPR ≤
+    ``target_fpr`` on this set (bench.metrics.operating_point), applied to this variant's scores, with the FPR and
+    TPR it then gives (Wilson intervals). A quantised variant's scores shift, so the threshold chosen once on the
+    full-precision model gives it another FPR: this says how much. None with ``reasons.threshold_transfer``."""
+    refs = [c for c in cells if c.variant == reference_variant and c.status == "ok" and _preds(c)]
+    for cell in cells:
+        acc = cast(dict[str, Any], cell.accuracy)
+        if cell.status != "ok" or not isinstance(acc, dict) or not acc.get("predictions"):
+            continue
+        reasons = acc.setdefault("reasons", {})
+        ref = _reference_for(cell, refs)
+        mine = _labelled_scores(acc)
+        theirs = _labelled_scores(dict(ref.accuracy or {})) if ref is not None else None
+        if mine is None:
+            why = "no labels: an FPR needs the real images to be known"
+        elif ref is None or theirs is None:
+            why = f"reference variant {reference_variant!r} has no labelled evaluation in this run"
+        else:
+            point = operating_point(theirs[0], theirs[1], target_fpr)
+            if point is not None:
+                acc["threshold_transfer"] = {
+                    "reference": reference_variant,
+                    "reference_provider": ref.provider,
+                    "target_fpr": target_fpr,
+                    "threshold": point["threshold"],
+                    "reference_fpr": point["fpr"],
+                    "reference_tpr": point["tpr"],
+                    **rates_at(mine[0], mine[1], point["threshold"]),
+                }
+                reasons.pop("threshold_transfer", None)
+                continue
+            n_real = int((theirs[0] == 0).sum())
+            why = f"FPR {target_fpr:g} needs at least {np.ceil(1 / target_fpr):.0f} real images; the set has {n_real}"
+        acc["threshold_transfer"] = None
+        reasons["threshold_transfer"] = why
+
+
+def add_batch_flips(cells: Sequence[CellResult], reference_variant: str) -> None:
+    """``accuracy.batch_flips``: at each batch size both a cell and its reference were evaluated at
+    (``batch_p_fake``), the share of images whose decision differs from the reference's at the same batch, with its
+    Wilson interval (dynamic quantisation computes its scales per batch: the flips depend on it)."""
+    refs = [c for c in cells if c.variant == reference_variant and c.status == "ok" and _preds(c)]
+    for cell in cells:
+        acc = cast(dict[str, Any], cell.accuracy)
+        if cell.status != "ok" or not isinstance(acc, dict) or not acc.get("batch_p_fake"):
+            continue
+        ref = _reference_for(cell, refs)
+        ref_batches = ((ref.accuracy or {}).get("batch_p_fake") or {}) if ref is not None else {}
+        threshold = float(acc.get("threshold") or 0.5)
+        rows = []
+        for size, p in sorted(acc["batch_p_fake"].items(), key=lambda kv: int(kv[0])):
+            other = ref_batches.get(size)
+            if other is None or len(other) != len(p):
+                continue
+            flips = int(((np.asarray(p) >= threshold) != (np.asarray(other) >= threshold)).sum())
+            ci = wilson_interval(flips, len(p))
+            rows.append(
+                {
+                    "batch_size": int(size),
+                    "reference": reference_variant,
+                    "n": len(p),
+                    "flips": flips,
+                    "flip_rate": flips / len(p),
+                    "flip_rate_ci": None if ci is None else [ci[0], ci[1]],
+                }
+            )
+        acc["batch_flips"] = rows
 
 
 PAIRED_KEYS = ("accuracy_drop_pt", "accuracy_drop_pt_ci", "discordant", "roc_auc_delta", "roc_auc_delta_ci")
@@ -487,8 +638,10 @@ class Evaluator:
         *,
         batch_size: int = 32,
         source: ImageSource | None = None,
+        flip_batch_sizes: Sequence[int] = (),
     ) -> None:
         self.bundle = bundle
+        self.flip_batch_sizes = tuple(flip_batch_sizes)
         self.labelled = labelled
         self.spec = spec
         self.threshold = 0.5 if spec.threshold is None else float(spec.threshold)
@@ -530,6 +683,7 @@ class Evaluator:
             preprocess=self.bundle.preprocess_config(engine.input.image_hw()),
             perturbations=self.perturbations,
             source=self.source,
+            flip_batch_sizes=self.flip_batch_sizes,
         )
 
 

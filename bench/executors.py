@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from bench import cluster
 from bench._cell import probe_process, run_cell_process
 from bench.errors import InputError
+from bench.outdir import owned_tempdir
 from bench.providers import is_gpu
 from bench.results import CellResult, Placement
 
@@ -33,6 +35,7 @@ EXECUTORS = ("local", "ray")
 SCHEDULE_TIMEOUT_S = 120.0  # a cell no node can ever run waits this long for one to join, then is unavailable
 RESULT_GRACE_S = 60.0  # beyond the cell timeout, for the task itself (placement, temp files, result transfer)
 FEASIBILITY_CHECK_S = 2.0
+HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has 1 of it (Ray ≥ 2.4)
 # The driver's fault-injection setting (tests, A/B validation) travels with each cell, set or unset, so a cell
 # behaves the same whichever executor runs it; nothing else of the driver's environment is sent.
 FORWARDED_ENV = ("BENCH_FAULTS",)
@@ -80,12 +83,13 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self._queue: list[CellJob] = []
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None
+        self._owner_fd: int | None = None  # flocked while the folder is in use (bench.outdir sweeps the others)
 
     def _workdir(self) -> Path:
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="bench-matrix-")
-        return Path(self._tmp.name)
+            self._tmp, self._owner_fd = owned_tempdir("bench-matrix-")
+        return self._tmp
 
     def probe(self, provider: str, timeout_s: float) -> tuple[dict[str, Any] | None, str]:
         return probe_process(provider, timeout_s, self._workdir())
@@ -103,8 +107,11 @@ class LocalExecutor:
     def close(self) -> None:
         self._queue.clear()
         if self._tmp is not None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     def describe(self) -> dict[str, Any] | None:
         return None
@@ -170,9 +177,14 @@ class RayExecutor:
         # never retried: a cell that lost its worker is failed (and --resume re-runs it), not silently re-timed
         self._cell_task = ray.remote(max_retries=0)(_ray_cell)
         self._probe_task = ray.remote(max_retries=0)(_ray_probe)
-        self._board: Any = ray.remote(num_cpus=0)(_StartBoard).remote()
+        self._board: Any = self._new_board()
         self._flights: dict[Any, _Flight] = {}
         self._say(f"ray: {cluster.cluster_summary()}")
+
+    def _new_board(self) -> Any:
+        """The start board, on the head node: a worker node that dies (killed, preempted) must not take the
+        board, and with it every other cell's start, along (Ray's head carries ``node:__internal_head__``)."""
+        return self._ray.remote(num_cpus=0, resources={HEAD_RESOURCE: 0.001})(_StartBoard).remote()
 
     def describe(self) -> dict[str, Any] | None:
         return {"address": self.address, "resources": self.resources, "schedule_timeout_s": self.schedule_timeout_s}
@@ -239,7 +251,12 @@ class RayExecutor:
 
     def _note_starts(self) -> None:
         """Which queued cells started since the last look, and where."""
-        started: dict[str, Any] = self._ray.get(self._board.take.remote())
+        try:
+            started: dict[str, Any] = self._ray.get(self._board.take.remote())
+        except self._ray.exceptions.RayError as exc:  # its node died after all: a new board, starts seen from now
+            self._say(f"ray: the start board was lost ({_first_line(exc)}); a new one is started")
+            self._board = self._new_board()
+            return
         for flight in self._flights.values():
             if flight.job.tag in started and flight.started is None:
                 where, at = started[flight.job.tag]  # ``at``: the node's wall clock (NTP-synchronised)
@@ -336,7 +353,8 @@ def _ray_cell(
     gpu_ids = list(ray.get_gpu_ids()) if gpu_cell else []
     index, child_env = _gpu_binding(gpu_ids)
     where = cluster.placement(gpu_ids, index, gpu_cell)
-    ray.get(board.mark.remote(tag, where, time.time()))
+    with contextlib.suppress(ray.exceptions.RayError):  # a lost board costs the start time, not the cell
+        ray.get(board.mark.remote(tag, where, time.time()))
     missing = [p for p in (spec["model_path"], *spec.get("input_images", [])[:1]) if not Path(p).exists()]
     if missing:
         reason = (

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from bench import datasets, environment
+from bench import audit, datasets, environment
 from bench._cell import cell_spec
 from bench.bundle import Bundle, positive_index
 from bench.errors import InputError
@@ -189,6 +189,7 @@ def run_matrix(
 
     plan = plan_cells(variants, providers, batch_sizes)
     outcome = MatrixOutcome(result=result, out=out, planned=len(plan))
+    first_round = options.first_round()  # the later rounds' replicates are appended after every cell has run
     # Finished cells by key: kept ones from --resume first, then each cell as it ends. Always written in plan
     # order, so an interrupted run (even one interrupted before reaching a kept cell) loses nothing.
     done: dict[tuple[str, str, int], CellResult] = {
@@ -228,7 +229,7 @@ def run_matrix(
                 plan_cell,
                 bundle,
                 paths[plan_cell.variant],
-                replace(options, batch_size=plan_cell.batch_size),
+                replace(first_round, batch_size=plan_cell.batch_size),
                 input_images,
                 evaluation if evaluate else None,
                 infos[plan_cell.variant],
@@ -288,6 +289,7 @@ def run_matrix(
                 collect()
         while in_flight:
             collect()
+        _later_rounds(runner, bundle, plan, done, options, input_images, cell_timeout_s, save, say)
     except KeyboardInterrupt:
         outcome.interrupted = True
         runner.close()  # cells still queued or running (on a cluster) are cancelled, not left behind
@@ -304,6 +306,49 @@ def run_matrix(
         result.service = _service_figures(bundle, result, input_images, say, service_options or ServiceRunSpec())
     result.write(out)
     return outcome
+
+
+def _later_rounds(
+    runner: Executor,
+    bundle: Bundle,
+    plan: Sequence[CellPlan],
+    done: dict[tuple[str, str, int], CellResult],
+    options: RunOptions,
+    images: list[str],
+    cell_timeout_s: float,
+    save: Callable[[], None],
+    say: LogFn,
+) -> None:
+    """Rounds 2… of ``--rounds``: every ok cell again in a fresh process, in plan order, its replicates appended.
+
+    Why: on a shared machine a slow spell (a neighbour, steal, a throttled core) lasts seconds and moved a whole
+    cell ×2 between two A/A matrices when all its replicates ran back to back in one process. Spread over
+    rounds, the spell touches one replicate of several cells, and the spread between replicates (which the
+    intervals resample) shows it. A cell kept by ``--resume`` with fewer processes than rounds is completed.
+    """
+    shares = options.round_shares()
+    for number, share in enumerate(shares[1:], start=2):
+        due = [c for c in plan if _due(done.get(c.key), number)]
+        for index, plan_cell in enumerate(due, start=1):
+            cell = done[plan_cell.key]
+            started = time.monotonic()
+            more = _measure_again(runner, bundle, cell, share, options, images, cell_timeout_s)
+            label = f"round {number}/{len(shares)} [{index}/{len(due)}] {plan_cell.label}"
+            if more.status != "ok":
+                say(f"{label}: {more.status} — {more.reason} (the cell keeps its earlier rounds)")
+                continue
+            append_replicates(cell, more)
+            save()
+            say(f"{label}: {_cell_line(cell)} ({time.monotonic() - started:.1f} s)")
+
+
+def _due(cell: CellResult | None, round_number: int) -> bool:
+    """Whether ``cell`` still lacks round ``round_number`` (ok cells only; one process per round)."""
+    if cell is None or cell.status != "ok" or not cell.sample_replicates:
+        return False
+    if (cell.replicates or {}).get("stopped_because"):  # --target-precision: its process added replicates till precise
+        return False
+    return int((cell.replicates or {}).get("processes") or 1) < round_number
 
 
 def _fit_threads(
@@ -395,7 +440,7 @@ def _prepare_dataset(
         raise InputError(why or f"--positive-label {evaluation.positive_label!r} matches no label")
     if positive is not None:
         labelled.indexed(labels, positive)  # an unmappable dataset label is an input error now, not per cell
-    info = labelled.fingerprint()
+    info = audit.with_audit(labelled, None, labels, positive)  # the set's shortcut audit rides with its fingerprint
     return info, [str(i.path) for i in labelled.items], why
 
 
@@ -503,6 +548,7 @@ def _service_figures(
 # --- measuring further until the recommendation is decided (bench matrix --decide) ------------------
 
 ReplicateWants = Callable[[RunResult], dict[tuple[str, str, int], int]]
+IsDecided = Callable[[RunResult], bool]
 PROCESS_START_S = 3.0  # first guess at a cell process's own cost (start, imports, model load), then measured
 
 
@@ -513,13 +559,15 @@ def measure_to_decide(
     options: RunOptions,
     budget_s: float,
     wants: ReplicateWants,
+    decided: IsDecided,
     evaluation: EvalSpec = NO_EVALUATION,
     cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
     max_rounds: int = 4,
     log: LogFn | None = None,
 ) -> DecideRecord:
-    """Add replicates to the cells ``wants`` names (cell key → replicates this round; empty once the
-    recommendation is decided) until it is decided, ``max_rounds`` rounds have run or ``budget_s`` is spent.
+    """Add replicates to the cells ``wants`` names (cell key → replicates this round; empty when no replicate
+    would change the recommendation: ``decided`` tells decided from cannot-be-settled) until it is decided,
+    ``max_rounds`` rounds have run or ``budget_s`` is spent.
 
     Each round measures each cell in a fresh process as the matrix does (same settings and timed input, no
     accuracy) and appends its replicates to the cell under new ids; results.json is rewritten after each cell
@@ -544,7 +592,9 @@ def measure_to_decide(
             result.recommendation = {**(result.recommendation or {}), "decide": record}
             wanted = wants(result)
             if not wanted:
-                stopped = "decided" if record["rounds"] else "not_needed"
+                # undecided while no replicate would change it: a deciding figure is noisy
+                settled = "decided" if record["rounds"] else "not_needed"
+                stopped = settled if decided(result) else "cannot_settle"
                 break
             if record["rounds"] >= max_rounds:
                 stopped = "max_rounds"
@@ -633,7 +683,7 @@ def _fit_budget(
 
 
 def _measure_again(
-    runner: LocalExecutor,
+    runner: Executor,
     bundle: Bundle,
     cell: CellResult,
     count: int,

@@ -9,6 +9,17 @@ Definitions, so that the figures can be recomputed from the stored predictions:
   confidence of the predicted class (p(fake) when predicted fake, else 1 − p(fake));
   ece = Σ_bins (n_bin / n) · |accuracy_bin − mean confidence_bin|.
 - log_loss: mean binary cross-entropy of p(fake), natural log.
+- tpr_at_fpr (operating points, ``{"0.01": {...}, "0.001": {...}}``): at each target FPR α, ``tpr`` is the ROC
+  curve (sklearn's ``roc_curve``, all thresholds, (0, 0) first) read at FPR α, on the straight line between the
+  last point with FPR ≤ α and the next (the step curve's own point under-reads it by up to one real image's
+  worth of FPR), with ``tpr_ci`` (a percentile bootstrap, expanded; None with the reason below ``MIN_ALARMS_CI``
+  false alarms allowed, where it undercovers); ``threshold`` is the p(fake) cut-off a deployment would set, the
+  point with the largest TPR whose FPR ≤ α, with the ``fpr`` and ``tpr_at_threshold`` reached there. None with the
+  reason when the set has fewer than 1/α real images (no false alarm could be allowed at all).
+- fpr: the share of real images predicted fake at the decision threshold (Wilson interval, ``fpr_ci``).
+- brier: mean (p(fake) − y)², a proper score of the probabilities (calibration and sharpness together).
+- reliability: p(fake) in ``RELIABILITY_BINS`` equal-width bins [i/10, (i+1)/10) (the last closed): per bin the
+  images, their mean p(fake) and the share of them that are fake (None for an empty bin): the reliability diagram.
 - agreement: flip_rate = share of images whose argmax differs from the reference's; |Δp(fake)| max and
   mean; kl = mean KL(reference ‖ current) over each image's class distribution, natural log, with the
   current probabilities clipped at 1e-12 so one confident miss stays finite.
@@ -29,9 +40,9 @@ one group are not independent, so counting them as such would make every interva
   (Zou & Donner 2008: the sum's bounds from each part's distance to its own bound). Not a bootstrap: at a
   class rate of 1.0 (common on easy sets) every resample gives 1.0 and a bootstrap interval shrinks to
   nothing, while Wilson still says how far below 1 the rate could be.
-- ROC AUC, average precision, EER, ECE: BCa bootstrap (``scipy.stats.bootstrap``) over images or groups,
-  stratified by class (groups: by the classes they hold) so every resample has both classes; the figures of
-  a resample are the same definitions as above with each image weighted by how often it was drawn
+- ROC AUC, average precision, EER, ECE, Brier: BCa bootstrap (``scipy.stats.bootstrap``) over
+  images or groups, stratified by class (groups: by the classes they hold) so every resample has both classes;
+  the figures of a resample are the same definitions as above with each image weighted by how often it was drawn
   (vectorised, so 2,000 resamples of a few thousand images take well under a second). Percentile intervals
   above ``BCA_MAX_UNITS`` units (BCa's jackknife costs units², and its correction matters at small n) and
   where BCa is undefined (a degenerate bootstrap distribution). Every bootstrap is an *expanded* one
@@ -78,12 +89,19 @@ METRIC_FIELDS = (
 CI_LEVEL = 0.95
 CI_SEED = 0
 N_BOOT = 2000
+RELIABILITY_BINS = 10
+TARGET_FPRS = (0.01, 0.001)  # the operating points reported: FPR 1 % and 0.1 %
+# TPR at FPR α gets an interval only when the set allows this many false alarms (n_real · α): with ~1 its bootstrap
+# covered 68 %, with ~5 93 % (tests/benchmarks/detector_targets.py coverage)
+MIN_ALARMS_CI = 5.0
 BCA_MAX_UNITS = 2000  # above: percentile intervals (BCa's jackknife costs units², its correction matters at small n)
 WILSON_FIELDS = ("accuracy", "balanced_accuracy", "precision", "recall")
 BOOTSTRAP_FIELDS = ("roc_auc", "average_precision", "eer", "ece")
 CI_FIELDS = (*WILSON_FIELDS, *BOOTSTRAP_FIELDS)
 # Each figure's 95 % interval, then what an interval's unit is ("image" | "group") and how many groups there are.
 CI_KEYS = (*(f"{name}_ci" for name in CI_FIELDS), "ci_unit", "n_groups")
+# Detector operating points and calibration (issue 27): see the module docstring.
+DETECTOR_KEYS = ("tpr_at_fpr", "fpr", "fpr_ci", "brier", "brier_ci", "reliability")
 
 
 def _num(value: Any) -> float | None:
@@ -138,12 +156,16 @@ def binary_metrics(
         reasons["f1"] = "no fake image in the set and none predicted fake"
     tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
     out["confusion"] = [[tn, fp], [fn, tp]]
-    intervals, undefined = score_intervals(y, p, threshold, groups)
+    extra: dict[str, Interval | None] = dict.fromkeys(detector_fields(y, p))
+    intervals, undefined = score_intervals(y, p, threshold, groups, extra=extra)
     out.update(intervals)
     out["ci_unit"] = "image" if groups is None else "group"
     out["n_groups"] = None if groups is None else len(set(map(str, groups)))
-    out["reasons"] = {**reasons, **{k: v for k, v in undefined.items() if out[k.removesuffix("_ci")] is not None}}
-    return {k: out[k] for k in ("n", "threshold", *METRIC_FIELDS, *CI_KEYS, "confusion", "reasons")}
+    detector, detector_reasons = detector_metrics(y, p, threshold, groups, intervals=extra)
+    out.update(detector)
+    kept = {k: v for k, v in undefined.items() if out[k.removesuffix("_ci")] is not None}
+    out["reasons"] = {**reasons, **kept, **detector_reasons}
+    return {k: out[k] for k in ("n", "threshold", *METRIC_FIELDS, *CI_KEYS, *DETECTOR_KEYS, "confusion", "reasons")}
 
 
 def unlabelled_metrics(n: int, threshold: float, reason: str = "no labels") -> dict[str, Any]:
@@ -151,10 +173,143 @@ def unlabelled_metrics(n: int, threshold: float, reason: str = "no labels") -> d
     out: dict[str, Any] = {"n": n, "threshold": threshold}
     out.update(dict.fromkeys(METRIC_FIELDS))
     out.update(dict.fromkeys(CI_KEYS))
+    out.update(dict.fromkeys(DETECTOR_KEYS))
     out["ci_unit"] = "image"
     out["confusion"] = None
     out["reasons"] = {name: reason for name in (*METRIC_FIELDS, "confusion")}
     return out
+
+
+def operating_point(y_true: np.ndarray, p_fake: np.ndarray, target_fpr: float) -> dict[str, float] | None:
+    """The ROC point with the largest TPR whose FPR ≤ ``target_fpr``: {"tpr", "fpr", "threshold"} (module docstring);
+    None when fewer than 1/α real images (or no fake one) leave no such point but FPR 0."""
+    from sklearn.metrics import roc_curve
+
+    y, p = np.asarray(y_true, dtype=np.int64), np.asarray(p_fake, dtype=np.float64)
+    n_real = int((y == 0).sum())
+    if n_real * target_fpr < 1 - 1e-9 or not (y == 1).any():
+        return None
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    i = int(np.flatnonzero(fpr <= target_fpr + 1e-12)[-1])
+    threshold = float(thresholds[i])
+    if not math.isfinite(threshold):  # the (0, 0) point: above every score
+        threshold = math.nextafter(float(p.max()), math.inf)
+    at_alpha = float(_interpolate(fpr[None, :], tpr[None, :], target_fpr)[0])
+    return {"tpr": at_alpha, "threshold": threshold, "fpr": float(fpr[i]), "tpr_at_threshold": float(tpr[i])}
+
+
+def rates_at(y_true: np.ndarray, p_fake: np.ndarray, threshold: float) -> dict[str, Any]:
+    """FPR and TPR of the decision p(fake) ≥ ``threshold``, their counts and Wilson intervals (threshold transfer)."""
+    y, p = np.asarray(y_true, dtype=np.int64), np.asarray(p_fake, dtype=np.float64)
+    called = p >= threshold
+    out: dict[str, Any] = {}
+    for name, cls in (("fpr", 0), ("tpr", 1)):
+        members = y == cls
+        hits = int(called[members].sum())
+        out[name] = float(hits / members.sum()) if members.any() else None
+        found = wilson_interval(hits, int(members.sum()))
+        out[f"{name}_ci"] = None if found is None else [found[0], found[1]]
+        out["n_real" if cls == 0 else "n_fake"] = int(members.sum())
+        out["false_alarms" if cls == 0 else "detected"] = hits
+    return out
+
+
+def reliability(y_true: np.ndarray, p_fake: np.ndarray, bins: int = RELIABILITY_BINS) -> dict[str, Any]:
+    """The reliability diagram's data: per equal-width bin of p(fake), images, mean p(fake), share fake."""
+    y, p = np.asarray(y_true, dtype=np.float64), np.clip(np.asarray(p_fake, dtype=np.float64), 0.0, 1.0)
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    sum_p = np.bincount(idx, weights=p, minlength=bins)
+    sum_y = np.bincount(idx, weights=y, minlength=bins)
+    return {
+        "bins": bins,
+        "count": [int(c) for c in count],
+        "mean_p": [float(s / c) if c else None for s, c in zip(sum_p, count, strict=True)],
+        "fake_rate": [float(s / c) if c else None for s, c in zip(sum_y, count, strict=True)],
+    }
+
+
+def detector_metrics(
+    y_true: np.ndarray,
+    p_fake: np.ndarray,
+    threshold: float = 0.5,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    *,
+    target_fprs: Sequence[float] = TARGET_FPRS,
+    n_boot: int = N_BOOT,
+    seed: int = CI_SEED,
+    level: float = CI_LEVEL,
+    intervals: dict[str, Interval | None] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A deployment's figures (``DETECTOR_KEYS``, module docstring): TPR at each target FPR with its interval, the
+    FPR at ``threshold``, the Brier score with its interval, the reliability diagram's data; and why where None.
+    ``intervals``: the bootstrap intervals of :func:`detector_fields` when already resampled (binary_metrics does it
+    in the same pass as the other figures'); else they are resampled here."""
+    y, p = np.asarray(y_true, dtype=np.int64), np.asarray(p_fake, dtype=np.float64)
+    codes = group_codes(groups)
+    reasons: dict[str, str] = {}
+    real = y == 0
+    fpr_ci = share_interval(p[real] >= threshold, _sub(codes, real), level) if real.any() else None
+    out: dict[str, Any] = {
+        "tpr_at_fpr": {},
+        "fpr": float((p[real] >= threshold).mean()) if real.any() else None,
+        "fpr_ci": None if fpr_ci is None else [fpr_ci[0], fpr_ci[1]],
+        "brier": float(((p - y) ** 2).mean()),
+        "brier_ci": None,
+        "reliability": reliability(y, p),
+    }
+    if not real.any():
+        reasons["fpr"] = "no real image in the labelled set"
+    both = real.any() and not real.all()
+    points = {alpha: operating_point(y, p, alpha) if both else None for alpha in target_fprs}
+    n_real = int(real.sum())
+    if intervals is not None:
+        found = dict(intervals)
+    elif both:
+        found = bootstrap_intervals(y, p, threshold, codes, n_boot=n_boot, seed=seed, level=level, fields=("brier",))
+    else:
+        found = {}
+    # TPR at FPR α: a percentile bootstrap (expanded), and only with at least MIN_ALARMS_CI false alarms allowed
+    resampled = [f"tpr_at_fpr:{a:g}" for a, pt in points.items() if pt is not None and n_real * a >= MIN_ALARMS_CI]
+    if resampled:
+        found.update(
+            bootstrap_intervals(
+                y, p, threshold, codes, n_boot=n_boot, seed=seed, level=level, fields=resampled, method="percentile"
+            )
+        )
+    brier = found.get("brier")
+    out["brier_ci"] = None if brier is None else [brier[0], brier[1]]
+    if brier is None:
+        reasons["brier_ci"] = (
+            "too few images of each class to resample" if both else "the bootstrap resamples within each class"
+        )
+    for alpha, point in points.items():
+        key = f"{alpha:g}"
+        if point is None:
+            out["tpr_at_fpr"][key] = None
+            reasons[f"tpr_at_fpr.{key}"] = (
+                "needs both classes"
+                if not both
+                else f"needs at least {math.ceil(1 / alpha)} real images to allow one false alarm at FPR {key}; "
+                f"the set has {n_real}"
+            )
+            continue
+        interval = found.get(f"tpr_at_fpr:{key}")
+        out["tpr_at_fpr"][key] = {**point, "tpr_ci": None if interval is None else [interval[0], interval[1]]}
+        if interval is None:
+            reasons[f"tpr_at_fpr.{key}.tpr_ci"] = (
+                f"an interval needs at least {math.ceil(MIN_ALARMS_CI / alpha)} real images ({MIN_ALARMS_CI:g} false "
+                f"alarms at FPR {key}: with fewer the bootstrap undercovers); the set has {n_real}"
+                if n_real * alpha < MIN_ALARMS_CI
+                else "too few images of each class to resample"
+            )
+    return out, reasons
+
+
+def detector_fields(y_true: np.ndarray, p_fake: np.ndarray) -> list[str]:
+    """The BCa bootstrap fields of :func:`detector_metrics` (the Brier score), resampled with the other figures'."""
+    y = np.asarray(y_true, dtype=np.int64)
+    return [] if not (y == 0).any() or (y == 0).all() else ["brier"]
 
 
 def equal_error_rate(y_true: np.ndarray, p_fake: np.ndarray) -> tuple[float, float]:
@@ -437,9 +592,28 @@ class _Ranked:
                 fpr, fnr = fp / negatives[:, None], 1.0 - tp / positives[:, None]  # than at the last point, (1, 1)
                 at = np.argmin(np.abs(fnr - fpr), axis=1)[:, None]
                 out.append(((np.take_along_axis(fpr, at, 1) + np.take_along_axis(fnr, at, 1)) / 2.0)[:, 0])
+            elif name.startswith("tpr_at_fpr:"):  # the ROC curve, (0, 0) first, read at FPR α between its points
+                alpha = float(name.partition(":")[2])
+                zero = np.zeros((len(w), 1))
+                fpr = np.hstack([zero, fp / negatives[:, None]])
+                tpr = np.hstack([zero, tp / positives[:, None]])
+                out.append(_interpolate(fpr, tpr, alpha))
             else:
                 raise ValueError(name)
         return out
+
+
+def _interpolate(fpr: np.ndarray, tpr: np.ndarray, alpha: float) -> np.ndarray:
+    """Per row of a ROC curve (FPR non-decreasing, (0, 0) first): the TPR at FPR α on the straight line between the
+    last point with FPR ≤ α and the next one (the curve's own point where one sits at α)."""
+    k = (fpr <= alpha + 1e-12).sum(axis=1) - 1
+    nxt = np.minimum(k + 1, fpr.shape[1] - 1)
+    rows = np.arange(len(fpr))
+    fa, ta, fb, tb = fpr[rows, k], tpr[rows, k], fpr[rows, nxt], tpr[rows, nxt]
+    gap = fb - fa
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(gap > 0, (alpha - fa) / gap, 0.0)
+    return ta + np.clip(step, 0.0, 1.0) * (tb - ta)
 
 
 def expanded_level(level: float, units: int) -> float:
@@ -540,7 +714,8 @@ def bootstrap_intervals(
     method: str = "BCa",
     expand: bool = True,
 ) -> dict[str, Interval | None]:
-    """Bootstrap intervals of ROC AUC, average precision, EER and ECE (``fields`` of ``BOOTSTRAP_FIELDS``) over
+    """Bootstrap intervals of ROC AUC, average precision, EER and ECE (``fields`` of ``BOOTSTRAP_FIELDS``; also
+    ``brier`` and ``tpr_at_fpr:α``) over
     images or ``groups`` (codes, :func:`group_codes`); the labelled set must hold both classes. ``method`` and
     ``expand``: bench's choice (module docstring) unless the coverage simulation compares another."""
     y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
@@ -548,12 +723,15 @@ def bootstrap_intervals(
     bins, correct, conf = _calibration_bins(y, p, threshold)
     gaps = np.zeros((len(y), ECE_BINS))
     gaps[np.arange(len(y)), bins] = correct - conf
-    curve_fields = [f for f in fields if f != "ece"]
+    curve_fields = [f for f in fields if f not in ("ece", "brier")]
+    squared = (p - y) ** 2
 
     def statistic(w: np.ndarray) -> list[np.ndarray]:
         found = dict(zip(curve_fields, ranked.figures(w, curve_fields), strict=True))
         if "ece" in fields:
             found["ece"] = np.abs(w @ gaps).sum(axis=1) / w.sum(axis=1)
+        if "brier" in fields:
+            found["brier"] = (w @ squared) / w.sum(axis=1)
         return [found[f] for f in fields]
 
     found = _Resampler(y, groups).intervals(statistic, n_boot, seed, level, method, expand)
@@ -592,8 +770,10 @@ def score_intervals(
     n_boot: int = N_BOOT,
     seed: int = CI_SEED,
     level: float = CI_LEVEL,
+    extra: dict[str, Interval | None] | None = None,
 ) -> tuple[dict[str, list[float] | None], dict[str, str]]:
-    """``<metric>_ci`` ([low, high]) of every ``CI_FIELDS`` figure, and why where there is none."""
+    """``<metric>_ci`` ([low, high]) of every ``CI_FIELDS`` figure, and why where there is none. ``extra``: more
+    bootstrap fields (its keys, e.g. ``brier``) resampled in the same pass, their intervals filled in place."""
     y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
     codes = group_codes(groups)
     pred = (p >= threshold).astype(np.int64)
@@ -606,7 +786,11 @@ def score_intervals(
     }
     reasons: dict[str, str] = {}
     if fake.any() and not fake.all():
-        found.update(bootstrap_intervals(y, p, threshold, codes, n_boot=n_boot, seed=seed, level=level))
+        fields = (*BOOTSTRAP_FIELDS, *(extra or {}))
+        both = bootstrap_intervals(y, p, threshold, codes, n_boot=n_boot, seed=seed, level=level, fields=fields)
+        found.update({k: v for k, v in both.items() if k in BOOTSTRAP_FIELDS})
+        if extra is not None:
+            extra.update({k: v for k, v in both.items() if k in extra})
         unit = "group" if codes is not None else "image"
         for name in BOOTSTRAP_FIELDS:
             if found[name] is None:

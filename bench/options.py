@@ -7,7 +7,7 @@ bench.engine and bench.runner, which re-export these names.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,36 @@ class RunOptions:
         role="measure",
         minimum=1,
     )
+    rounds: int | None = setting(
+        None,
+        flag="--rounds",
+        help="bench matrix: measure the replicates in this many rounds over the whole matrix, each round a fresh "
+        "process per cell, so a slow spell of a shared machine touches one round of many cells rather than every "
+        "replicate of one. Default: one round per replicate.",
+        role="measure",
+        minimum=1,
+        default_text="--replicates",
+    )
+    target_precision: float | None = setting(
+        None,
+        flag="--target-precision",
+        help="bench run/matrix: add replicates (fresh sessions) until the p50's 95% interval is within ± this "
+        "(2% or 0.02) of it, or --max-time is spent: stable models stop early, noisy ones get more.",
+        role="measure",
+        minimum=0,
+        maximum=1,
+        above=True,
+        percent=True,
+    )
+    max_time_s: float | None = setting(
+        None,
+        flag="--max-time",
+        help="Seconds of measuring at most: bench ab's sequential design answers inconclusive (with its MDE) when "
+        "they are spent; --target-precision stops adding replicates (default 60 s per cell).",
+        role="measure",
+        minimum=0,
+        above=True,
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -139,6 +169,23 @@ class RunOptions:
             )
             for r in range(count)
         ]
+
+    def round_shares(self) -> list[int]:
+        """The replicates each matrix round measures (``--rounds``; default one per replicate), first rounds
+        taking the extra: 5 replicates in 3 rounds → [2, 2, 1]."""
+        rounds = min(self.rounds or self.replicates, self.replicates)
+        per, extra = divmod(self.replicates, rounds)
+        return [per + (r < extra) for r in range(rounds)]
+
+    def first_round(self) -> RunOptions:
+        """These options cut down to the first round's replicates, each replicate keeping its share of the calls
+        (and of ``--min-time``)."""
+        share = self.round_shares()[0]
+        if share == self.replicates:
+            return self
+        per = max(1, self.loop.iterations // self.replicates)
+        min_time = self.loop.min_time_s * share / self.replicates if self.loop.min_time_s else None
+        return replace(self, replicates=share, loop=replace(self.loop, iterations=per * share, min_time_s=min_time))
 
     def cpu_threads(self, provider: str) -> int | None:
         """The CPU threads a session on ``provider`` computes with, for the contention check (bench.noise);
@@ -166,6 +213,9 @@ class RunOptions:
             sample_hz=data["sample_hz"],
             seed=data["seed"],
             replicates=data.get("replicates", 1),
+            rounds=data.get("rounds"),
+            target_precision=data.get("target_precision"),
+            max_time_s=data.get("max_time_s"),
         )
 
     def as_config(self) -> dict[str, Any]:

@@ -14,13 +14,23 @@ memory, deterministically (the noise is seeded per image, so parallel order neve
 - ``noise:SIGMA`` — additive Gaussian noise on [0, 1] pixels (x + N(0, σ²), clipped to [0, 1], rounded to
   8 bits), i.i.d. per pixel and channel. 0 < σ ≤ 1. The generator is numpy's PCG64, seeded with
   ``SeedSequence([seed, crc32(step), crc32(image key)])`` (step e.g. ``noise:0.05``, image key: its path).
+- ``webp:Q`` — encode with Pillow's WebP encoder (libwebp, lossy), ``quality=Q``, its defaults otherwise
+  (``method=4``), then decode. Q: integer 1–100.
+- ``reshare:N`` — N rounds of what a social network does to an upload that is shared again and again: each round
+  downscales by a factor drawn uniformly from [0.75, 0.95] (sides rounded half up, ``Image.Resampling.LANCZOS``),
+  then JPEG-encodes at a quality drawn uniformly from the integers 70–85 (Pillow's encoder, as ``jpeg``) and
+  decodes. The draws come from the step's seeded generator (as ``noise``): the same image gets the same rounds.
+  The result is smaller than the original; the preprocessing resizes it to the model input as usual. N: 1–10.
+- ``screenshot`` (no value) — a screenshot of the image shown on screen: resampled by 1.25 (a 125 % display
+  scale, ``Image.Resampling.BICUBIC``), a slight gamma of 1.1 on [0, 1] values (x ** (1 / 1.1), rounded to
+  8 bits), saved as PNG (lossless) and decoded.
 - ``crop:F`` — centre crop keeping the fraction F of each side (rounded half up, at least 1 pixel,
   offset ⌊(side − kept) / 2⌋; the
   preprocessing then resizes it to the model input as usual). 0 < F < 1.
 
 Tiers (``clean``, the unperturbed image, is always evaluated as well):
 
-- ``standard``: JPEG 95/75/50/30, downscale 0.5/0.25, blur σ 1/2/3, noise σ 0.01/0.05.
+- ``standard``: JPEG 95/75/50/30, downscale 0.5/0.25, blur σ 1/2/3, noise σ 0.01/0.05, WebP 75, reshare 3.
 - ``extended``: standard, plus the grid of DeeperForensics-1.0 (Jiang et al., CVPR 2020; their
   ``perturbation/add_distortion_to_video.py``, levels 1–5) for the three of its seven types that are
   image operations bench implements (values kept to 4 significant digits): ``GB`` Gaussian blur, kernel
@@ -62,6 +72,8 @@ STANDARD = (
     "blur:3",
     "noise:0.01",
     "noise:0.05",
+    "webp:75",
+    "reshare:3",
 )
 # DeeperForensics-1.0 levels 1–5 (GB, GNC, pixelation) and ImageNet-C JPEG qualities; see the module docstring.
 _DEEPERFORENSICS = (
@@ -81,6 +93,7 @@ class _Kind:
     range_text: str
     integer: bool
     valid: Callable[[float], bool]
+    takes_value: bool = True
 
 
 KINDS: dict[str, _Kind] = {
@@ -89,7 +102,14 @@ KINDS: dict[str, _Kind] = {
     "blur": _Kind("a Gaussian σ in pixels, 0 < σ ≤ 50", False, lambda v: 0 < v <= 50),
     "noise": _Kind("a Gaussian σ on [0, 1] pixels, 0 < σ ≤ 1", False, lambda v: 0 < v <= 1),
     "crop": _Kind("a kept fraction of each side, 0 < F < 1", False, lambda v: 0 < v < 1),
+    "webp": _Kind("an integer quality 1–100", True, lambda v: 1 <= v <= 100),
+    "reshare": _Kind("an integer number of rounds 1–10", True, lambda v: 1 <= v <= 10),
+    "screenshot": _Kind("no value (write just screenshot)", True, lambda v: v == 0, takes_value=False),
 }
+RESHARE_SCALE = (0.75, 0.95)  # each round's downscale factor, drawn uniformly
+RESHARE_QUALITY = (70, 85)  # each round's JPEG quality, drawn uniformly from these integers (both included)
+SCREENSHOT_SCALE = 1.25
+SCREENSHOT_GAMMA = 1.1
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,8 @@ class Step:
 
     @property
     def name(self) -> str:
+        if not KINDS[self.kind].takes_value:
+            return self.kind
         return f"{self.kind}:{int(self.value) if KINDS[self.kind].integer else f'{self.value:g}'}"
 
     def apply(self, img: Image.Image, key: str, seed: int) -> Image.Image:
@@ -158,6 +180,8 @@ def _expand(spec: str) -> list[Perturbation]:
     if "+" in text:
         return [_combination(text)]
     kind, _, values = text.partition(":")
+    if values and kind.strip() in KINDS and not KINDS[kind.strip()].takes_value:
+        return [_combination(text)]  # "screenshot:1": _step names the form
     return [Perturbation((_step(kind, v, spec),)) for v in values.split(",")] if values else [_combination(text)]
 
 
@@ -182,6 +206,10 @@ def _step(kind: str, value: str, spec: str) -> Step:
         raise InputError(f"--perturb {spec!r}: unknown perturbation {kind!r}; {_FORMS}")
     rule = KINDS[kind]
     value = value.strip()
+    if not rule.takes_value:
+        if value:
+            raise InputError(f"--perturb {spec!r}: {kind} takes {rule.range_text}, got {value}")
+        return Step(kind, 0.0)
     try:
         number = float(value)
     except ValueError:
@@ -211,6 +239,52 @@ def _jpeg(img: Image.Image, quality: float, _rng: np.random.Generator) -> Image.
     from PIL import Image
 
     with Image.open(io.BytesIO(jpeg_bytes(img, int(quality)))) as decoded:
+        return decoded.convert("RGB")
+
+
+def webp_bytes(img: Image.Image, quality: int) -> bytes:
+    """``img`` as Pillow's (lossy) WebP encoder writes it at ``quality`` (its defaults otherwise)."""
+    buf = io.BytesIO()
+    img.save(buf, format="WEBP", quality=int(quality))
+    return buf.getvalue()
+
+
+def _webp(img: Image.Image, quality: float, _rng: np.random.Generator) -> Image.Image:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(webp_bytes(img, int(quality)))) as decoded:
+        return decoded.convert("RGB")
+
+
+def reshare_rounds(rounds: int, rng: np.random.Generator) -> list[tuple[float, int]]:
+    """The (downscale factor, JPEG quality) of each round, in the order they are drawn from ``rng``."""
+    out = []
+    for _ in range(rounds):
+        factor = float(rng.uniform(*RESHARE_SCALE))
+        quality = int(rng.integers(RESHARE_QUALITY[0], RESHARE_QUALITY[1] + 1))
+        out.append((factor, quality))
+    return out
+
+
+def _reshare(img: Image.Image, rounds: float, rng: np.random.Generator) -> Image.Image:
+    from PIL import Image
+
+    for factor, quality in reshare_rounds(int(rounds), rng):
+        small = img.resize((_side(img.width, factor), _side(img.height, factor)), resample=Image.Resampling.LANCZOS)
+        img = _jpeg(small, quality, rng)
+    return img
+
+
+def _screenshot(img: Image.Image, _value: float, _rng: np.random.Generator) -> Image.Image:
+    from PIL import Image
+
+    size = (_side(img.width, SCREENSHOT_SCALE), _side(img.height, SCREENSHOT_SCALE))
+    shown = img.resize(size, resample=Image.Resampling.BICUBIC)
+    table = _to_uint8(255.0 * (np.arange(256) / 255.0) ** (1.0 / SCREENSHOT_GAMMA)).tolist()
+    shown = shown.point(table * 3)
+    buf = io.BytesIO()
+    shown.save(buf, format="PNG")
+    with Image.open(io.BytesIO(buf.getvalue())) as decoded:
         return decoded.convert("RGB")
 
 
@@ -260,6 +334,9 @@ _APPLY: dict[str, Callable[[Image.Image, float, np.random.Generator], Image.Imag
     "blur": _blur,
     "noise": _noise,
     "crop": _crop,
+    "webp": _webp,
+    "reshare": _reshare,
+    "screenshot": _screenshot,
 }
 
 
@@ -275,4 +352,6 @@ __all__ = [
     "jpeg_bytes",
     "parse_perturbations",
     "perturbation_names",
+    "reshare_rounds",
+    "webp_bytes",
 ]

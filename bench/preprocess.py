@@ -79,32 +79,87 @@ class PreprocessConfig:
 
     @classmethod
     def from_json(cls, cfg: Mapping[str, Any], fallback_hw: tuple[int, int] | None = None) -> PreprocessConfig:
-        """Read the HF processor keys; ``size`` may be {height,width}, {shortest_edge} or an int."""
+        """Read the HF processor keys; ``size`` may be {height,width}, {shortest_edge} or an int. A value of the
+        wrong type or range (``"image_mean": "half"``) is a :class:`ConfigFieldError` naming the field."""
         size = cfg.get("size")
         if isinstance(size, Mapping) and "height" in size:
-            hw = (int(size["height"]), int(size["width"]))
+            hw = (_positive_int(size.get("height"), "size.height"), _positive_int(size.get("width"), "size.width"))
         elif isinstance(size, Mapping) and "shortest_edge" in size:
-            hw = (int(size["shortest_edge"]),) * 2
-        elif isinstance(size, int):
-            hw = (size, size)
+            hw = (_positive_int(size["shortest_edge"], "size.shortest_edge"),) * 2
+        elif size is not None and not isinstance(size, Mapping):
+            hw = (_positive_int(size, "size"),) * 2
         else:
             hw = fallback_hw or (cls.height, cls.width)
-        mean = cfg.get("image_mean", cls.image_mean)
-        std = cfg.get("image_std", cls.image_std)
-        if isinstance(mean, (int, float)):
-            mean = [mean] * 3
-        if isinstance(std, (int, float)):
-            std = [std] * 3
+        resample = cfg.get("resample", cls.resample)
+        if isinstance(resample, bool) or not isinstance(resample, int) or resample not in range(6):
+            raise ConfigFieldError("resample", resample, "a Pillow resampling filter 0–5 (2 = bilinear)")
+        rescale = cfg.get("rescale_factor", cls.rescale_factor)
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not rescale > 0:
+            raise ConfigFieldError("rescale_factor", rescale, "a positive number (1/255 for 8-bit pixels)")
         return cls(
             height=hw[0],
             width=hw[1],
-            resample=int(cfg.get("resample", cls.resample)),
-            do_rescale=bool(cfg.get("do_rescale", True)),
-            rescale_factor=float(cfg.get("rescale_factor", cls.rescale_factor)),
-            do_normalize=bool(cfg.get("do_normalize", True)),
-            image_mean=tuple(float(m) for m in mean),
-            image_std=tuple(float(s) for s in std),
+            resample=resample,
+            do_rescale=_flag(cfg.get("do_rescale", True), "do_rescale"),
+            rescale_factor=float(rescale),
+            do_normalize=_flag(cfg.get("do_normalize", True), "do_normalize"),
+            image_mean=_per_channel(cfg.get("image_mean", cls.image_mean), "image_mean", positive=False),
+            image_std=_per_channel(cfg.get("image_std", cls.image_std), "image_std", positive=True),
         )
+
+    def describe(self) -> dict[str, Any]:
+        """What the results record as the preprocessing actually used (``accuracy.preprocessing``)."""
+        try:
+            resample = Image.Resampling(self.resample).name.lower()
+        except ValueError:
+            resample = str(self.resample)
+        return {
+            "height": self.height,
+            "width": self.width,
+            "resample": resample,
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+        }
+
+
+class ConfigFieldError(ValueError):
+    """A ``preprocessor_config.json`` field of the wrong type or range; the caller names the file (an input error)."""
+
+    def __init__(self, field: str, value: Any, expected: str) -> None:
+        super().__init__(f"field {field!r} must be {expected}, got {value!r}")
+        self.field = field
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigFieldError(name, value, "a positive integer number of pixels")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigFieldError(name, value, "true or false")
+    return value
+
+
+def _per_channel(value: Any, name: str, positive: bool) -> tuple[float, ...]:
+    """One number for every channel, or a list of 1 or 3 numbers (std: each above 0)."""
+    values = [value] * 3 if _number(value) else value
+    if (
+        not isinstance(values, (list, tuple))
+        or len(values) not in (1, 3)
+        or not all(_number(v) and (v > 0 or not positive) for v in values)
+    ):
+        expected = "a positive number or a list of 3" if positive else "a number or a list of 3 numbers"
+        raise ConfigFieldError(name, value, expected + " (one per RGB channel)")
+    return tuple(float(v) for v in (values * 3 if len(values) == 1 else values))
 
 
 def sniff_format(data: bytes) -> str | None:

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from typing_extensions import Required, TypedDict, is_typeddict
 
 from bench.errors import InputError
+from bench.outdir import NO_SPACE, no_space_error
+from bench.validity import check_values, parse_results_text
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     import pandas as pd
     from pydantic import TypeAdapter, ValidationError
@@ -78,6 +80,7 @@ class CpuInfo(TypedDict, total=False):
     cores_physical: int | None
     cores_logical: int | None
     affinity: int | None
+    features: list[str] | None  # bench.cpufeatures.FEATURES this CPU has (AVX2, VNNI, …); None: unknown
 
 
 class GpuInfo(TypedDict, total=False):
@@ -152,6 +155,7 @@ class RunConfig(TypedDict, total=False):
     sample_hz: float
     seed: int
     replicates: int  # fresh sessions (or processes) the timed calls were split over; bench ab: its blocks
+    rounds: int | None  # matrix: rounds over the whole matrix the replicates were measured in (None: one per replicate)
     gc_disabled_during_timing: bool  # Python's garbage collector was off during timed calls
     # matrix
     cell_timeout_s: float
@@ -163,6 +167,8 @@ class RunConfig(TypedDict, total=False):
     accuracy_reason: str | None
     perturbations: list[str]  # eval/matrix --perturb: the perturbation names evaluated ("clean" first); [] none
     perturb_seed: int
+    threshold_at_fpr: float | None  # eval: the threshold transfer's target FPR (None: off)
+    flip_batch_sizes: list[int]  # eval: batch sizes the decisions were compared with the reference's at
     reference_variant: str
     policy_file: str | None
     policy: dict[str, Any] | None  # the release policy as bench.report.policy.Policy.to_dict() writes it
@@ -182,6 +188,12 @@ class RunConfig(TypedDict, total=False):
     isolation: Literal["session", "process"]  # what each block got fresh
     memory: str
     side: str
+    design: Literal["fixed", "sequential"]  # ab: a fixed number of blocks, or pairs until the verdict is settled
+    looks: list[SequentialLook]  # ab --sequential: every look at the data, one per pair of blocks
+    stopped_because: Literal["regression", "improvement", "same", "budget", "max_pairs", "failed"]  # ab --sequential
+    max_pairs: int  # ab --sequential: pairs of blocks it would add at most
+    target_precision: float | None  # run/matrix: replicates added until the p50 interval's half-width is within this
+    max_time_s: float | None  # ab --sequential and --target-precision: seconds of measuring at most
 
 
 class DatasetInfo(TypedDict, total=False):
@@ -190,6 +202,34 @@ class DatasetInfo(TypedDict, total=False):
     path: str
     n: int
     fingerprint: str
+    audit: DatasetAudit  # bench eval/matrix: can the files' metadata alone tell the classes apart (bench.audit)
+
+
+class AuditFeature(TypedDict):
+    """A metadata feature that separates the classes on its own (bench.audit)."""
+
+    feature: str
+    auc: float  # the feature's own ROC AUC for fake
+    real: Any  # the real images' most common value (categories) or median
+    fake: Any
+
+
+class DatasetAudit(TypedDict, total=False):
+    """Shortcut audit (bench.audit): a metadata-only classifier's cross-validated ROC AUC and its 95 % interval."""
+
+    n: int
+    n_fake: int
+    features: list[str]
+    classifier: str
+    shortcut_auc: float  # the line: verdict "shortcut" when the whole interval lies above it
+    metadata_auc: float | None
+    metadata_auc_ci: list[float] | None
+    ci_unit: Literal["image", "group"]
+    verdict: Literal["shortcut", "no shortcut", "inconclusive"]
+    separating: list[AuditFeature]
+    warnings: list[str]
+    skipped: list[SkippedImage]
+    reasons: dict[str, str]
 
 
 class CellLatency(TypedDict, total=False):
@@ -222,6 +262,7 @@ class RankedCell(TypedDict, total=False):
     could_change_choice: bool  # undecided: settling it could change the choice
     too_small: str  # undecided for want of calls or replicates: why there is no interval
     noisy: str  # why this deciding figure was measured on a busy machine (recommendation.noisy)
+    inconclusive_checks: list[str]  # held back: the policy checks it leaves undecided (it fails none)
 
 
 class DecideCell(TypedDict, total=False):
@@ -248,7 +289,7 @@ class DecideRecord(TypedDict, total=False):
     seconds: float
     added: list[DecideCell]  # replicates added per cell, all rounds together
     looks: list[DecideLook]
-    stopped: Literal["decided", "budget", "max_rounds", "interrupted", "cannot_add", "not_needed"]
+    stopped: Literal["decided", "budget", "max_rounds", "interrupted", "cannot_add", "not_needed", "cannot_settle"]
 
 
 class RecommendationInfo(TypedDict, total=False):
@@ -273,6 +314,7 @@ class RecommendationInfo(TypedDict, total=False):
     dominated_by: list[RankedCell]
     decide: DecideRecord
     noisy: list[RankedCell]  # deciding figures measured on a noisy or contended cell (each with its why): undecided
+    held_back: list[RankedCell]  # candidates faster than the choice held back only by inconclusive checks
 
 
 class Replicates(TypedDict, total=False):
@@ -287,6 +329,50 @@ class Replicates(TypedDict, total=False):
     cv_within: float | None  # median robust CV (IQR/1.349/median) of calls within a replicate
     gc_disabled: bool  # Python's garbage collector was off during timed calls
     processes: int  # processes the replicates were made in, when more than one (bench matrix --decide added some)
+    looks: list[PrecisionLook]  # --target-precision: the p50 interval after each replicate from the third on
+    stopped_because: Literal["precise", "budget", "max_replicates"]  # --target-precision: why no more were added
+
+
+class PrecisionLook(TypedDict, total=False):
+    """One look of ``--target-precision``: the p50 interval's relative half-width after ``replicates``."""
+
+    replicates: int
+    seconds: float
+    p50_ms: float
+    half_width: float  # (high - low) / 2 / p50: a fraction (0.02 = ±2 %)
+
+
+class LookInterval(TypedDict, total=False):
+    """A latency ratio's confidence sequence at one look (current / baseline), and the verdict it reads."""
+
+    ratio: float | None
+    low: float | None  # None while the sequence is unbounded (too few pairs)
+    high: float | None
+    verdict: Literal["regression", "improvement", "same", "inconclusive"]
+
+
+class SequentialLook(TypedDict, total=False):
+    """One look of ``bench ab --sequential``: after a pair of blocks (one AB, one BA), each latency row's sequence."""
+
+    pair: int
+    seconds: float  # measuring time since the first block
+    order: str  # "ABBA" or "BAAB"
+    p50: LookInterval
+    p95: LookInterval | None  # None: blocks too short for a p95 of their own
+
+
+class SequentialRecord(TypedDict, total=False):
+    """How ``bench ab --sequential`` decided: the method, its error rate, every look and why it stopped."""
+
+    method: str
+    alpha: float  # for the latency rows together; each row's sequence at alpha / 2
+    prior_g: float
+    pairs: int
+    max_pairs: int
+    max_time_s: float | None
+    seconds: float
+    stopped_because: Literal["regression", "improvement", "same", "budget", "max_pairs", "failed"]
+    looks: list[SequentialLook]
 
 
 class Noise(TypedDict, total=False):
@@ -476,6 +562,89 @@ class Scores(TypedDict, total=False):
     n_groups: int | None  # groups in the evaluated images (ci_unit "group"), else None
     confusion: list[list[int]] | None  # [[tn, fp], [fn, tp]]
     reasons: dict[str, str]
+    # Detector operating points and calibration (bench.metrics.detector_metrics): TPR at FPR 1 % and 0.1 % (None
+    # with reasons["tpr_at_fpr.<α>"] when the set has too few real images), the FPR on real images at the decision
+    # threshold, the Brier score, the reliability diagram's data.
+    tpr_at_fpr: dict[str, OperatingPoint | None] | None
+    fpr: float | None
+    fpr_ci: list[float] | None
+    brier: float | None
+    brier_ci: list[float] | None
+    reliability: Reliability | None
+
+
+class OperatingPoint(TypedDict, total=False):
+    """TPR at a target FPR α: the ROC curve read at α (``tpr``, ``tpr_ci``), and the deployable threshold."""
+
+    tpr: float
+    tpr_ci: list[float] | None
+    threshold: float  # the p(fake) cut-off of the point with the largest TPR whose FPR ≤ α
+    fpr: float  # reached at that threshold
+    tpr_at_threshold: float
+
+
+class Reliability(TypedDict):
+    """Reliability diagram data: p(fake) in ``bins`` equal-width bins; per bin images, mean p(fake), share fake."""
+
+    bins: int
+    count: list[int]
+    mean_p: list[float | None]
+    fake_rate: list[float | None]
+
+
+class ThresholdTransfer(TypedDict, total=False):
+    """The reference variant's threshold for FPR ≤ ``target_fpr`` applied to this variant (bench.evaluate)."""
+
+    reference: str
+    reference_provider: str
+    target_fpr: float
+    threshold: float
+    reference_fpr: float
+    reference_tpr: float
+    fpr: float | None  # this variant's, at the reference's threshold
+    fpr_ci: list[float] | None  # Wilson
+    tpr: float | None
+    tpr_ci: list[float] | None
+    n_real: int
+    n_fake: int
+    false_alarms: int
+    detected: int
+
+
+class GroupSlice(TypedDict):
+    """One group's figures (a manifest's ``group``: generator, source) at the decision threshold."""
+
+    group: str
+    n: int
+    n_fake: int
+    accuracy: float
+    accuracy_ci: list[float] | None  # Wilson over the group's images
+    fpr: float | None
+    tpr: float | None
+
+
+class BatchFlips(TypedDict):
+    """Decisions that differ from the reference variant's at the same batch size (dynamic quantisation)."""
+
+    batch_size: int
+    reference: str
+    n: int
+    flips: int
+    flip_rate: float
+    flip_rate_ci: list[float] | None  # Wilson
+
+
+class PreprocessingUsed(TypedDict):
+    """The preprocessing an evaluation actually used (bench.preprocess.PreprocessConfig.describe)."""
+
+    height: int
+    width: int
+    resample: str
+    do_rescale: bool
+    rescale_factor: float
+    do_normalize: bool
+    image_mean: list[float]
+    image_std: list[float]
 
 
 class PerturbedAccuracy(Scores, total=False):
@@ -501,6 +670,40 @@ class Accuracy(Scores, total=False):
     batch_size: int
     predictions: list[Prediction]
     perturbations: list[PerturbedAccuracy]  # bench eval/matrix --perturb: one entry per perturbation, clean excluded
+    preprocessing: PreprocessingUsed
+    threshold_transfer: ThresholdTransfer | None  # None with reasons["threshold_transfer"]
+    group_slices: list[GroupSlice]  # a data set with groups
+    batch_p_fake: dict[str, list[float]]  # bench eval --flip-batch-sizes: p(fake) per image at each batch size
+    batch_flips: list[BatchFlips]
+
+
+class OpTypeShare(TypedDict, total=False):
+    """One op type's time in a profile (bench.profile.profiler): ms per inference and share of the op time."""
+
+    op_type: str
+    calls: int
+    ms: float
+    share: float
+    flops: int | None  # None: an op type with no FLOPs formula (not counted, not guessed)
+    gflops: float | None
+
+
+class CellProfile(TypedDict, total=False):
+    """``bench matrix --profile``: where the cell's time goes, profiled in a session of its own after the timed
+    cells (never inside them); ``bench profile --json`` holds the full form."""
+
+    total_flops: int  # 2 × MACs per call of the counted ops (bench.profile.flops)
+    not_counted: list[str]  # op types without a FLOPs formula
+    timed_p50_ms: float  # bare calls in a plain session beside the profile
+    profiled_p50_ms: float | None
+    achieved_gflops: float | None
+    peak_gflops: float | None  # this machine's measured GEMM peak (bench.profile.peak), None: not measured
+    fraction_of_peak: float | None
+    op_types: list[OpTypeShare]
+    nodes: list[dict[str, Any]]  # the slowest nodes: name, op_type, ms, flops
+    kernels: list[dict[str, Any]] | None  # CUDA kernels (GPU cells): name, op_name, calls, ms
+    tensorrt_layers_note: str | None
+    reason: str | None  # why there is no profile (the provider could not run it, …)
 
 
 class Placement(TypedDict, total=False):
@@ -699,6 +902,13 @@ class InvalidInput(TypedDict, total=False):
     status: int | None  # the status it answered; None: nothing answered
 
 
+class MetricsProbe(TypedDict, total=False):
+    """GET /metrics once the load is over: its status and whether it spoke the Prometheus text format."""
+
+    http_status: int | None  # None: nothing answered
+    prometheus: bool  # a text/plain body with HELP/TYPE lines
+
+
 class ServiceEntry(TypedDict, total=False):
     """One variant served over HTTP (``bench matrix --with-service``); figures None with ``reason`` if not run."""
 
@@ -715,6 +925,7 @@ class ServiceEntry(TypedDict, total=False):
     health: ServiceHealth | None
     startup: ServiceStartup | None
     invalid_inputs: list[InvalidInput] | None
+    metrics: MetricsProbe | None  # GET /metrics after the load: does the Prometheus endpoint answer
 
 
 # --- the records ----------------------------------------------------------------------------------
@@ -753,6 +964,7 @@ class CellResult:
     replicates: Replicates | None = None  # how the replicates were made, and their noise
     noise: Noise | None = None  # what else the machine was doing while this cell was timed
     placement: Placement | None = None  # the node, host and GPU it ran on, when not this run's machine (Ray)
+    profile: CellProfile | None = None  # bench matrix --profile: op-type shares, GFLOP/s, fraction of peak
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -841,10 +1053,10 @@ class RunResult:
         if path.is_dir():
             path = path / "results.json"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_results_text(path.read_text(encoding="utf-8"), str(path))  # depth, NaN: bench.validity
         except FileNotFoundError as exc:
             raise InputError(f"results file {path} not found") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise InputError(f"{path} is not a results JSON file ({exc})") from exc
         return validate_results(data, source=str(path))
 
@@ -921,7 +1133,8 @@ def load_frame(paths: str | Path | Iterable[str | Path], *, intervals: bool = Tr
     Columns are ``FRAME_COLUMNS``; metrics are ``CELL_METRICS`` (every cell) and ``ACCURACY_METRICS`` (cells
     with accuracy; ``perturbation`` "clean" or the perturbation's name, None for the timing rows). ``ci_low`` /
     ``ci_high`` bound a latency quantile at 95 % where the samples allow (``intervals=False`` skips the
-    bootstrap); the results carry no interval for the other figures, so theirs are NaN. Files are validated
+    bootstrap) and an accuracy figure where the results record its interval (``accuracy_ci``, ``roc_auc_ci``, …);
+    NaN otherwise. Files are validated
     as :meth:`RunResult.load` reads them.
     """
     import pandas as pd
@@ -942,13 +1155,22 @@ def load_frame(paths: str | Path | Iterable[str | Path], *, intervals: bool = Tr
             passes += [(p["perturbation"], p) for p in (accuracy or {}).get("perturbations") or []]
             for name, scores in passes:
                 figures: dict[str, Any] = {**scores, "flip_rate": (scores.get("agreement") or {}).get("flip_rate")}
-                rows.extend((*key, name, m, figures.get(m), None, None, unit) for m, unit in ACCURACY_METRICS)
+                rows.extend(
+                    (*key, name, metric, figures.get(metric), *_interval(figures, metric), unit)
+                    for metric, unit in ACCURACY_METRICS
+                )
     frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
     frame["created"] = pd.to_datetime(frame["created"], format="ISO8601", utc=True, errors="coerce")
     frame["batch_size"] = frame["batch_size"].astype("int64")
     for column in ("value", "ci_low", "ci_high"):
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+def _interval(figures: Mapping[str, Any], metric: str) -> tuple[float | None, float | None]:
+    """The 95 % interval the results record for an accuracy figure (``<metric>_ci``), or (None, None)."""
+    ci = figures.get(f"{metric}_ci")
+    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
 
 
 def _dig(record: Any, at: tuple[str, ...]) -> Any:
@@ -1013,8 +1235,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # disk full: exit 2 with the folder and the size
+            raise no_space_error(path.parent, len(text.encode("utf-8"))) from None
         raise
 
 
@@ -1073,7 +1297,7 @@ class LoadResult:
 # --- validation and JSON Schema (pydantic, imported on first use) ----------------------------------
 
 
-_OPTIONAL_CELL_FIELDS = ("sample_replicates", "replicates", "noise", "placement")
+_OPTIONAL_CELL_FIELDS = ("sample_replicates", "replicates", "noise", "placement", "profile")
 
 # Unknown keys of nested objects are kept, not dropped, by the validated RunResult: a file from a newer bench
 # loads and is written back whole. (The records' own unknown keys are ignored, as their constructors would.)
@@ -1111,6 +1335,7 @@ def validate_results(data: dict[str, Any], *, source: str | None = None) -> RunR
         run: RunResult = _adapter(RunResult).validate_json(json.dumps(data, default=json_default), strict=True)
     except ValidationError as exc:
         raise InputError(f"{where} does not match the results contract: {describe_validation_error(exc)}") from None
+    check_values(data, where)  # batch sizes ≥ 1, finite non-negative figures (bench.validity)
     for unknown in ("run_id", "created"):  # a file without them: say so, rather than take the defaults' "now"
         if unknown not in data:
             setattr(run, unknown, "")

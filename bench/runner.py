@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -30,11 +30,20 @@ from bench.errors import InputError
 from bench.modelfile import model_info
 from bench.noise import NoiseProbe, fitting_threads
 from bench.options import DEFAULT_REPLICATES, REPLICATE_WARMUP, RunOptions
-from bench.preprocess import PreprocessConfig, load_image, preprocess_batch
+from bench.preprocess import ImageError, PreprocessConfig, load_image, preprocess_batch
 from bench.providers import is_gpu
-from bench.results import Accuracy, CellLatency, CellMemory, CellResult, ModelInfo, Noise, Replicates
+from bench.results import (
+    Accuracy,
+    CellLatency,
+    CellMemory,
+    CellResult,
+    ModelInfo,
+    Noise,
+    PrecisionLook,
+    Replicates,
+)
 from bench.sampling import ResourceSampler
-from bench.stats import noise_components, replicate_groups
+from bench.stats import MIN_GROUPS, noise_components, quantile_interval, replicate_groups
 from bench.timing import LatencyStats, LoopSpec, frozen_heap, timed_loop
 from bench.torch_engine import TorchEngine
 
@@ -43,6 +52,8 @@ LogFn = Callable[[str], None]
 InputBatchFn = Callable[[Engine | TorchEngine], np.ndarray]
 EvaluateFn = Callable[[Engine | TorchEngine], Accuracy | None]
 CONTENTION_PROBE_S = 0.3  # seconds of looking at the others' load before the threads are chosen
+PRECISION_BUDGET_S = 60.0  # --target-precision without --max-time: seconds a cell may take at most
+MAX_PRECISION_REPLICATES = 200  # --target-precision: replicates a cell gets at most, whatever the budget
 
 
 class FreshSessions:
@@ -151,13 +162,25 @@ def measure_cell(
     sessions = FreshSessions(model_path, variant, provider, options, input_batch, model_sha256=cell.model.sha256)
     timed = ReplicateSamples()
     noise = NoiseProbe(options.cpu_threads(provider))
+    precision = None
     try:
         with frozen_heap(), ResourceSampler(hz=options.sample_hz, gpu_index=gpu_index) as sampler:
+            started = time.perf_counter()
             for r, loop in enumerate(loops):
                 times, create_ms = sessions.measure(loop, during=(noise, sampler.timed()))
                 timed.add(r, times, create_ms)
                 if progress is not None:
                     progress(len(times), float(np.median(times)))
+            if options.target_precision is not None:
+                more = replace(loops[-1], warmup=min(options.loop.warmup, REPLICATE_WARMUP))
+
+                def one_more(r: int) -> None:
+                    times, create_ms = sessions.measure(more, during=(noise, sampler.timed()))
+                    timed.add(r, times, create_ms)
+                    if progress is not None:
+                        progress(len(times), float(np.median(times)))
+
+                precision = until_precise(timed, options, one_more, started)
     except InputError:
         raise
     except Exception as exc:  # provider trouble or an inference that throws: the cell says why, the run goes on
@@ -166,6 +189,8 @@ def measure_cell(
     finally:
         cell.providers_effective, cell.io_binding = sessions.providers_effective, sessions.io_binding
     timed.record(cell, loops[0].iterations, "session")
+    if precision is not None and cell.replicates is not None:
+        cell.replicates["looks"], cell.replicates["stopped_because"] = precision
     memory = cast(CellMemory, sampler.stats(timed_images=len(timed.samples) * options.batch_size).as_dict())
     cell.memory = memory
     engine, batch = sessions.engine, sessions.batch
@@ -178,6 +203,37 @@ def measure_cell(
     if evaluate is not None and engine is not None:
         cell.accuracy = evaluate(engine)
     return cell
+
+
+def until_precise(
+    timed: ReplicateSamples, options: RunOptions, one_more: Callable[[int], None], started: float
+) -> tuple[list[PrecisionLook], Literal["precise", "budget", "max_replicates"]]:
+    """``--target-precision``: replicates added (``one_more(index)``) until the p50's 95 % two-level interval
+    (bench.stats, as every interval of bench) is within ± the target of the p50, ``--max-time`` (default
+    ``PRECISION_BUDGET_S``) is spent or ``MAX_PRECISION_REPLICATES`` are measured. A look after every replicate
+    from the ``MIN_GROUPS``-th on, each recorded. The target is a precision, not a test: stopping on it gives
+    no verdict, so no error rate needs guarding against the repeated looks."""
+    target = float(options.target_precision or 0.0)
+    budget = options.max_time_s if options.max_time_s is not None else PRECISION_BUDGET_S
+    looks: list[PrecisionLook] = []
+    while True:
+        count = len(timed.session_create_ms)
+        groups, _unit = replicate_groups(timed.samples, timed.replicate_ids)
+        found = quantile_interval(groups, "median") if count >= MIN_GROUPS else None
+        seconds = time.perf_counter() - started
+        if found is not None:
+            point, low, high = found
+            half = (high - low) / 2.0 / point
+            look: PrecisionLook = {"replicates": count, "seconds": round(seconds, 3), "p50_ms": round(point, 5)}
+            look["half_width"] = round(half, 5)
+            looks.append(look)
+            if half <= target:
+                return looks, "precise"
+        if count >= MAX_PRECISION_REPLICATES:
+            return looks, "max_replicates"
+        if seconds + seconds / count > budget:  # the next replicate would run past the budget
+            return looks, "budget"
+        one_more(count)
 
 
 def fit_threads(
@@ -232,20 +288,50 @@ def replicate_figures(
 
 
 def images_batch(
-    paths: Sequence[Path], batch_size: int, engine: Engine | TorchEngine, preprocess: PreprocessConfig
+    paths: Sequence[Path],
+    batch_size: int,
+    engine: Engine | TorchEngine,
+    preprocess: PreprocessConfig,
+    skipped: list[str] | None = None,
 ) -> np.ndarray:
-    """A real image batch: the first ``batch_size`` images of a dataset (cycled), preprocessed."""
+    """A real image batch: the first ``batch_size`` images of a dataset that decode (cycled), preprocessed.
+
+    An image that does not decode (truncated, not an image) is skipped and named in ``skipped``, as
+    ``bench eval`` skips it, rather than failing the cell; only a set where none decodes is an InputError.
+    """
     if not paths:
         raise InputError("the dataset has no images to use as input")
-    chosen = [paths[i % len(paths)] for i in range(batch_size)]
-    return preprocess_batch([load_image(p) for p in chosen], preprocess).astype(engine.input.dtype)
+    decoded: dict[Path, Any] = {}
+    bad: dict[Path, str] = {}
+    chosen: list[Any] = []
+    index = 0
+    while len(chosen) < batch_size:
+        if len(bad) == len(paths):
+            raise InputError(f"none of the dataset's {len(paths)} images decodes ({next(iter(bad.values()))})")
+        path = Path(paths[index % len(paths)])
+        index += 1
+        if path in bad:
+            continue
+        if path not in decoded:
+            try:
+                decoded[path] = load_image(path)
+            except ImageError as exc:
+                bad[path] = f"{path.parent.name}/{path.name}: {exc.kind}: {exc}"
+                continue
+        chosen.append(decoded[path])
+    if skipped is not None:
+        skipped.extend(why for why in bad.values() if why not in skipped)
+    return preprocess_batch(chosen, preprocess).astype(engine.input.dtype)
 
 
-def image_feed(paths: Sequence[Path], batch_size: int, bundle: Bundle) -> InputBatchFn:
-    """``input_batch`` of real images: :func:`images_batch` preprocessed as ``bundle`` says at the model's size."""
+def image_feed(
+    paths: Sequence[Path], batch_size: int, bundle: Bundle, skipped: list[str] | None = None
+) -> InputBatchFn:
+    """``input_batch`` of real images: :func:`images_batch` preprocessed as ``bundle`` says at the model's size;
+    images that do not decode are skipped and named in ``skipped``."""
 
     def feed(engine: Engine | TorchEngine) -> np.ndarray:
-        return images_batch(paths, batch_size, engine, bundle.preprocess_config(engine.input.image_hw()))
+        return images_batch(paths, batch_size, engine, bundle.preprocess_config(engine.input.image_hw()), skipped)
 
     return feed
 
@@ -262,4 +348,5 @@ __all__ = [
     "images_batch",
     "measure_cell",
     "replicate_figures",
+    "until_precise",
 ]

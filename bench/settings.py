@@ -55,6 +55,7 @@ class Setting:
     comma_list: bool = False
     default_text: str | None = None
     show_default: bool = True
+    percent: bool = False  # a fraction that the command line also takes as a percentage ("2%" → 0.02)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

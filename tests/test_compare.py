@@ -619,6 +619,7 @@ def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_pa
         "--no-memory",
         "--threads",
         "1",
+        "--fixed",  # the fixed design's blocks (bench ab is sequential by default: tests/test_sequential.py)
         "--json",
         "--out",
         tmp_path / "ab",

@@ -130,6 +130,8 @@ def test_fresh_matrix_has_every_section(outputs: dict[str, Path]) -> None:
     assert entry["status"] == "ok", entry["reason"]
     assert entry["health"]["http_status"] == 200 and entry["startup"]["ready_s"] > 0 and entry["invalid_inputs"]
     assert entry["load"]["requests"] > 0 and entry["max_rate"]["steps"]
+    assert entry["metrics"] == {"http_status": 200, "prometheus": True}  # the seed's "/metrics answers" claim
     cell = data["cells"][1]
     assert cell["accuracy"]["agreement"] and cell["accuracy"]["perturbations"] and cell["replicates"]["count"] == 2
+    assert cell["replicates"]["processes"] == 2  # one round per replicate (--rounds default), a process each
     assert data["recommendation"] is not None and "tensorrt" in data["environment"]

@@ -205,3 +205,48 @@ def test_fingerprint_counts_groups_only_when_present(tmp_path: Path) -> None:
     (tmp_path / "h.csv").write_text("path,label,group\na.png,fake,v1\nb.png,real,v1\n")
     grouped = {load_labelled_set(tmp_path / f).fingerprint()["fingerprint"] for f in ("g.csv", "h.csv")}
     assert len(grouped) == 2 and before not in grouped
+
+
+# --- sha256 in manifests (issue 27) ---------------------------------------------------------------------------
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_manifest_sha256_is_verified_csv_and_jsonl(tmp_path: Path) -> None:
+    a, b = png(tmp_path / "img" / "a.png", 10), png(tmp_path / "img" / "b.png", 200)
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"path,label,group,sha256\nimg/a.png,real,g1,{_sha(a)}\nimg/b.png,fake,g2,{_sha(b).upper()}\n")
+    lset = load_labelled_set(csv)
+    assert [i.path.name for i in lset.items] == ["a.png", "b.png"] and lset.groups == ["g1", "g2"]
+    jsonl = tmp_path / "m.jsonl"
+    rows = [{"path": "img/a.png", "label": "real", "sha256": _sha(a)}, {"path": "img/b.png", "label": "fake"}]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert len(load_labelled_set(jsonl).items) == 2  # a row without sha256 is not checked
+    png(b, 90)  # the file changes after the manifest was written
+    for manifest in (csv,):
+        with pytest.raises(InputError) as err:
+            load_labelled_set(manifest)
+        text = str(err.value)
+        assert "img/b.png" in text and "line 3" in text and "sha256" in text and _sha(b) in text
+    rows[0]["sha256"] = "0" * 64
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(InputError, match=r"m\.jsonl:line 1: img/a\.png has sha256"):
+        load_labelled_set(jsonl)
+
+
+def test_sha256_mismatch_is_exit_2_naming_the_file_from_the_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    a = png(tmp_path / "a.png", 10)
+    png(tmp_path / "b.png", 200)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label,sha256\na.png,real,{_sha(a)}\nb.png,fake,{'ab' * 32}\n")
+    result = CliRunner().invoke(main, ["audit", "--dataset", str(manifest)])
+    assert result.exit_code == 2
+    assert "b.png has sha256" in result.output and "the manifest lists" in result.output

@@ -424,3 +424,116 @@ def test_cli_eval_records_intervals_clean_and_perturbed_over_the_manifests_group
     assert reference["agreement"]["accuracy_drop_pt"] is None and reference["agreement"]["roc_auc_delta_ci"] is None
     assert "accuracy_drop_pt" not in reference["reasons"]  # nothing to differ: no reason to give
     assert reference["roc_auc_ci"] is not None  # the reference's own figures have intervals all the same
+
+
+# --- detector figures (issue 27): threshold transfer, flips by batch, groups, preprocessing, report -------------
+
+
+def _labelled_cell(
+    variant: str, p_fake: list[float], labels: list[str], batches: dict[str, list[float]] | None = None
+) -> CellResult:
+    pairs = enumerate(zip(p_fake, labels, strict=True))
+    preds = [{"path": f"{i}.png", "p_fake": p, "label": lab, "pred": None} for i, (p, lab) in pairs]
+    acc = {"n": len(preds), "predictions": preds, "agreement": None, "reasons": {}, "positive_label": "Deepfake"}
+    acc["threshold"] = 0.5
+    if batches:
+        acc["batch_p_fake"] = batches
+    return CellResult(variant=variant, provider="cpu", batch_size=32, status="ok", accuracy=acc)
+
+
+def test_threshold_transfer_applies_the_references_threshold_to_every_variant() -> None:
+    rng = np.random.default_rng(0)
+    labels = ["Real"] * 200 + ["Deepfake"] * 100
+    ref_p = np.r_[rng.uniform(0, 0.8, 200), rng.uniform(0.3, 1.0, 100)]
+    shifted = np.clip(ref_p + 0.03, 0, 1)  # a quantised variant whose scores moved up
+    cells = [_labelled_cell("fp32", ref_p.tolist(), labels), _labelled_cell("int8", shifted.tolist(), labels)]
+    add_agreement(cells, "fp32", target_fpr=0.01)
+    ref, cur = (c.accuracy["threshold_transfer"] for c in cells)
+    # independent: the threshold is the 3rd highest real score's (2 false alarms allowed at 1 % of 200)
+    reals = np.sort(ref_p[:200])[::-1]
+    assert (
+        ref["threshold"] == pytest.approx(reals[1]) and ref["false_alarms"] == 2 and ref["fpr"] == pytest.approx(0.01)
+    )
+    assert cur["threshold"] == ref["threshold"] and cur["reference"] == "fp32"
+    assert cur["false_alarms"] == int((shifted[:200] >= ref["threshold"]).sum()) > 2  # its FPR moved above 1 %
+    assert cur["tpr"] == pytest.approx(float((shifted[200:] >= ref["threshold"]).mean()))
+    assert cur["fpr_ci"][0] <= cur["fpr"] <= cur["fpr_ci"][1]
+    small = [_labelled_cell("fp32", [0.1, 0.9], ["Real", "Deepfake"])]
+    add_agreement(small, "fp32")
+    assert small[0].accuracy["threshold_transfer"] is None
+    assert "needs at least 100 real images" in small[0].accuracy["reasons"]["threshold_transfer"]
+
+
+def test_batch_flips_compare_with_the_reference_at_the_same_batch() -> None:
+    labels = ["Real", "Deepfake", "Real", "Deepfake"]
+    ref = _labelled_cell("fp32", [0.2, 0.8, 0.4, 0.6], labels, {"1": [0.2, 0.8, 0.4, 0.6], "32": [0.2, 0.8, 0.4, 0.6]})
+    cur = _labelled_cell(
+        "int8", [0.2, 0.8, 0.4, 0.6], labels, {"1": [0.2, 0.8, 0.55, 0.45], "32": [0.2, 0.8, 0.4, 0.6]}
+    )
+    add_agreement([ref, cur], "fp32")
+    rows = {r["batch_size"]: r for r in cur.accuracy["batch_flips"]}
+    assert (rows[1]["flips"], rows[1]["n"], rows[32]["flips"]) == (2, 4, 0)
+    assert rows[1]["flip_rate"] == pytest.approx(0.5) and rows[1]["reference"] == "fp32"
+
+
+def test_cli_eval_records_preprocessing_groups_flips_audit_and_the_report_shows_them(
+    two_variants: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    ds = write_set(tmp_path / "ds", n_per_class=6)
+    rows = [
+        f"{cls}/{i}.png,{cls},gen{i % 2},{hashlib.sha256((ds / cls / f'{i}.png').read_bytes()).hexdigest()}"
+        for cls in ("real", "fake")
+        for i in range(6)
+    ]
+    (ds / "manifest.csv").write_text("path,label,group,sha256\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    res = invoke(
+        "--model-dir", str(two_variants), "--dataset", str(ds), "--variant", "fp32,alt", "--flip-batch-sizes", "1,3",
+        "--json", "--out", str(out),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    document = json.loads(res.stdout)
+    alt = document["cells"][1]
+    acc = alt["accuracy"]
+    assert acc["preprocessing"] == {
+        "height": 32, "width": 32, "resample": "bilinear", "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    }  # fmt: skip
+    assert acc["batch_size"] == 32 and sorted(acc["batch_p_fake"]) == ["1", "3", "32"]
+    assert [r["batch_size"] for r in acc["batch_flips"]] == [1, 3, 32]
+    slices = {s["group"]: s for s in acc["group_slices"]}
+    assert set(slices) == {"gen0", "gen1"} and sum(s["n"] for s in slices.values()) == 12
+    expected = [p for p in acc["predictions"] if p["group"] == "gen0"]
+    right = sum((p["pred"] == p["label"]) for p in expected)
+    assert slices["gen0"]["accuracy"] == pytest.approx(right / len(expected))
+    assert acc["threshold_transfer"] is None and "real images" in acc["reasons"]["threshold_transfer"]
+    assert set(acc["tpr_at_fpr"]) == {"0.01", "0.001"} and acc["brier"] is not None and "reliability" in acc
+    assert document["dataset"]["audit"]["n"] == 12 and document["config"]["flip_batch_sizes"] == [1, 3, 32]
+    report = CliRunner().invoke(main, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert "### 2.5 Detector" in text and "#### Per group" in text and "#### Decisions by batch size" in text
+    assert "plots/reliability_alt.png" in text and (out / "plots" / "reliability_fp32.png").stat().st_size > 1000
+    thai = (out / "report.th.md").read_text(encoding="utf-8") if (out / "report.th.md").exists() else ""
+    if not thai:
+        assert CliRunner().invoke(main, ["report", str(out), "--lang", "th"]).exit_code == 0
+        thai = (out / "report.th.md").read_text(encoding="utf-8")
+    assert "การย้ายค่าเกณฑ์" in thai and "แผนภาพความน่าเชื่อถือ" in thai
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("image_mean", "half"), ("image_std", [0.5, 0.0, 0.5]), ("size", {"height": "big", "width": 32}), ("resample", 9)],
+)
+def test_a_malformed_preprocessor_config_is_exit_2_naming_file_and_field(
+    tiny_bundle: Path, tmp_path: Path, field: str, value: object
+) -> None:
+    config = tiny_bundle / "preprocessor_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {field: value}))
+    ds = write_set(tmp_path / "ds", n_per_class=1)
+    res = invoke("--model-dir", str(tiny_bundle), "--dataset", str(ds))
+    assert res.exit_code == 2, res.output
+    assert "preprocessor_config.json" in res.output and f"field '{field}" in res.output  # size → 'size.height'
+    assert "inference failed" not in res.output

@@ -290,11 +290,53 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> No
     done = json.loads(results.read_text())
     assert [c["variant"] for c in done["cells"]] == ["fp32", "wide", "seed2"]
     assert done["run_id"] == kept["run_id"] and done["config"]["resumed"] is True
-    assert done["cells"][0]["samples_ms"] == kept["cells"][0]["samples_ms"]
+    # a kept cell keeps its first round's calls and gets the rounds it lacked (--rounds: one per replicate)
+    first = kept["cells"][0]
+    assert done["cells"][0]["samples_ms"][: len(first["samples_ms"])] == first["samples_ms"]
+    assert set(first["sample_replicates"]) == {0} and "processes" not in first["replicates"]
+    assert sorted(set(done["cells"][0]["sample_replicates"])) == [0, 1, 2, 3, 4]
+    assert done["cells"][0]["replicates"]["processes"] == 5
     assert _kept_lines(p.stderr) == len(kept["cells"])
 
 
+@pytest.mark.slow
+def test_rounds_spread_each_cells_replicates_over_fresh_processes(workspace: Path) -> None:
+    """--rounds 3: every cell's 3 replicates come from 3 processes, one per round over the whole matrix, in plan
+    order (round 2 of every cell before round 3 of any); --rounds 1 keeps them in one process."""
+    args = ["--model-dir", "tiny", "--variants", "fp32,wide", "--providers", "cpu", "--batch-sizes", "1"]
+    args += ["--no-accuracy", "--iterations", "6", "--warmup", "1", "--threads", "1", "--replicates", "3"]
+    p = bench(*args, "--rounds", "3", "--json", "--out", "rounds", cwd=workspace)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["config"]["rounds"] == 3
+    for cell in doc["cells"]:
+        assert cell["replicates"]["count"] == 3 and cell["replicates"]["processes"] == 3
+        assert sorted(set(cell["sample_replicates"])) == [0, 1, 2] and len(cell["samples_ms"]) == 6
+        assert len(cell["replicates"]["session_create_ms"]) == 3
+    rounds = [ln.split(":")[0] for ln in p.stderr.splitlines() if ln.startswith("round ")]
+    assert rounds == [
+        "round 2/3 [1/2] fp32 · cpu · batch 1",
+        "round 2/3 [2/2] wide · cpu · batch 1",
+        "round 3/3 [1/2] fp32 · cpu · batch 1",
+        "round 3/3 [2/2] wide · cpu · batch 1",
+    ]
+    one = json.loads(bench(*args, "--rounds", "1", "--json", "--out", "one-round", cwd=workspace).stdout)
+    assert all(c["replicates"]["count"] == 3 and "processes" not in c["replicates"] for c in one["cells"])
+
+
 # --- units ---------------------------------------------------------------------------------------------
+
+
+def test_round_shares_give_the_first_rounds_the_extra_replicates() -> None:
+    from bench.options import LoopSpec, RunOptions
+
+    assert RunOptions(replicates=5).round_shares() == [1, 1, 1, 1, 1]
+    assert RunOptions(replicates=5, rounds=3).round_shares() == [2, 2, 1]
+    assert RunOptions(replicates=2, rounds=9).round_shares() == [1, 1]
+    five = RunOptions(replicates=5, rounds=1)
+    assert five.round_shares() == [5] and five.first_round() is five
+    first = RunOptions(replicates=5, rounds=3, loop=LoopSpec(iterations=100, warmup=3, min_time_s=1.0)).first_round()
+    assert (first.replicates, first.loop.iterations, first.loop.min_time_s) == (2, 40, 0.4)
 
 
 def test_parse_batch_sizes() -> None:

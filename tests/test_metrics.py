@@ -10,15 +10,19 @@ import pytest
 
 from bench.metrics import (
     CI_KEYS,
+    _Ranked,
     accuracy_drop_interval,
     agreement,
     binary_metrics,
     bootstrap_intervals,
+    detector_metrics,
     effective_n,
     equal_error_rate,
     expected_calibration_error,
     group_codes,
+    operating_point,
     paired_differences,
+    rates_at,
     score_intervals,
     share_interval,
     tango_interval,
@@ -49,7 +53,13 @@ def test_two_class_case_by_hand() -> None:
     # ROC points (FPR, FNR) by threshold: inf (0,1) · 0.8 (0,.5) · 0.6 (.5,.5) · 0.4 (.5,0) · 0.1 (1,0).
     assert m["eer"] == pytest.approx(0.5)
     assert m["eer_threshold"] == pytest.approx(0.6)
-    assert m["reasons"] == {}
+    # Brier: fakes (1 − 0.4)², (1 − 0.8)², reals 0.1², 0.6² → 0.77 / 4; FPR at 0.5: the real 0.6 of 2 reals.
+    assert m["brier"] == pytest.approx(0.77 / 4)
+    assert m["fpr"] == pytest.approx(0.5)
+    # 2 real images allow no false alarm at FPR 1 % or 0.1 %: no operating point, and why.
+    assert m["tpr_at_fpr"] == {"0.01": None, "0.001": None}
+    assert set(m["reasons"]) == {"tpr_at_fpr.0.01", "tpr_at_fpr.0.001"}
+    assert "needs at least 100 real images" in m["reasons"]["tpr_at_fpr.0.01"]
     json.dumps(m, allow_nan=False)
 
 
@@ -300,3 +310,81 @@ def test_units_needed_scales_as_one_over_root_n_or_projects_the_interval() -> No
     project = lambda s: tuple(100 * x for x in tango_interval(0, 0, 300 * s, z))  # noqa: E731
     # nothing discordant: Tango's bound is z²/(n + z²) ≤ 0.5 % from n ≈ 761
     assert units_needed(300, 0.0, project(1.0), 0.5, project) == 770
+
+
+# --- detector operating points, Brier, reliability (issue 27) -------------------------------------------------
+
+
+def _brute_operating_point(y: np.ndarray, p: np.ndarray, alpha: float) -> tuple[float, float, float]:
+    """Independent of sklearn: every distinct score as a threshold, the largest TPR whose FPR ≤ α, and the TPR at
+    FPR α on the straight line to the next threshold down."""
+    cuts = [math.inf, *sorted(set(p.tolist()), reverse=True)]
+    curve = [
+        (float(((p >= c) & (y == 0)).sum() / (y == 0).sum()), float(((p >= c) & (y == 1)).sum() / y.sum()), c)
+        for c in cuts
+    ]
+    below = [pt for pt in curve if pt[0] <= alpha + 1e-12]
+    fa, ta, threshold = max(below, key=lambda pt: (pt[0], pt[1]))
+    after = [pt for pt in curve if pt[0] > alpha + 1e-12]
+    if not after:
+        return ta, fa, threshold
+    fb, tb, _ = min(after, key=lambda pt: (pt[0], pt[1]))
+    return ta + (alpha - fa) / (fb - fa) * (tb - ta), fa, threshold
+
+
+def test_tpr_at_fpr_matches_a_brute_force_roc_and_the_bootstrap_statistic() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(700) < 0.5).astype(np.int64)
+    p = np.round(1 / (1 + np.exp(-rng.normal(np.where(y == 1, 1.0, -1.0), 1.0))), 2)  # rounded: ties on purpose
+    for alpha in (0.01, 0.05):
+        point = operating_point(y, p, alpha)
+        assert point is not None
+        tpr, fpr, threshold = _brute_operating_point(y, p, alpha)
+        assert point["tpr"] == pytest.approx(tpr)
+        assert point["fpr"] == pytest.approx(fpr) and point["fpr"] <= alpha
+        assert point["threshold"] == pytest.approx(threshold)
+        # the threshold really gives that FPR and TPR
+        assert float((p[y == 0] >= point["threshold"]).mean()) == pytest.approx(point["fpr"])
+        assert float((p[y == 1] >= point["threshold"]).mean()) == pytest.approx(point["tpr_at_threshold"])
+        # the vectorised figure the bootstrap resamples is the same figure at unit weights
+        assert _Ranked(y, p).figures(np.ones((1, len(y))), [f"tpr_at_fpr:{alpha:g}"])[0][0] == pytest.approx(tpr)
+
+
+def test_detector_metrics_hold_brier_fpr_and_reliability_by_hand() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.05, 0.15, 0.55, 0.95, 0.45, 0.65, 0.85, 1.0])
+    found, reasons = detector_metrics(y, p, threshold=0.5)
+    assert found["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert found["fpr"] == pytest.approx(2 / 4)  # 0.55 and 0.95
+    rel = found["reliability"]
+    assert rel["count"] == [1, 1, 0, 0, 1, 1, 1, 0, 1, 2]  # 1.0 falls in the last bin
+    assert rel["mean_p"][9] == pytest.approx((0.95 + 1.0) / 2) and rel["fake_rate"][9] == pytest.approx(0.5)
+    assert rel["mean_p"][2] is None and rel["fake_rate"][2] is None
+    assert found["tpr_at_fpr"] == {"0.01": None, "0.001": None} and "tpr_at_fpr.0.01" in reasons
+    assert found["brier_ci"] is not None and found["brier_ci"][0] <= found["brier"] <= found["brier_ci"][1]
+
+
+def test_operating_point_intervals_hold_the_point_are_seeded_and_need_five_false_alarms() -> None:
+    rng = np.random.default_rng(2)
+    y = (rng.random(1200) < 0.5).astype(np.int64)
+    p = 1 / (1 + np.exp(-rng.normal(np.where(y == 1, 1.3, -1.3), 1.0)))
+    first, _ = detector_metrics(y, p)
+    again, _ = detector_metrics(y, p)
+    point = first["tpr_at_fpr"]["0.01"]
+    assert point is not None and point["tpr_ci"] == again["tpr_at_fpr"]["0.01"]["tpr_ci"]
+    low, high = point["tpr_ci"]
+    assert 0 <= low <= point["tpr"] <= high <= 1 and high - low > 0.02
+    assert first["tpr_at_fpr"]["0.001"] is None  # ~600 real images: no false alarm allowed at 0.1 %
+    few, why = detector_metrics(y[:500], p[:500])  # ~250 real images: 2.5 false alarms at 1 %: a point, no interval
+    assert few["tpr_at_fpr"]["0.01"]["tpr"] is not None and few["tpr_at_fpr"]["0.01"]["tpr_ci"] is None
+    assert "an interval needs at least 500 real images" in why["tpr_at_fpr.0.01.tpr_ci"]
+
+
+def test_rates_at_counts_and_wilson_intervals() -> None:
+    y = np.array([0] * 10 + [1] * 5)
+    p = np.array([0.9, 0.2] + [0.1] * 8 + [0.95, 0.8, 0.7, 0.3, 0.2])
+    found = rates_at(y, p, 0.75)
+    assert (found["false_alarms"], found["n_real"], found["detected"], found["n_fake"]) == (1, 10, 2, 5)
+    assert found["fpr"] == pytest.approx(0.1) and found["tpr"] == pytest.approx(0.4)
+    low, high = wilson_interval(1, 10) or (0, 0)
+    assert found["fpr_ci"] == [pytest.approx(low), pytest.approx(high)]

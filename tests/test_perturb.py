@@ -37,7 +37,11 @@ def arr(img: Image.Image) -> np.ndarray:
 
 def test_tiers_lists_and_combinations_parse_to_canonical_names_clean_first() -> None:
     assert perturbation_names(["standard"]) == ["clean", *STANDARD]
-    assert len(STANDARD) == 11 and len(EXTENDED) == len(set(EXTENDED)) > len(STANDARD)
+    assert (
+        len(STANDARD) == 13
+        and {"webp:75", "reshare:3"} <= set(STANDARD)
+        and len(EXTENDED) == len(set(EXTENDED)) > len(STANDARD)
+    )
     names = perturbation_names(["jpeg:90,70", "JPEG:90", "jpeg:50 + resize:.50", "clean", "blur:2.0"])
     assert names == ["clean", "jpeg:90", "jpeg:70", "jpeg:50+resize:0.5", "blur:2"]
     assert perturbation_names([]) == ["clean"]
@@ -180,3 +184,71 @@ def test_a_combination_applies_left_to_right(image: Image.Image) -> None:
     by_hand = one("resize:0.5").apply(one("jpeg:50").apply(image))
     assert np.array_equal(np.asarray(combo), np.asarray(by_hand))
     assert not np.array_equal(np.asarray(combo), np.asarray(one("resize:0.5+jpeg:50").apply(image)))
+
+
+# --- the social-media kinds (issue 27) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quality", [90, 40])
+def test_webp_is_libwebps_lossy_bytes_decoded(image: Image.Image, quality: int) -> None:
+    buf = io.BytesIO()
+    image.save(buf, format="WEBP", quality=quality)
+    data = buf.getvalue()
+    assert data[:4] == b"RIFF" and data[12:16] == b"VP8 "  # the lossy codec, not VP8L
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    out = one(f"webp:{quality}").apply(image, "k")
+    assert out.size == image.size and np.array_equal(np.asarray(out), expected)
+    err = [np.abs(arr(one(f"webp:{q}").apply(image)) - arr(image)).mean() for q in (95, 40, 5)]
+    assert err[0] < err[1] < err[2]
+
+
+def test_reshare_replays_the_documented_seeded_rounds(image: Image.Image) -> None:
+    """Independent replay: the draws from SeedSequence([seed, crc32(step), crc32(key)]), then LANCZOS down by the
+    drawn factor (sides rounded half up) and Pillow's JPEG at the drawn quality, round after round."""
+    out = one("reshare:3").apply(image, "fake/7.png")
+    rng = np.random.default_rng(np.random.SeedSequence([0, zlib.crc32(b"reshare:3"), zlib.crc32(b"fake/7.png")]))
+    img = image
+    for _ in range(3):
+        factor = rng.uniform(0.75, 0.95)
+        quality = int(rng.integers(70, 86))
+        assert 0.75 <= factor <= 0.95 and 70 <= quality <= 85
+        size = (int(img.width * factor + 0.5), int(img.height * factor + 0.5))
+        small = img.resize(size, resample=Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        small.save(buf, format="JPEG", quality=quality)
+        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    assert out.size == img.size and out.width < image.width
+    assert np.array_equal(np.asarray(out), np.asarray(img))
+    assert np.array_equal(np.asarray(out), np.asarray(one("reshare:3").apply(image, "fake/7.png")))
+    assert out.size != one("reshare:3").apply(image, "fake/8.png").size or not np.array_equal(
+        np.asarray(out), np.asarray(one("reshare:3").apply(image, "fake/8.png"))
+    )
+
+
+def test_screenshot_is_a_125_percent_resample_a_gamma_of_1_1_and_lossless_png(image: Image.Image) -> None:
+    out = one("screenshot").apply(image, "k")
+    size = (int(image.width * 1.25 + 0.5), int(image.height * 1.25 + 0.5))
+    assert out.size == size
+    shown = arr(image.resize(size, resample=Image.Resampling.BICUBIC)) / 255.0
+    assert np.array_equal(arr(out), np.rint(255.0 * shown ** (1 / 1.1)))
+    assert perturbation_names(["screenshot+jpeg:50", "reshare:1,2"]) == [
+        "clean",
+        "screenshot+jpeg:50",
+        "reshare:1",
+        "reshare:2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("webp:0", "1–100"),
+        ("reshare:0", "rounds 1–10"),
+        ("reshare:1.5", "integer number of rounds"),
+        ("screenshot:2", "screenshot takes no value"),
+    ],
+)
+def test_bad_social_media_specs_name_the_valid_form(spec: str, says: str) -> None:
+    with pytest.raises(InputError, match="--perturb") as err:
+        parse_perturbations([spec])
+    assert says in str(err.value)

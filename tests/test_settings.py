@@ -76,6 +76,9 @@ def test_recorded_config_keeps_its_keys_and_values() -> None:
         "sample_hz": 10.0,
         "seed": 0,
         "replicates": 3,
+        "rounds": None,
+        "target_precision": None,
+        "max_time_s": None,
         "gc_disabled_during_timing": True,
     }
 

@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "ab",
         "Measure two model folders (or two variants) alternately in one job, then compare.",
     ),
+    "audit": (
+        "bench.cli.audit",
+        "audit",
+        "Shortcut audit: a metadata-only classifier (format, size, JPEG quality, EXIF …) on a labelled set.",
+    ),
     "calibrate": (
         "bench.cli.measuring",
         "calibrate",
@@ -43,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_",
         "Accuracy of one or more variants on a labelled set (+ agreement with a reference variant).",
     ),
+    "history": (
+        "bench.cli.history",
+        "history",
+        "Keep every run (SQLite or PostgreSQL), find change points over them, draw the trends.",
+    ),
     "info": (
         "bench.cli.info",
         "info",
@@ -57,6 +67,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bench.cli.release",
         "matrix",
         "Variants × providers × batch sizes, each cell in its own process; results, report and plots.",
+    ),
+    "profile": (
+        "bench.cli.profile",
+        "profile",
+        "Where the time goes: per op type and per node (ORT's profiler), FLOPs, GFLOP/s and fraction of peak.",
     ),
     "report": (
         "bench.cli.release",

@@ -32,7 +32,8 @@ perturb_option = click.option(
     "perturb",
     multiple=True,
     help="Also evaluate under perturbations (repeatable): standard, extended, jpeg:Q, resize:F, blur:SIGMA, "
-    "noise:SIGMA, crop:F, comma lists (jpeg:90,70) or combinations (jpeg:50+resize:0.5); clean is always included.",
+    "noise:SIGMA, crop:F, webp:Q, reshare:N, screenshot, comma lists (jpeg:90,70) or combinations "
+    "(jpeg:50+resize:0.5); clean is always included.",
 )
 
 

@@ -62,9 +62,11 @@ def _tolerances(kw: dict[str, Any]) -> Tolerances:
     )
 
 
-def _emit_compare(result: CompareResult, as_json: bool, summary: Path | None, title: str) -> None:
+def _emit_compare(
+    result: CompareResult, as_json: bool, summary: Path | None, title: str, markdown: str | None = None
+) -> None:
     log(f"{title}: {result.summary_line()}")
-    markdown = result.to_markdown(title)
+    markdown = markdown or result.to_markdown(title)
     if summary is not None:
         with summary.open("a", encoding="utf-8") as fh:
             fh.write(markdown + "\n")
@@ -87,9 +89,21 @@ def _emit_compare(result: CompareResult, as_json: bool, summary: Path | None, ti
     help="bench calibrate's calibration.json (default: the one beside BASELINE, if any): widens the "
     "cross-run interval by the run-to-run spread measured on this machine.",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Profile both sides' model files (when still here, same sha256) and attach the top op-type deltas to "
+    "each latency regression.",
+)
 @json_option("the CompareResult")
 def compare(
-    baseline: Path, current: Path, cross_machine: bool, calibration: Path | None, as_json: bool, **kw: Any
+    baseline: Path,
+    current: Path,
+    cross_machine: bool,
+    calibration: Path | None,
+    explain: bool,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
     """Verdicts between two results files (or folders holding results.json): BASELINE vs CURRENT.
 
@@ -115,6 +129,10 @@ def compare(
         labels=(baseline, current),
         calibration=load_calibration(calibration) if calibration is not None else None,
     )
+    if explain and result.regressions():
+        from bench.profile.explain import explain_regressions
+
+        explain_regressions(result.rows, base, cur, log=log)
     _emit_compare(result, as_json, kw["summary"], "bench compare")
     result.raise_for_verdict(fail_on_inconclusive=kw["fail_on_inconclusive"])
 
@@ -130,15 +148,24 @@ def compare(
 )
 @click.option("--against-variant", default=None, help="The baseline variant (in --against, else in --model-dir).")
 @click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (one).")
-@setting_options(RunOptions)
+@setting_options(RunOptions, exclude=("rounds", "target_precision"))
 @no_build_option
+@click.option(
+    "--sequential/--fixed",
+    default=False,
+    show_default=True,
+    help="--sequential: blocks in AB/BA pairs, a look after every pair at a confidence sequence valid at every "
+    "look; stops at regression, improvement or same, and at --max-time (or twice its timed work) answers "
+    "inconclusive with the MDE. --fixed (the default; also whenever --blocks N is given): a fixed number of "
+    "blocks.",
+)
 @click.option(
     "--blocks",
     type=click.IntRange(min=1),
     default=None,
-    help="Replicates per side, interleaved in a randomised balanced order (AB/BA); the timed calls per side are "
-    f"spread over them. Default: as many as the timed work pays for ({MIN_BLOCKS}–{MAX_BLOCKS}), from the cost of "
-    "a probe session.",
+    help="The fixed design: replicates per side, interleaved in a randomised balanced order (AB/BA); the timed "
+    f"calls per side are spread over them. With --fixed and no --blocks: as many as the timed work pays for "
+    f"({MIN_BLOCKS}–{MAX_BLOCKS}), from the cost of a probe session.",
 )
 @click.option(
     "--isolation",
@@ -162,6 +189,13 @@ def compare(
     help="With --dataset: also compare accuracy under perturbations (repeatable; as in bench eval).",
 )
 @click.option(
+    "--explain/--no-explain",
+    default=True,
+    show_default=True,
+    help="Attach the top op-type deltas (ORT profiles of both sides, after the verdict) to a latency regression; "
+    "--no-explain saves that time in CI.",
+)
+@click.option(
     "--memory/--no-memory",
     "isolated_memory",
     default=True,
@@ -182,6 +216,7 @@ def ab(
     against: Path | None,
     against_variant: str | None,
     provider: str,
+    sequential: bool,
     blocks: int | None,
     isolation: str,
     dataset: Path | None,
@@ -189,6 +224,7 @@ def ab(
     threshold: float,
     isolated_memory: bool,
     perturb: tuple[str, ...],
+    explain: bool,
     as_json: bool,
     out: Path | None,
     no_build: bool,
@@ -197,14 +233,16 @@ def ab(
     """Measure two model folders (or two variants) alternately in one job, then compare.
 
     The noise-robust release gate: both sides share the machine's state and its neighbours' load, block
-    by block; each block is a fresh session (or process) and the verdict resamples blocks, then calls.
+    by block; each block is a fresh session (or process). By default (--fixed) a fixed number of blocks is
+    measured and the verdict resamples blocks, then calls; --sequential adds blocks in AB/BA pairs and stops
+    as soon as the latency verdict is settled (a confidence sequence, valid at every look).
     Without --min-time each side is timed for at least a few seconds. Without --threads on a CPU whose
     other processes hold cores ORT's threads would need, both sides run with fewer threads (said, and
     recorded as config.threads_why); --threads 0 keeps ORT's default.
     Exit 0 pass (also with inconclusive rows, unless --fail-on-inconclusive) · 1 regression (the
     --model-dir side is worse) · 2 bad input.
     """
-    from bench.ab import run_ab, write_ab
+    from bench.ab import ab_markdown, run_ab, write_ab
 
     tolerances = _tolerances(kw)
     summary, fail_on_inconclusive = kw.pop("summary"), kw.pop("fail_on_inconclusive")
@@ -225,9 +263,14 @@ def ab(
         log=log,
         isolation=isolation,
         perturb=perturb,
+        sequential=sequential,
     )
+    if explain and result.regressions():
+        from bench.profile.explain import explain_regressions
+
+        explain_regressions(result.rows, base_run, cur_run, log=log)
     if out is not None:
         write_ab(out, result, base_run, cur_run)
         log(f"wrote {out}/compare.json, compare.md, baseline/ and current/")
-    _emit_compare(result, as_json, summary, "bench ab")
+    _emit_compare(result, as_json, summary, "bench ab", ab_markdown(result))
     result.raise_for_verdict(fail_on_inconclusive=fail_on_inconclusive)

@@ -39,6 +39,9 @@ def info(as_json: bool) -> None:
         emit_json(json.dumps(env, indent=2))
         return
     print_environment(env, __version__)
+    features = env["cpu"].get("features")  # what fast int8/fp16/bf16 kernels need (bench.cpufeatures)
+    shown = (", ".join(features) or "none of those bench tracks") if features is not None else "unknown"
+    click.echo(f"CPU features: {shown}")
     listed: set[str] = set()  # tensorrt loads CUDA's libraries too: each library and each fix is said once
     for name, state in env["providers"].items():
         fresh = [lib for lib in state["libraries"] if lib["name"] not in listed]

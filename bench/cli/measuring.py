@@ -36,7 +36,7 @@ from bench.options import RunOptions
     help="Variant name (fp32, fp16, int8, q4, bnb4, ...), a comma list, or all.",
 )
 @provider_option
-@setting_options(RunOptions)
+@setting_options(RunOptions, exclude=("rounds",))
 @no_build_option
 @click.option(
     "--dataset",
@@ -84,7 +84,7 @@ def run(
 @model_dir_option
 @click.option("--variant", default="fp32", show_default=True, help="Variant to calibrate (one).")
 @click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (one).")
-@setting_options(RunOptions)
+@setting_options(RunOptions, exclude=("rounds",))
 @no_build_option
 @click.option(
     "--runs", type=click.IntRange(min=2), default=10, show_default=True, help="A/A gates (and separate runs) to make."

@@ -36,6 +36,8 @@ def _ranged(number: type, s: Setting) -> click.ParamType:
 
     class Ranged(span):  # type: ignore[valid-type,misc]
         def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+            if s.percent and isinstance(value, str) and value.strip().endswith("%"):
+                value = float(value.strip()[:-1]) / 100.0
             parsed = plain.convert(value, param, ctx)
             problem = s.problem(parsed)
             if problem is not None:

@@ -107,6 +107,13 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
     show_default=True,
     help="Seconds a cell no node can run waits for one to join before it is recorded unavailable.",
 )
+@click.option(
+    "--profile",
+    "with_profile",
+    is_flag=True,
+    help="After every timed cell, profile each ok cell in a session of its own (ORT's profiler): op-type shares, "
+    "GFLOP/s and fraction of this machine's peak in the report's \"Where the time goes\" section.",
+)
 @click.option("--strict", is_flag=True, help="Exit 3 when any cell did not run (unavailable or failed).")
 @click.option("--fail-on-policy", is_flag=True, help="Exit 1 when no release candidate passes every policy check.")
 @click.option(
@@ -148,6 +155,7 @@ def matrix(
     ray_schedule_timeout: float,
     claims_path: Path | None,
     with_html: bool,
+    with_profile: bool,
     strict: bool,
     fail_on_policy: bool,
     decide_s: float | None,
@@ -160,7 +168,8 @@ def matrix(
 
     \b
     A crash, OOM or hang of one cell marks it failed and the matrix goes on; Ctrl-C keeps the finished
-    cells (exit 130; --resume --out DIR continues). Writes results.json/csv after every cell, then
+    cells (exit 130; SIGTERM likewise, exit 143; --resume --out DIR continues); one run per --out at a time
+    (a second exits 2 naming the first). Writes results.json/csv after every cell, then
     report.md (English), report.th.md (Thai) and plots/*.png; `bench report DIR` re-renders them.
     Exit: 0 (unavailable cells included) · 1 --fail-on-policy and no candidate passes · 3 --strict and a
     cell did not run.
@@ -170,12 +179,15 @@ def matrix(
     from bench.datasets import resolve_dataset
     from bench.executors import make_executor
     from bench.matrix import DEFAULT_PROVIDERS, measure_to_decide, parse_batch_sizes, run_matrix
+    from bench.outdir import lock_output, sigterm_as_interrupt, sweep_stale_temp
     from bench.perturb import perturbation_names
     from bench.providers import parse_providers
     from bench.report import load_claims, load_policy, publish_release
-    from bench.report.analysis import DECIDE_MAX_ROUNDS, more_replicates
+    from bench.report.analysis import DECIDE_MAX_ROUNDS, is_decided, more_replicates
     from bench.variants import parse_variants
 
+    if resume and out is None:
+        raise InputError("--resume needs --out DIR: the folder of the run to continue (e.g. reports/<run_id>)")
     options = build(RunOptions, kw, batch_size=1)
     service_options = build(ServiceRunSpec, kw)
     providers = parse_providers(providers_text or DEFAULT_PROVIDERS)
@@ -194,6 +206,10 @@ def matrix(
         positive_label=positive_label,
         perturbations=tuple(perturbation_names(perturb)) if perturb else (),
     )
+    signals = ctx.with_resource(sigterm_as_interrupt())  # `kill PID` ends like Ctrl-C: cells kept, exit 143
+    if out is not None:  # one run per folder (a default --out is a new reports/<run_id>)
+        ctx.with_resource(lock_output(out, "bench matrix", log))
+    sweep_stale_temp(log=log)
     executor = make_executor(executor_name, ray_address, ray_resources, ray_schedule_timeout, log=log)
     try:
         outcome = run_matrix(
@@ -219,10 +235,14 @@ def matrix(
     result, out_dir = outcome.result, outcome.out
     if outcome.interrupted:
         log(
-            f"stopped by Ctrl-C: continue with `bench matrix ... --resume --out {out_dir}`, "
+            f"stopped by {signals.name}: continue with `bench matrix ... --resume --out {out_dir}`, "
             f"or render what finished with `bench report {out_dir}`"
         )
-        ctx.exit(130)
+        ctx.exit(signals.exit_code)
+    if with_profile:  # after every timed cell, each in its own session: never inside a timed figure
+        from bench.profile.cells import profile_cells
+
+        profile_cells(result, bundle, options.session, out_dir, log=log)
     report = publish_release(result, out_dir, policy, claims, html=with_html)
     if decide_s is not None:
         record = measure_to_decide(
@@ -232,6 +252,7 @@ def matrix(
             options,
             decide_s,
             lambda r: more_replicates(r, policy),
+            lambda r: is_decided(r, policy),
             evaluation=evaluation,
             cell_timeout_s=cell_timeout,
             max_rounds=DECIDE_MAX_ROUNDS,
@@ -249,7 +270,7 @@ def matrix(
     log(
         f"wrote {out_dir / 'results.json'}, results.csv, report.md, report.th.md"
         f"{', report.html, report.th.html' if with_html else ''} and plots/ "
-        f"({outcome.ran} cells measured, {outcome.reused} kept from the earlier run)"
+        f"({_cells(outcome.ran)} measured, {_cells(outcome.reused)} kept from the earlier run)"
     )
     for line in report.summary_lines():
         log(line)
@@ -264,6 +285,10 @@ def matrix(
             f"release checks failed: none of the {len(report.verdict.candidates)} candidate cells "
             f"passes every check of the policy (see section 5 of {out_dir / 'report.md'})"
         )
+
+
+def _cells(n: int) -> str:
+    return f"{n} cell" if n == 1 else f"{n} cells"
 
 
 @click.command()

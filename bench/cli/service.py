@@ -149,6 +149,14 @@ def serve(
 @click.option("--no-ceiling", is_flag=True, help="Skip measuring the generator's own ceiling first.")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --url.")
 @click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="Exit 1 when more than this percentage of requests failed (errors, 3xx, answers without the service's "
+    "JSON); 0 = any error fails the run. Not applied to --find-max, whose failing steps are expected.",
+)
+@click.option(
     "--generators",
     type=int,
     default=1,
@@ -185,6 +193,7 @@ def load(
     connections: int,
     no_ceiling: bool,
     allow_remote: bool,
+    max_error_rate: float,
     generators: int,
     generator_executor: str,
     ray_address: str | None,
@@ -194,10 +203,11 @@ def load(
     """Load test a running detect service: open loop at a fixed rate (default) or closed loop.
 
     Open-loop latency counts from each request's scheduled send time, so a stalled server shows in the
-    tail. Errors are counted by status or exception, not raised (exit 0); a bad flag or a remote
-    --url without --allow-remote exits 2.
+    tail. Errors are counted by status or exception; more than --max-error-rate % of them exits 1 (after the
+    results are written); a bad flag or a remote --url without --allow-remote exits 2.
     """
     from bench.datasets import image_files, resolve_dataset
+    from bench.errors import VerdictFailed
     from bench.load import LoadSpec, StepRule, run_find_max, run_generators, run_load, summary_lines
     from bench.results import atomic_write_text
 
@@ -241,3 +251,10 @@ def load(
         emit_json(result.to_json())
     else:
         click.echo("\n".join(summary_lines(result)))
+    failed = sum(result.errors.values())
+    if not find_max and (result.requests == 0 or failed * 100 > max_error_rate * result.requests):
+        shown = ", ".join(f"{key} ×{n}" for key, n in sorted(result.errors.items(), key=lambda kv: -kv[1])[:4])
+        raise VerdictFailed(
+            f"{failed} of {result.requests} requests failed ({shown or 'nothing was sent'}), over --max-error-rate "
+            f"{max_error_rate:g} %"
+        )

@@ -11,6 +11,7 @@ import click
 
 from bench.cli.common import emit_json, json_option, model_dir_option, split_names
 from bench.console import log
+from bench.errors import InputError
 
 
 def recipes_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,6 +70,13 @@ def variants_build(model_dir: Path | None, only: str | None, force: bool, recipe
     book = load_recipes(bundle, recipes)
     results = build_variants(bundle, only=split_names(only), force=force, recipes=book, log=log)
     print_table(build_table(results, title=f"bench variants build · {bundle.root}"))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:  # every recipe was tried; the exit says some could not be built (each reason is in the table)
+        raise InputError(
+            f"{len(failed)} of {len(results)} recipes failed on this model: {', '.join(r.variant for r in failed)} "
+            "(each reason is in the table); the others were tried — leave these out (--only) or change their "
+            "recipes (--recipes)"
+        )
 
 
 @variants.command("check")

@@ -41,6 +41,38 @@ if TYPE_CHECKING:
     import asyncio  # at run time imported by the functions that use it: ~16 ms off `bench --help`
 
 CEILING_CONCURRENCY = 16  # in flight for the ceiling burst: within 2% of the best of 1..32 on 2 cores
+# Most bytes read of one answer: a /detect/batch answer of 32 files is ~20 KB; an endless body is an error.
+MAX_ANSWER_BYTES = 1024 * 1024
+# What a 2xx answer of each endpoint must hold (JSON object keys) to count as ok.
+ANSWER_KEYS = {"detect": ("label", "fake_probability"), "batch": ("results",), "health": ("status",)}
+
+
+class AnswerTooLarge(Exception):
+    """An answer body past MAX_ANSWER_BYTES (counted as ``too_large``)."""
+
+
+async def read_capped(response: Any, cap: int = MAX_ANSWER_BYTES) -> bytes:
+    """The body of ``response``, or AnswerTooLarge past ``cap`` bytes (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise AnswerTooLarge(f"answer body over {cap:,} bytes (stopped reading)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def answer_problem(endpoint: str, body: bytes) -> str | None:
+    """Why a 2xx body is not the service's answer for ``endpoint`` (None: it is)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return f"a 2xx answer that is not JSON: {body[:80]!r}"
+    keys = ANSWER_KEYS.get(endpoint, ())
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        return f"a 2xx answer without {', '.join(keys)}: {body[:80]!r}"
+    return None
 
 
 class _Recorder:
@@ -71,11 +103,14 @@ class _Request:
     url: str
     body: bytes | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    endpoint: str = ""
 
 
-def _request(base: str, method: str, path: str, body: bytes = b"", content_type: str | None = None) -> _Request:
+def _request(
+    base: str, method: str, path: str, body: bytes = b"", content_type: str | None = None, endpoint: str = ""
+) -> _Request:
     headers = (("user-agent", "bench-load"),) + ((("content-type", content_type),) if content_type else ())
-    return _Request(method, base + path, body or None, headers)
+    return _Request(method, base + path, body or None, headers, endpoint)
 
 
 def error_key(exc: BaseException) -> str:
@@ -91,11 +126,15 @@ def error_key(exc: BaseException) -> str:
         return "connect"
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
         return "disconnected"
+    if isinstance(exc, AnswerTooLarge):
+        return "too_large"
     return type(exc).__name__
 
 
 async def _send(session: Any, request: _Request, index: int, when: float, rec: _Recorder) -> None:
-    """One request, body read in full; latency from ``when`` (its scheduled time in open loop). Never raises."""
+    """One request, its answer read (up to MAX_ANSWER_BYTES) and checked; latency from ``when`` (its scheduled
+    time in open loop). Never raises. Redirects are not followed: a 3xx is an error (the loopback guard checked
+    --url only, and the images must not go anywhere else)."""
     clock = time.perf_counter
     rec.sent += 1
     rec.in_flight += 1
@@ -103,15 +142,22 @@ async def _send(session: Any, request: _Request, index: int, when: float, rec: _
     if rec.record_lag:
         rec.lags.append((clock() - when) * 1e3)
     try:
-        async with session.request(request.method, request.url, data=request.body, headers=request.headers) as response:
-            body = await response.read()
+        async with session.request(
+            request.method, request.url, data=request.body, headers=request.headers, allow_redirects=False
+        ) as response:
+            body = await read_capped(response)
     except Exception as exc:  # refused, reset, timed out, protocol errors, ...: counted, never raised
         rec.error(error_key(exc), f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     else:
         done = clock()
-        if 200 <= response.status < 300:
+        problem = answer_problem(request.endpoint, body) if 200 <= response.status < 300 else None
+        if problem is not None:
+            rec.error("bad_answer", problem)
+        elif 200 <= response.status < 300:
             rec.latencies.append((index, (done - when) * 1e3))
             rec.sent_at.append(when)
+        elif 300 <= response.status < 400:
+            rec.error(str(response.status), f"redirect to {response.headers.get('location', '?')!r} (not followed)")
         else:
             rec.error(str(response.status), body.decode(errors="replace"))
     finally:
@@ -238,8 +284,10 @@ async def _health(session: Any, base: str, timeout_s: float = 5.0) -> dict[str, 
     import aiohttp
 
     try:
-        async with session.get(base + "/health", timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-            body = await response.read()
+        async with session.get(
+            base + "/health", timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False
+        ) as response:
+            body = await read_capped(response)
     except Exception as exc:
         return {"rss_mb": None, "gpu_mb": None, "reason": f"/health failed: {error_key(exc)}"}
     try:  # 503 (not ready) still carries the process figures
@@ -249,7 +297,7 @@ async def _health(session: Any, base: str, timeout_s: float = 5.0) -> dict[str, 
 
 
 async def _ceiling(
-    base: str, seconds: float, concurrency: int = CEILING_CONCURRENCY, cap: int = 50_000
+    base: str, seconds: float, concurrency: int = CEILING_CONCURRENCY, cap: int = 50_000, timeout_s: float = 5.0
 ) -> tuple[float | None, str]:
     """The generator's own ceiling: a closed-loop burst against /health/live (the server's cheapest path).
 
@@ -262,12 +310,12 @@ async def _ceiling(
         concurrency=concurrency,
         duration_s=seconds,
         max_requests=cap,
-        timeout_s=5.0,
+        timeout_s=min(5.0, timeout_s),
         allow_remote=True,
         measure_ceiling=False,
     )
     rec = _Recorder(record_lag=False)
-    request = _request(base, "GET", ENDPOINTS["health"][1])
+    request = _request(base, "GET", ENDPOINTS["health"][1], endpoint="health")
     async with _session(concurrency, spec.timeout_s) as session:
         await _send(session, request, 0, time.perf_counter(), rec)  # one probe: a dead target costs one request
         if rec.errors:
@@ -280,11 +328,12 @@ async def _ceiling(
     return round(ok / max(1e-9, end - start), 1), ""
 
 
-def generator_ceiling(base: str, seconds: float) -> tuple[float | None, str]:
-    """The generator's ceiling against ``base`` (req/s, or None with the reason), measured on its own event loop."""
+def generator_ceiling(base: str, seconds: float, timeout_s: float = 5.0) -> tuple[float | None, str]:
+    """The generator's ceiling against ``base`` (req/s, or None with the reason), measured on its own event loop;
+    each request waits ``timeout_s`` at most (the run's --timeout, up to 5 s)."""
     import asyncio
 
-    return asyncio.run(_ceiling(base, seconds))
+    return asyncio.run(_ceiling(base, seconds, timeout_s=timeout_s))
 
 
 @dataclass
@@ -349,12 +398,12 @@ async def run_stream(
     ceiling, ceiling_why = None, None
     if spec.measure_ceiling:
         await _sleep_until(ceiling_at)
-        ceiling, why = await _ceiling(base, spec.ceiling_s)
+        ceiling, why = await _ceiling(base, spec.ceiling_s, timeout_s=spec.timeout_s)
         ceiling_why = why or None
     connections = spec.concurrency if spec.concurrency is not None else spec.connections
     rec = _Recorder(record_lag=spec.mode == "open")
     mid: dict[str, Any] = {}
-    requests = [_request(base, method, path, p.body, p.content_type) for p in job.payloads]
+    requests = [_request(base, method, path, p.body, p.content_type, spec.endpoint) for p in job.payloads]
     health_timeout = min(spec.timeout_s, 5.0)
     health: list[dict[str, Any]] = []
     unsent, last_offset = 0, None

@@ -347,7 +347,7 @@ def run_find_max(
         raise InputError("--find-max steps an open-loop rate; do not combine it with --concurrency")
     base = check_target(spec.url, spec.allow_remote)
     if ceiling is None and spec.measure_ceiling:
-        ceiling, why = generator_ceiling(base, spec.ceiling_s)
+        ceiling, why = generator_ceiling(base, spec.ceiling_s, timeout_s=spec.timeout_s)
         if log is not None:
             log(f"find-max: generator ceiling {ceiling:g}/s" if ceiling else f"warning: {why}")
     step_spec = replace(spec, measure_ceiling=False)

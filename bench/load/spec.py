@@ -107,16 +107,17 @@ def is_loopback(host: str) -> bool:
 
     RFC 6761 reserves ``.localhost`` for loopback, but the resolver in use decides where a name goes (a hosts
     file or DNS server may map ``app.localhost`` anywhere), so such a name is resolved, and every address it
-    resolves to must be loopback. No other name is resolved.
+    resolves to must be loopback; so is ``localhost.`` (the absolute name, which goes to DNS, not the hosts
+    file). No other name is resolved.
     """
-    name = host.lower().rstrip(".")
-    if name == "localhost":
+    if host.lower() == "localhost":
         return True
+    name = host.lower().rstrip(".")
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         pass
-    return name.endswith(".localhost") and _resolves_to_loopback(name)
+    return (name == "localhost" or name.endswith(".localhost")) and _resolves_to_loopback(host.lower())
 
 
 def _resolves_to_loopback(name: str) -> bool:

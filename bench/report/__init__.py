@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report import where_time_goes
 from bench.report.analysis import recommend
 from bench.report.catalog import catalog
 from bench.report.claims import ClaimSet, claims_for, load_claims
+from bench.report.detector_plots import planned_reliability, reliability_plots
 from bench.report.html import markdown_to_html
 from bench.report.markdown import render_markdown
 from bench.report.plots import draw_plots, planned_plots
@@ -79,6 +81,8 @@ def write_report(
     for lang in langs:
         catalog(lang)  # an unknown language fails before anything is drawn
     plots = draw_plots(result, out, policy) if draw else planned_plots(result)
+    plots.update(where_time_goes.draw(result, out) if draw else {})  # bench matrix --profile: op-type shares
+    plots.update(reliability_plots(result, out) if draw else planned_reliability(result))  # one per variant
     files = [f"{p.file}" for p in plots.values() if p.file and draw]
     written = [out / f for f in files]
     for lang in langs:

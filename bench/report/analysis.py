@@ -13,7 +13,18 @@ from typing import Final, Literal
 
 from bench import stats
 from bench.noise import noisy_figure
-from bench.report.policy import FAIL, INCONCLUSIVE, NOT_MEASURED, CellChecks, Policy, PolicyVerdict, evaluate_policy
+from bench.report.policy import (
+    FAIL,
+    INCONCLUSIVE,
+    NOT_APPLICABLE,
+    NOT_MEASURED,
+    PASS,
+    CellChecks,
+    CheckOutcome,
+    Policy,
+    PolicyVerdict,
+    evaluate_policy,
+)
 from bench.results import CellResult, DecideRecord, RankedCell, RecommendationInfo, RunResult
 
 
@@ -173,6 +184,9 @@ class Recommendation:
     decide: DecideRecord | None = None  # what `bench matrix --decide` measured further (carried from the results)
     # deciding figures measured while the machine was busy (cell → why): a decision is never made on them
     noisy: list[tuple[CellChecks, str]] = field(default_factory=list)
+    # candidates faster than the choice that fail no check but leave one undecided (an accuracy drop whose
+    # interval straddles the limit): not shipped, but named, with what would settle them
+    held_back: list[tuple[CellChecks, list[CheckOutcome]]] = field(default_factory=list)
 
     @property
     def undecided(self) -> list[Contender]:
@@ -212,6 +226,11 @@ class Recommendation:
                     out["too_small"] = c.too_small
             return out
 
+        def held(row: CellChecks, checks: list[CheckOutcome]) -> RankedCell:
+            out = label(row)
+            out["inconclusive_checks"] = [o.key for o in checks]
+            return out
+
         def flagged(row: CellChecks, why: str) -> RankedCell:
             out = label(row)
             out["noisy"] = why
@@ -238,6 +257,7 @@ class Recommendation:
                     "on_pareto_front": self.on_front,
                     "dominated_by": [label(r) for r in self.dominated_by],
                     "noisy": [flagged(r, why) for r, why in self.noisy],
+                    "held_back": [held(r, checks) for r, checks in self.held_back],
                 }
             )
         if self.decide is not None:
@@ -354,6 +374,7 @@ def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
     )
     if passing:
         _break_ties(result, rec)
+        rec.held_back = _held_back(verdict, rec)
     if len(passing) > 1:
         rec.runner_up = next(r for r in passing if r is not rec.choice)
     if not passing:
@@ -367,6 +388,23 @@ def recommend(result: RunResult, verdict: PolicyVerdict) -> Recommendation:
                     counts[o.key] += 1
         rec.blockers = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return rec
+
+
+def _held_back(verdict: PolicyVerdict, rec: Recommendation) -> list[tuple[CellChecks, list[CheckOutcome]]]:
+    """Candidates whose only non-passing checks are inconclusive and whose ranking figure beats the choice's."""
+    assert rec.choice is not None
+    chosen = rank_value(rec.choice.cell, rec.rank_by)
+    out = []
+    for row in verdict.candidates:
+        open_checks = [o for o in row.outcomes if o.status not in (PASS, NOT_APPLICABLE)]
+        if row.cell.status != "ok" or not open_checks or any(o.status != INCONCLUSIVE for o in open_checks):
+            continue
+        value = rank_value(row.cell, rec.rank_by)
+        if value is None or chosen is None:
+            continue
+        if (value > chosen) if rec.rank_by == "throughput_ips" else (value < chosen):
+            out.append((row, open_checks))
+    return out
 
 
 def _break_ties(result: RunResult, rec: Recommendation) -> None:
@@ -455,6 +493,11 @@ def replicates_to_add(rec: Recommendation) -> dict[tuple[str, str, int], int]:
     return wanted
 
 
+def is_decided(result: RunResult, policy: Policy) -> bool:
+    """Whether this result's recommendation is decided (what `bench matrix --decide` stops on)."""
+    return recommend(result, evaluate_policy(result, policy)).status == DECIDED
+
+
 def more_replicates(result: RunResult, policy: Policy) -> dict[tuple[str, str, int], int]:
     """What `bench matrix --decide` measures next: :func:`replicates_to_add` of this result's recommendation
     (empty once it is decided)."""
@@ -473,6 +516,7 @@ __all__ = [
     "Contender",
     "Recommendation",
     "compare_to_reference",
+    "is_decided",
     "judge_contender",
     "more_replicates",
     "ok_cells",

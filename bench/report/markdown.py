@@ -18,7 +18,9 @@ from typing import Any
 from bench.formatting import fmt
 from bench.load.verdicts import LEAK_FLOOR_MB, LEAK_FRACTION
 from bench.noise import noisy_figure
+from bench.outdir import shown_path
 from bench.providers import is_gpu
+from bench.report import where_time_goes
 from bench.report.analysis import (
     CANNOT_TELL,
     DECIDE_MAX_ROUNDS,
@@ -45,6 +47,7 @@ from bench.report.claims import (
 )
 from bench.report.claims import PASS as CLAIM_PASS
 from bench.report.claims import counts as claim_counts
+from bench.report.detector import detector_parts
 from bench.report.plots import PLOT_NAMES, PlotOutcome, planned_plots
 from bench.report.policy import (
     ACCURACY_CHECKS,
@@ -219,6 +222,7 @@ class _Writer:
             self.checks(),
             self.recommendation(),
             self.plot_section(),
+            where_time_goes.section(self.r, self.t, self.plots),
             self.service(),
             self.robustness(),
         ]
@@ -627,7 +631,7 @@ class _Writer:
         ds = self.r.dataset
         io = cfg.get("io_binding")
         cfg_rows = [
-            (self.t("s1.model_dir"), f"`{cfg.get('model_dir')}`" if cfg.get("model_dir") else d),
+            (self.t("s1.model_dir"), f"`{shown_path(cfg.get('model_dir'))}`" if cfg.get("model_dir") else d),
             (self.t("s1.variants"), ", ".join(cfg.get("variants") or []) or d),
             (self.t("s1.providers"), ", ".join(cfg.get("providers") or []) or d),
             (self.t("s1.batch_sizes"), ", ".join(str(b) for b in cfg.get("batch_sizes") or []) or d),
@@ -663,7 +667,7 @@ class _Writer:
                 self.t("s1.dataset"),
                 self.t(
                     "s1.dataset_value",
-                    path=ds.get("path"),
+                    path=shown_path(ds.get("path")),
                     n=fmt(ds.get("n")),
                     fingerprint=str(ds.get("fingerprint") or "")[:16],
                 )
@@ -746,7 +750,7 @@ class _Writer:
                 )
             parts += [self.t("s2.detail_heading"), self.detail_table()]
         parts += [self.t("s2.accuracy_heading", reference=self.ref), self.accuracy_table()]
-        parts += [self.t("s2.not_run_heading"), self.not_run_lines()]
+        parts += [self.t("s2.not_run_heading"), self.not_run_lines(), *detector_parts(self)]
         return "\n\n".join(parts)
 
     def detail_table(self) -> str:
@@ -1268,6 +1272,13 @@ class _Writer:
             cells = "; ".join(map(self._versus, rec.undecided))
             lines.append(self.t("decision.undecided_list", margin=self._margin(), cells=cells))
             lines.append(self._settle_text())
+        if rec.held_back:
+            cells = "; ".join(
+                f"{self.cell(row.cell)} ({self._rank_text(row.cell)}): "
+                + ", ".join(f"{self._check_header(o.key)} {self._outcome(o)}" for o in checks)
+                for row, checks in rec.held_back
+            )
+            lines.append(self.t("decision.held_back", rank=rank, cells=cells))
         harmless = [c for c in rec.contenders if c.verdict == CANNOT_TELL and not c.could_change]
         if harmless:
             cells = "; ".join(map(self._versus, harmless))

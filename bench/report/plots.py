@@ -7,10 +7,12 @@ release policy, labels kept apart by adjustText with leader lines, and the accur
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.outdir import NO_SPACE, no_space_error
 from bench.report.analysis import ok_cells
 from bench.report.policy import Policy
 from bench.results import MaxRateStep, RunResult
@@ -38,7 +40,14 @@ def _figure(width: float, height: float) -> Any:
 def _save(fig: Any, out_dir: Path, name: str) -> PlotOutcome:
     folder = out_dir / PLOTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", metadata={"Software": None})
+    png = io.BytesIO()
+    fig.savefig(png, format="png", metadata={"Software": None})
+    try:
+        (folder / f"{name}.png").write_bytes(png.getvalue())
+    except OSError as exc:  # disk full: exit 2 naming the folder and the size (bench.outdir)
+        if exc.errno in NO_SPACE:
+            raise no_space_error(folder, len(png.getvalue())) from None
+        raise
     return PlotOutcome(name, f"{PLOTS_DIR}/{name}.png")
 
 
@@ -204,6 +213,7 @@ def accuracy_vs_latency(result: RunResult, out_dir: Path, policy: Policy | None 
                 marker=_MARKERS[i % len(_MARKERS)],
                 label=provider,
                 zorder=3,
+                clip_on=not tie,  # a 0 % flip rate sits on the axis, whole
             )
         on_front = sorted((p, y) for c, p, y in mine if _panel_front(c, mine, tie))
         if on_front:
@@ -221,7 +231,9 @@ def accuracy_vs_latency(result: RunResult, out_dir: Path, policy: Policy | None 
         _log_x_if_wide(ax, [p for _, p, _ in mine])
         ys = [y for _, _, y in mine]
         pad = max(0.25 if tie else 0.5, 0.2 * (max(ys) - min(ys)))  # zoomed to the data, points off the frame
-        ax.set_ylim(min(ys) - pad, max(ys) + pad if tie else min(100.0 + pad / 2, max(ys) + pad))
+        # a flip rate is never below 0 %, nor an accuracy above 100 %: the axis stops there
+        low = max(0.0, min(ys) - pad) if tie else min(ys) - pad
+        ax.set_ylim(low, max(ys) + pad if tie else min(100.0 + pad / 2, max(ys) + pad))
         ax.set_xlabel("p95 latency per call (ms)")
         ax.set_ylabel("decisions that differ from the reference (%)" if tie else "accuracy (%)")
         ax.set_title(f"batch {batch}", fontsize=9)
@@ -229,13 +241,21 @@ def accuracy_vs_latency(result: RunResult, out_dir: Path, policy: Policy | None 
         ax.legend(fontsize=7, loc="best")
         _place_labels(fig, ax, [(p, y, c.variant) for c, p, y in mine])
     acc = points[0][2]
-    fig.suptitle(
+    title = (
         f"Every variant has the same accuracy ({acc:.2f} %): flips vs the reference against p95 latency"
         if tie
-        else "Accuracy against p95 latency",
-        fontsize=10,
+        else "Accuracy against p95 latency"
     )
+    fig.suptitle(_fit_title(title, 5.2 * len(batches)), fontsize=10)  # one panel is narrower than the title
     return _save(fig, out_dir, "accuracy_latency")
+
+
+def _fit_title(text: str, width_in: float, fontsize: float = 10.0) -> str:
+    """``text`` wrapped onto lines that fit a figure ``width_in`` inches wide (else the title is cut at both edges)."""
+    import textwrap
+
+    per_line = max(20, int(width_in * 72 / (0.55 * fontsize)))  # ~0.55 em per character of the default sans
+    return textwrap.fill(text, per_line)
 
 
 def _panel_front(cell: Any, mine: list[tuple[Any, float, float]], tie: bool) -> bool:
@@ -369,10 +389,24 @@ def robustness_heatmap(result: RunResult, out_dir: Path) -> PlotOutcome:
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
         for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "—" if not np.isfinite(v) else text.format(v), ha="center", va="center", fontsize=7)
+            # black on light cells, white on dark ones (black on dark red was unreadable)
+            ink = _ink(image.cmap(image.norm(v))) if np.isfinite(v) else "black"
+            label = "—" if not np.isfinite(v) else text.format(v)
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color=ink)
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.03)
     return _save(fig, out_dir, "robustness")
+
+
+def _ink(rgba: Any) -> str:
+    """Text colour readable on ``rgba``: by its relative luminance (WCAG), white below 0.179 (where white and
+    black have the same contrast on it), black above."""
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(float(c)) for c in rgba[:3])
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.179 else "black"
 
 
 def draw_plots(result: RunResult, out_dir: Path, policy: Policy | None = None) -> dict[str, PlotOutcome]:

@@ -37,23 +37,31 @@ from bench.service.decoding import (
     plan_uploads,
     read_upload,
     return_freed_memory_to_os,
+    trim_memory,
 )
 from bench.service.metrics import ServiceMetrics
 from bench.service.middleware import ServiceMiddleware, error_body, json_bytes
 from bench.service.model import LoadedModel, ModelNotLoaded, decide, load_model
 
 SERVICE_NAME = "Deepfake Detection"
+# Costly decodes (bench.service.decoding) admitted but not finished: at most this many requests' worth of
+# --max-batch-pixels; beyond it 503 + Retry-After.
+QUEUED_PIXEL_FACTOR = 2
+# Idle this long after a burst, freed heap memory goes back to the OS (malloc_trim).
+TRIM_AFTER_IDLE_S = 1.0
 _MB = 1024 * 1024
 T = TypeVar("T")
 _ERROR_TEXTS = {
     400: "Host header not allowed (--allowed-hosts); on uploads also: undecodable or truncated image (data "
     "shorter than its header claims), empty batch, malformed multipart body.",
     413: "Body over the upload limit, image over the decode budget (--max-pixels, --max-batch-pixels), too many files.",
-    415: "Not an image type we accept (JPEG, PNG, WebP, GIF, BMP, TIFF).",
+    415: "Not an image type we accept (JPEG, PNG, WebP, GIF, BMP, TIFF; not run-length coded BMP, not an aspect "
+    "ratio over 64:1).",
     422: "Missing multipart field, or more than one `file` part.",
     500: "Unexpected server error; the detail names the request id the server log has the details under.",
+    408: "Request body stalled (--body-timeout); the connection is closed.",
     503: "Model not ready (loading or failed to load), queue full, too many requests in flight "
-    "(--limit-concurrency), or shutting down; see Retry-After.",
+    "(--limit-concurrency), uploads in flight over --max-pending-upload-mb, or shutting down; see Retry-After.",
 }
 
 
@@ -61,7 +69,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": schemas.ErrorResponse, "description": _ERROR_TEXTS[code]} for code in codes}
 
 
-_UPLOAD_ERRORS = _responses(400, 413, 415, 422, 500, 503)
+_UPLOAD_ERRORS = _responses(400, 408, 413, 415, 422, 500, 503)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s'\"():;,/]+/)*([^\s'\"():;,/]*)")
 _FILENAME_MAX = 255
 
@@ -109,6 +117,7 @@ class DetectService:
         self.decode_pool: DecodePool | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._decoding = 0  # uploads admitted but not yet queued for inference
+        self._trim: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -116,7 +125,9 @@ class DetectService:
         self.gpu, self.gpu_reason = gpu.probe(self.config.device_id)
         return_freed_memory_to_os()
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="bench-infer")
-        self.decode_pool = DecodePool(self.config.preprocess_workers)
+        self.decode_pool = DecodePool(
+            self.config.preprocess_workers, max_queued_pixels=QUEUED_PIXEL_FACTOR * self.config.batch_pixels
+        )
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="bench-load-model")
 
     async def _load(self) -> None:
@@ -160,7 +171,20 @@ class DetectService:
         if self.on_state is not None:
             self.on_state(self)
 
+    def on_idle(self) -> None:
+        """No request in flight: hand freed memory back to the OS once it stays so for TRIM_AFTER_IDLE_S."""
+        if self._trim is not None:
+            self._trim.cancel()
+        loop = asyncio.get_running_loop()
+        self._trim = loop.call_later(TRIM_AFTER_IDLE_S, lambda: loop.run_in_executor(None, self._trim_now))
+
+    def _trim_now(self) -> None:
+        if trim_memory():
+            self.metrics.memory_trims.inc()
+
     async def stop(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,17 +250,30 @@ class DetectService:
                     f"the images of this batch decode to {pixels:,} pixels in all, over the limit of "
                     f"{config.batch_pixels:,} (--max-batch-pixels); send fewer or smaller images per request",
                 )
-            decoded = await pool.map([functools.partial(self._decode, parts[i], model, request_id) for i in todo])
+            costs = {i: prepared[i].cost_pixels for i in todo}
+            with pool.admit(sum(costs.values())) as admitted:
+                if not admitted:
+                    raise ApiError(
+                        503,
+                        "overloaded",
+                        f"decodes queued already cost {pool.queued_pixels:,} pixels, the most this server queues "
+                        f"({QUEUED_PIXEL_FACTOR} x --max-batch-pixels); retry later",
+                        {"Retry-After": str(config.retry_after_s)},
+                    )
+                decoded = await pool.map(
+                    [functools.partial(self._decode, parts[i], model, request_id, costs[i]) for i in todo]
+                )
             for i, result in zip(todo, decoded, strict=True):
                 prepared[i] = result
             return prepared
         finally:
             self._decoding -= len(parts)
 
-    async def _decode(self, part: UploadFile, model: LoadedModel, request_id: str | None) -> Prepared:
+    async def _decode(self, part: UploadFile, model: LoadedModel, request_id: str | None, cost: int) -> Prepared:
         assert self.decode_pool is not None
         return await self.decode_pool.run(
-            lambda: decode_upload(read_upload(part.file), model.preprocess, self.config.max_pixels, request_id)
+            lambda: decode_upload(read_upload(part.file), model.preprocess, self.config.max_pixels, request_id),
+            cost=cost,
         )
 
     def submit(self, tensors: list[np.ndarray]) -> list[asyncio.Future[Any]]:
@@ -408,6 +445,9 @@ def create_app(config: ServiceConfig | None = None, on_state: Callable[[DetectSe
         allowed_hosts=config.allowed_hosts,
         limit_concurrency=config.limit_concurrency,
         retry_after_s=config.retry_after_s,
+        body_timeout_s=config.body_timeout_s,
+        max_pending_body=config.max_pending_upload_bytes,
+        on_idle=service.on_idle,
     )
 
     def rid(request: Request) -> str | None:

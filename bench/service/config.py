@@ -168,6 +168,23 @@ class ServiceConfig:
         minimum=0,
         above=True,
     )
+    body_timeout_s: float = setting(
+        10.0,
+        flag="--body-timeout",
+        help="Seconds a request body may pause; after that grace it must also average 16 KiB/s. Else 408 and the "
+        "connection is closed.",
+        role="record",
+        minimum=0,
+        above=True,
+    )
+    max_pending_upload_mb: float = setting(
+        256.0,
+        flag="--max-pending-upload-mb",
+        help="Most request-body data all requests in flight hold together (memory and temp files); 503 above.",
+        role="record",
+        minimum=0,
+        above=True,
+    )
     keep_alive_s: int = setting(
         5,
         flag="--keep-alive",
@@ -208,6 +225,10 @@ class ServiceConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * _MB)
+
+    @property
+    def max_pending_upload_bytes(self) -> int:
+        return int(self.max_pending_upload_mb * _MB)
 
     @property
     def max_batch_upload_bytes(self) -> int:

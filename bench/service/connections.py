@@ -8,7 +8,10 @@ head: a few hundred silent or half-sent connections (slowloris) would hold every
   connection opening or of the previous response, else the connection is closed;
 - at ``max_connections`` connections, a new connection closes the longest-idle one (no request in flight,
   idle for at least ``EVICTABLE_AFTER_S``: a client that connected a moment ago is about to send its request);
-- past ``hard_limit`` connections (the open files the server can spare), a new connection is closed at once.
+- past ``hard_limit`` connections (the open files the server can spare), a new connection is closed at once;
+- a request body sent in tiny pieces is cut off: past ``FREE_BODY_PIECES`` pieces (chunks of a chunked
+  body), the pieces must average ``MIN_PIECE_BYTES``, else the connection is closed (h11 parses each chunk
+  in Python: 3 MB as 1-byte chunks cost 28 s of CPU and stalled the event loop for everyone).
 
 Requests in flight are limited by the app (bench.service.middleware says why not by uvicorn).
 """
@@ -23,6 +26,9 @@ from typing import Any
 log = logging.getLogger("bench.service")
 # Idle this long, a connection may be closed to make room: longer than a client takes from connect to request.
 EVICTABLE_AFTER_S = 0.25
+# Body pieces a request may send in any size; past them, pieces must average MIN_PIECE_BYTES.
+FREE_BODY_PIECES = 256
+MIN_PIECE_BYTES = 1024
 
 
 def guarded_protocol(
@@ -34,7 +40,7 @@ def guarded_protocol(
     """uvicorn's H11Protocol with a request-head deadline and idle-first eviction.
 
     ``on_drop(reason)`` is called for each connection closed by these rules (``header_timeout``, ``evicted``,
-    ``over_limit``).
+    ``over_limit``, ``chunk_flood``).
     """
     hard = hard_limit if hard_limit is not None else 2 * max_connections
     from uvicorn.protocols.http import h11_impl
@@ -48,6 +54,7 @@ def guarded_protocol(
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self._count_pieces()
             self._make_room()
             if len(self.connections) > hard:
                 self._drop("over_limit")
@@ -78,6 +85,25 @@ def guarded_protocol(
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+
+        def _count_pieces(self) -> None:
+            """Count each request's body pieces as h11 parses them; stop parsing a flood of tiny ones."""
+            next_event = self.conn.next_event
+            pieces = [0, 0]  # pieces, bytes of the request being read
+
+            def counted() -> Any:
+                event = next_event()
+                if isinstance(event, h11.Request):
+                    pieces[:] = [0, 0]
+                elif isinstance(event, h11.Data):
+                    pieces[0] += 1
+                    pieces[1] += len(event.data)
+                    if pieces[0] > FREE_BODY_PIECES and pieces[1] < pieces[0] * MIN_PIECE_BYTES:
+                        self._drop("chunk_flood")
+                        return h11.PAUSED  # uvicorn stops parsing this connection's data
+                return event
+
+            self.conn.next_event = counted  # type: ignore[method-assign]
 
         def _make_room(self) -> None:
             if len(self.connections) < max_connections:

@@ -6,6 +6,15 @@ refused beyond ``--max-pixels`` per image and ``--max-batch-pixels`` per request
 the smallest size the model needs (``bench.preprocess.decode_image(fit=...)``). Decoding runs on a fixed
 thread pool; one request holds at most all workers but one, so a normal /detect never queues behind a
 hostile batch.
+
+Some decoders are slow inside the pixel budget, and are refused (415) from the header: BMP run-length
+coding (Pillow decodes it in Python, holding the GIL for every thread) and extreme aspect ratios (a
+1 × 16,777,216 PNG costs seconds in per-row overhead). A progressive JPEG is counted at its stored size:
+its coefficients are all kept, at full size, whatever scale it is drafted to.
+
+Uploads whose decode costs little (``CHEAP_PIXELS``, what a photo drafted near the model's size costs)
+have their own worker, so a normal /detect never waits behind queued costly decodes; costly decodes
+queue on the others, bounded by their cost in pixels (``DecodePool.admit``), not by their number.
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
@@ -30,6 +40,11 @@ _IMAGE_ERRORS = {  # ImageError.kind → (status, error code)
     "corrupt": (400, "bad_image"),
     "too_large": (413, "image_too_large"),
 }
+# Longest side over shortest side beyond which an upload is refused (panoramas are ~10:1).
+MAX_ASPECT_RATIO = 64
+# Decode cost (pixels) that goes to the cheap lane: a 12 MP photo drafted to twice a 512 px model input.
+CHEAP_PIXELS = 1024 * 1024
+_BMP_RLE = {1: "RLE8", 2: "RLE4"}  # BMP compression codes Pillow decodes in Python
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("bench.service")
@@ -46,6 +61,7 @@ class Prepared:
     error: str | None = None
     detail: str | None = None
     plan: DecodePlan | None = None
+    cost_pixels: int = 0  # what decoding it costs, in pixels (a progressive JPEG: its stored size)
 
     @classmethod
     def failed(cls, status: int, error: str, detail: str) -> Prepared:
@@ -65,12 +81,50 @@ def plan_uploads(streams: Sequence[BinaryIO], preprocess: PreprocessConfig, max_
 def plan_upload(data: bytes, preprocess: PreprocessConfig, max_pixels: int) -> Prepared:
     """Header-only: the decode plan of an upload, or its 400/413/415 (nothing decoded yet)."""
     try:
-        return Prepared(None, plan=plan_decode(data, fit=_fit(preprocess), max_pixels=max_pixels))
+        plan = plan_decode(data, fit=_fit(preprocess), max_pixels=max_pixels)
+        cost = decode_cost(data, plan)
     except ImageError as exc:
         return _image_error(exc)
     except Exception:  # a parser bug on hostile input is still the input's fault: 400, the server lives
         log.warning("header of an upload did not parse", exc_info=True)
         return Prepared.failed(400, "bad_image", "image header does not parse")
+    if isinstance(cost, Prepared):
+        return cost
+    if cost > max_pixels:
+        w, h = plan.size
+        return Prepared.failed(
+            413,
+            "image_too_large",
+            f"image too large: a progressive JPEG of {w}x{h} pixels is decoded at its full size, over the decode "
+            f"limit of {max_pixels:,} pixels (--max-pixels)",
+        )
+    return Prepared(None, plan=plan, cost_pixels=cost)
+
+
+def decode_cost(data: bytes, plan: DecodePlan) -> int | Prepared:
+    """The pixels decoding ``data`` costs, or the 415 of a format whose decoder is slow inside any budget."""
+    w, h = plan.size
+    if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
+        return Prepared.failed(
+            415,
+            "unsupported_media_type",
+            f"image of {w}x{h} pixels: aspect ratio over {MAX_ASPECT_RATIO}:1 is not accepted",
+        )
+    if plan.format not in ("BMP", "JPEG"):
+        return plan.decode_pixels
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        info = dict(img.info)
+    if plan.format == "BMP" and info.get("compression") in _BMP_RLE:
+        return Prepared.failed(
+            415,
+            "unsupported_media_type",
+            f"run-length coded BMP ({_BMP_RLE[info['compression']]}) is not accepted; send PNG or uncompressed BMP",
+        )
+    if plan.format == "JPEG" and (info.get("progressive") or info.get("progression")):
+        return w * h
+    return plan.decode_pixels
 
 
 def decode_upload(data: bytes, preprocess: PreprocessConfig, max_pixels: int, request_id: str | None) -> Prepared:
@@ -99,15 +153,35 @@ def _image_error(exc: ImageError) -> Prepared:
 
 
 class DecodePool:
-    """A fixed pool of decode threads; each request runs at most ``per_request`` of its uploads at once."""
+    """Decode threads: ``workers`` for costly uploads, one more for cheap ones; each request runs at most
+    ``per_request`` costly uploads at once, and costly decodes admitted but not done cost ``max_queued_pixels``
+    at most (:meth:`admit`)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, max_queued_pixels: int | None = None):
         self.workers = workers
         self.per_request = max(1, workers - 1)  # one worker always left for the next request
+        self.max_queued_pixels = max_queued_pixels
+        self.queued_pixels = 0
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="bench-decode")
+        self._cheap = ThreadPoolExecutor(1, thread_name_prefix="bench-decode-cheap")
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def run(self, fn: Callable[..., T], *args: object, cost: int = 0) -> T:
+        """``fn(*args)`` on a decode thread: the cheap lane for a cost up to CHEAP_PIXELS (headers: cost 0)."""
+        executor = self._cheap if cost <= CHEAP_PIXELS else self._executor
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    @contextlib.contextmanager
+    def admit(self, pixels: int) -> Iterator[bool]:
+        """Whether ``pixels`` more of costly decoding fit the queue (held until the block ends)."""
+        costly = pixels if pixels > CHEAP_PIXELS else 0
+        if costly and self.max_queued_pixels is not None and self.queued_pixels + costly > self.max_queued_pixels:
+            yield False
+            return
+        self.queued_pixels += costly
+        try:
+            yield True
+        finally:
+            self.queued_pixels -= costly
 
     async def map(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
         """Run one request's jobs, ``per_request`` at a time, results in order."""
@@ -121,6 +195,18 @@ class DecodePool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._cheap.shutdown(wait=False, cancel_futures=True)
+
+
+def trim_memory() -> bool:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim(0)``, every arena); False off glibc.
+
+    Many concurrent uploads leave the heap at its high-water mark after they are freed (+277 MB idle after
+    300 concurrent 1 MB uploads): the chunks are free but the pages stay mapped until trimmed.
+    """
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    return False
 
 
 def return_freed_memory_to_os() -> bool:

@@ -95,8 +95,8 @@ class ServiceRunSpec:
         return recorded(self)
 
 
-def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int | None, Any]:
-    """(status, parsed JSON body or None) of a GET, without proxies; (None, None) when nothing answered."""
+def _get_text(url: str, timeout_s: float = 2.0) -> tuple[int | None, str | None]:
+    """(status, body) of a GET, without proxies; (None, None) when nothing answered."""
     import urllib.error  # urllib.request pulls in ssl and http.client: ~8 ms off `bench --help`
     import urllib.request
 
@@ -108,8 +108,14 @@ def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int | None, Any]:
         status, body = exc.code, exc.read()
     except OSError:
         return None, None
+    return status, body.decode("utf-8", errors="replace")
+
+
+def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int | None, Any]:
+    """(status, parsed JSON body or None) of a GET; (None, None) when nothing answered."""
+    status, body = _get_text(url, timeout_s)
     try:
-        return status, json.loads(body)
+        return status, None if body is None else json.loads(body)
     except ValueError:
         return status, None
 
@@ -290,6 +296,12 @@ def bad_upload_statuses(base: str) -> list[dict[str, Any]]:
     ]
 
 
+def metrics_probe(base: str) -> dict[str, Any]:
+    """GET /metrics: its status, and whether the body is Prometheus text (a ``# TYPE`` line)."""
+    status, body = _get_text(base + "/metrics")
+    return {"http_status": status, "prometheus": body is not None and "# TYPE " in body}
+
+
 def health_snapshot(base: str) -> dict[str, Any]:
     """GET /health: its HTTP status and body (the seed's shape plus bench's extras)."""
     status, body = _get_json(base + "/health")
@@ -353,6 +365,7 @@ def service_figures(
         "health": None,  # /health once ready: http_status, body
         "startup": None,  # spawn → ready (s), the model's load and warm-up time (ms) from /health
         "invalid_inputs": None,  # BAD_UPLOADS: case, endpoint, expected, status
+        "metrics": None,  # GET /metrics after the load
     }
     say = log or (lambda _msg: None)
     if inprocess_p50_ms is None:
@@ -417,6 +430,7 @@ def service_figures(
                     threads=threads,
                 )
             entry["noise"] = cast(Noise, noise.figures())
+            entry["metrics"] = metrics_probe(base)  # the seed's "/metrics answers" claim
     except ServiceStartError as exc:
         return cast(ServiceEntry, {**entry, "status": "failed", "reason": str(exc)})
     p50 = detect.latency_ms.get("p50")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 # Paths reported as themselves; anything else is "other", so scanners cannot blow up label cardinality.
 ENDPOINTS = frozenset(
@@ -70,6 +70,26 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        self.refusals = Counter(
+            "bench_service_refused",
+            "Requests answered 503 before the app saw them: concurrency_limit (--limit-concurrency requests in "
+            "flight), pending_bodies (uploads in flight hold --max-pending-upload-mb).",
+            ["reason"],
+            registry=r,
+        )
+        self.pending_body_bytes = Gauge(
+            "bench_service_pending_upload_bytes",
+            "Request-body bytes held by the requests in flight (bounded by --max-pending-upload-mb).",
+            registry=r,
+        )
+        self.memory_trims = Counter(
+            "bench_service_memory_trims", "Times freed heap memory was handed back to the OS after a burst.", registry=r
+        )
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, … (Linux /proc; absent elsewhere)
+        ProcessCollector(registry=r)
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -212,6 +212,11 @@ def serve(
                 f"{READY_PREFIX}{url} · {model.variant} on {model.provider} "
                 f"({', '.join(model.providers_effective)}) · {model.model_path} · "
                 f"max batch {model.max_batch}, max delay {config.max_delay_ms:g} ms"
+                + (
+                    f" · FALLBACK to {model.variant} ({model.backend}): {model.fallback_reason}"
+                    if model.fallback_reason
+                    else ""
+                )
             )
         else:
             log(

@@ -39,7 +39,7 @@ class BuildResult:
     """What ``build_variant`` did for one name."""
 
     variant: str
-    status: str  # built | exists | skipped
+    status: str  # built | exists | skipped | failed (build_variants: the recipe raised; reason says why)
     path: str
     reason: str | None = None
     seconds: float | None = None
@@ -137,12 +137,25 @@ def build_variants(
     recipes: RecipeBook | None = None,
     log: LogFn | None = None,
 ) -> list[BuildResult]:
-    """Derive every recipe's variant that is missing (``only``: those names; ``force``: rebuild them)."""
+    """Derive every recipe's variant that is missing (``only``: those names; ``force``: rebuild them).
+
+    Every recipe is tried: one that fails on this model (int8 on a model-zoo export whose weights are graph
+    inputs) is a ``failed`` result with its reason and the next recipe is still built; the caller decides
+    the exit code from the list.
+    """
     book = recipes or load_recipes(bundle)
     names = list(dict.fromkeys(only)) if only else book.names()
     for name in names:
         book.get(name)  # unknown names fail before anything is built
-    return [build_variant(bundle, name, force=force, recipes=book, log=log) for name in names]
+    results = []
+    for name in names:
+        try:
+            results.append(build_variant(bundle, name, force=force, recipes=book, log=log))
+        except InputError as exc:
+            if log:
+                log(f"error: {name} failed — {exc}")
+            results.append(BuildResult(name, "failed", str(bundle.onnx_dir / variant_filename(name)), reason=str(exc)))
+    return results
 
 
 def build_variant(

@@ -1,6 +1,7 @@
 """A whole matrix through `bench compare`: how often does a comparison of two demo matrices say something false?
 
     python tests/benchmarks/matrix_aa.py --runs 20                        # the measurement (about 45 min, 2 cores)
+    python tests/benchmarks/matrix_aa.py --runs 20 --accuracy             # + accuracy rows and the recommendation
     python tests/benchmarks/matrix_aa.py --runs 1 --record /tmp/aa.json   # does it work (a few minutes)
 
 Every run is the real CLI in a fresh process: ``bench matrix --providers cpu --no-accuracy --batch-sizes 1,8`` of
@@ -45,8 +46,9 @@ from onnx import helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_common import DEMO, REPO, alternate, bench_json, cpu_hog, ratio_with_interval
+from recommendation import judge_runs, summarise_run
 
-MATRIX = ("--providers", "cpu", "--no-accuracy", "--batch-sizes", "1,8")
+MATRIX = ["--providers", "cpu", "--no-accuracy", "--batch-sizes", "1,8"]
 TARGET_SLOWDOWN = 1.25
 WIDTH = 64  # the side branch works on the input cut into rows of 64 values (demo: 3×64×64 → 192 rows an image)
 
@@ -299,7 +301,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "matrix-aa", help="matrices and twin model")
     ap.add_argument("--record", type=Path, default=REPO / "docs" / "measurements" / "matrix-aa.json")
     ap.add_argument("--matrix-arg", action="append", default=[], help="extra argument for bench matrix (repeatable)")
+    ap.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="measure accuracy too (the demo set): accuracy rows join the compare, and each quiet and hog run's "
+        "release recommendation is counted (issue 24's 'same decided choice, or undecided; never a false tie')",
+    )
     args = ap.parse_args()
+    if args.accuracy:
+        MATRIX.remove("--no-accuracy")
     conditions = args.conditions.split(",")
     if "twin" in conditions and "quiet" not in conditions:
         raise SystemExit("the twin condition compares against the quiet runs: add quiet to --conditions")
@@ -340,6 +350,11 @@ def main() -> int:
         twin = args.twin if condition == "twin" else None
         record["comparisons"][condition] = [compare(a, b, twin) for a, b in pairs]
         record["summary"].append(summarise(condition, record["comparisons"][condition]))
+        if args.accuracy and condition != "twin":
+            docs = [json.loads(p.read_text(encoding="utf-8")) for p in series[condition] if p]
+            runs = [summarise_run(d, 0.0) for d in docs]
+            record.setdefault("recommendations", {})[condition] = {"summary": judge_runs(condition, docs, runs)[0]}
+            record["recommendations"][condition]["runs"] = runs
     record["wall_s"] = round(time.monotonic() - started, 1)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -357,6 +372,13 @@ def main() -> int:
         print(
             f"| {s['condition']} | {s['comparisons']} | {s['with_a_false_row']} | {s['false_rows']} "
             f"({s['false_regressions']}/{s['false_improvements']}) | {caught} | {s['one_by_one_with_a_false_row']} |"
+        )
+    for condition, rec in record.get("recommendations", {}).items():
+        s = rec["summary"]
+        print(
+            f"recommendation, {condition}: {s['completed']} matrices · decided {s['decided']} "
+            f"({s['modal_choice']} in {s['modal_count']}) · undecided {s['undecided']} · ties beyond the margin "
+            f"{s['ties_beyond_margin']} of {s['tied_contenders']} tied contenders"
         )
     print(f"\nwrote {args.record} ({record['wall_s']:.0f} s)")
     return 0

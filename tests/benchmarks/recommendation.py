@@ -136,6 +136,35 @@ def false_ties(runs: list[dict[str, Any]], reference: dict[str, float], rank_by:
     return bad, total, which
 
 
+def judge_runs(
+    condition: str, docs: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The targets' counts over matrices already run: (summary, the pooled reference quantile per cell)."""
+    rank_by = str(((docs[0]["config"].get("policy") or {}).get("rank_by")) if docs else "p95_ms")
+    q = 0.5 if rank_by in ("p50_ms", "throughput_ips") else int(rank_by[1:3]) / 100.0
+    reference = pooled_quantiles(docs, q)
+    bad, tied_total, which = false_ties(runs, reference, rank_by)
+    decided = [r for r in runs if r["status"] == "decided"]
+    modal, modal_count = Counter(r["choice"] for r in decided).most_common(1)[0] if decided else (None, 0)
+    undecided = sum(1 for r in runs if r["status"] == "undecided")
+    summary = {
+        "condition": condition,
+        "completed": len(runs),
+        "decided": len(decided),
+        "modal_choice": modal,
+        "modal_count": modal_count,
+        "decided_choices": dict(Counter(r["choice"] for r in decided)),
+        "undecided": undecided,
+        "consistent": modal_count + undecided,
+        "tied_contenders": tied_total,
+        "ties_beyond_margin": bad,
+        "ties_beyond_margin_which": which,
+        "rank_by": rank_by,
+        "median_wall_s": round(statistics.median(r["wall_s"] for r in runs), 1) if runs else None,
+    }
+    return summary, reference
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10, help="matrices to run")
@@ -175,30 +204,16 @@ def main() -> int:
         stop.set()
         if hog is not None:
             hog.join(timeout=5)
-    rank_by = str(((docs[0]["config"].get("policy") or {}).get("rank_by")) if docs else "p95_ms")
-    q = 0.5 if rank_by in ("p50_ms", "throughput_ips") else int(rank_by[1:3]) / 100.0
-    reference = pooled_quantiles(docs, q)
-    bad, tied_total, which = false_ties(runs, reference, rank_by)
-    decided = [r for r in runs if r["status"] == "decided"]
-    modal, modal_count = Counter(r["choice"] for r in decided).most_common(1)[0] if decided else (None, 0)
-    undecided = sum(1 for r in runs if r["status"] == "undecided")
-    summary = {
-        "condition": condition,
-        "runs": args.runs,
-        "completed": len(runs),
-        "failed": len(failures),
-        "decided": len(decided),
-        "modal_choice": modal,
-        "modal_count": modal_count,
-        "decided_choices": dict(Counter(r["choice"] for r in decided)),
-        "undecided": undecided,
-        "consistent": modal_count + undecided,
-        "tied_contenders": tied_total,
-        "ties_beyond_margin": bad,
-        "ties_beyond_margin_which": which,
-        "rank_by": rank_by,
-        "median_wall_s": round(statistics.median(r["wall_s"] for r in runs), 1) if runs else None,
-    }
+    summary, reference = judge_runs(condition, docs, runs)
+    summary.update(runs=args.runs, failed=len(failures))
+    bad, tied_total, decided, modal, modal_count, undecided = (
+        summary["ties_beyond_margin"],
+        summary["tied_contenders"],
+        summary["decided"],
+        summary["modal_choice"],
+        summary["modal_count"],
+        summary["undecided"],
+    )
     record = {
         "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
         "settings": {k: str(v) for k, v in vars(args).items()},
@@ -209,7 +224,7 @@ def main() -> int:
     }
     (args.out / "runs.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(
-        f"{condition}: {len(runs)} of {args.runs} matrices · decided {len(decided)} ({modal} in {modal_count}) · "
+        f"{condition}: {len(runs)} of {args.runs} matrices · decided {decided} ({modal} in {modal_count}) · "
         f"undecided {undecided} · consistent {modal_count + undecided}/{len(runs)} · ties beyond the ±"
         f"{(runs[0]['margin'] or 0) * 100 if runs else 0:g} % margin (pooled reference) {bad} of {tied_total} tied "
         f"contenders · median wall {summary['median_wall_s']} s · wrote {args.out / 'runs.json'}"

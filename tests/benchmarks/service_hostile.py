@@ -9,12 +9,22 @@ limit, as in the issue. Hostile files are generated here (tests/service/hostile.
     python tests/benchmarks/service_hostile.py                   # before and after, soak of 10,000 requests
     python tests/benchmarks/service_hostile.py --only after --soak 2000 --json out.json
     python tests/benchmarks/service_hostile.py --sweep           # decode cost per format and size (--max-pixels)
+    python tests/benchmarks/service_hostile.py --second          # only the second attack (issue #29), both sides
+    python tests/benchmarks/service_hostile.py --second --only after --flood 100 --json out.json
 
 Per hostile upload: the server's RSS peak over its RSS just before (sampled every 2 ms), its CPU seconds
 (user + system) and the answer's status and time. Then: a normal /detect sent while a hostile batch is
 being decoded, idle RSS after the hostile set vs at start (start = idle after warm-up with normal /detect and
 32-file /detect/batch requests), /health/live while 500 partial-header and 100 silent sockets are held,
 and RSS over a closed-loop soak of normal /detect requests.
+
+The second attack (``--second``; issue #29), each case bounded and on loopback, with a normal /detect every
+0.5 s and /health/live every 0.25 s throughout (max and p50 latency per case): floods of requests whose
+client hangs up at once (RLE8 BMP 16,777,216 x 1, lossless WebP 4096²; server CPU per request until it is
+quiet again), stalled bodies (230 heads + 100 bytes, held past --body-timeout; then uploads of 9.5 MB
+stalled before their last byte: the server's temp files measured in its own TMPDIR), 4 clients sending 3 MB
+as 1-byte chunks, slow decoders looped by 8 clients (BMP RLE, 1 x 16,777,216 PNG, a batch of 32 progressive
+8000² JPEGs), the 503 at the concurrency limit (its headers), and idle RSS after all of it vs start.
 """
 
 from __future__ import annotations
@@ -55,7 +65,9 @@ class Server:
     """``bench serve`` (this tree's, or the code in ``tree``) in a subprocess under a 512 open-file limit."""
 
     def __init__(self, bundle: Path, tree: Path | None, work: Path, extra: list[str] = ()):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.tmp = work / f"tmp-{'before' if tree else 'after'}"  # the server's TMPDIR: spooled uploads land here
+        self.tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(self.tmp)}
         env.pop("BENCH_MODEL_DIR", None)
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
@@ -85,6 +97,16 @@ class Server:
     def cpu_s(self) -> float:
         t = self.ps.cpu_times()
         return t.user + t.system
+
+    def tmp_bytes(self) -> int:
+        """Bytes in the server's temp folder (files deleted but still open are counted via /proc)."""
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            for f in self.ps.open_files():
+                if f.path.startswith(str(self.tmp)) or "(deleted)" in f.path:
+                    with contextlib.suppress(OSError):
+                        total += os.stat(f"/proc/{self.ps.pid}/fd/{f.fd}").st_size
+        return total
 
     def log_bytes(self) -> int:
         return self.log_path.stat().st_size
@@ -353,6 +375,309 @@ def run_side(label: str, bundle: Path, tree: Path | None, work: Path, soak_n: in
     return out
 
 
+# --- the second attack (issue #29) -----------------------------------------------------------------------
+
+
+class Probes:
+    """A normal /detect every 0.5 s and /health/live every 0.25 s, in threads, latencies kept per phase."""
+
+    def __init__(self, url: str, normal: bytes):
+        self.url, self.normal = url, normal
+        self.phase = "idle"
+        self.rows: list[tuple[str, str, float, Any]] = []  # (phase, what, ms, status)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, args=("live", 0.25), daemon=True),
+            threading.Thread(target=self._loop, args=("detect", 0.5), daemon=True),
+        ]
+
+    def _loop(self, what: str, every: float) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set():
+                phase = self.phase
+                t0 = time.perf_counter()
+                try:
+                    if what == "live":
+                        status: Any = client.get(self.url + "/health/live").status_code
+                    else:
+                        status = client.post(self.url + "/detect", files={"file": ("n.jpg", self.normal)}).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                self.rows.append((phase, what, (time.perf_counter() - t0) * 1000, status))
+                self._stop.wait(every)
+
+    def __enter__(self) -> Probes:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=70)
+
+    def summary(self, phase: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for what in ("detect", "live"):
+            rows = [(ms, st) for p, w, ms, st in self.rows if p == phase and w == what]
+            ms = sorted(m for m, _ in rows)
+            out[what] = {
+                "n": len(rows),
+                "p50_ms": round(ms[len(ms) // 2], 1) if ms else None,
+                "max_ms": round(ms[-1], 1) if ms else None,
+                "statuses": {str(k): sum(1 for _, st in rows if st == k) for k in {st for _, st in rows}},
+            }
+        return out
+
+
+def _raw(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+# Server CPU per second (the probes' own requests included) under which it counts as quiet again.
+QUIET_CPU = 0.3
+
+
+def _wait_quiet(server: Server, bound_s: float) -> float:
+    """Wait until the server's CPU use stays under QUIET_CPU for 1 s (or ``bound_s``); seconds waited."""
+    t0 = time.monotonic()
+    last = server.cpu_s()
+    while time.monotonic() - t0 < bound_s:
+        time.sleep(1.0)
+        now = server.cpu_s()
+        if now - last < QUIET_CPU:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
+def _cpu_rate(server: Server, seconds: float = 2.0) -> float:
+    """The server's CPU seconds per second now (the probes' baseline)."""
+    cpu0 = server.cpu_s()
+    time.sleep(seconds)
+    return (server.cpu_s() - cpu0) / seconds
+
+
+def disconnected_flood(server: Server, data: bytes, name: str, n: int, bound_s: float) -> dict[str, Any]:
+    """``n`` uploads of ``data``, each on a socket closed as soon as it is sent; server CPU per request."""
+    body = hostile.multipart(data, filename=name)
+    request = hostile.post_head("/detect", len(body)) + body
+    baseline = _cpu_rate(server)
+    cpu0, t0 = server.cpu_s(), time.monotonic()
+    refused = 0
+    for _ in range(n):
+        try:
+            with _raw(server.url) as sock:
+                sock.sendall(request)
+        except OSError:
+            refused += 1
+    waited = _wait_quiet(server, bound_s)
+    cpu = server.cpu_s() - cpu0
+    net = cpu - baseline * (time.monotonic() - t0)
+    return {
+        "requests": n,
+        "connect_failed": refused,
+        "server_cpu_s": round(cpu, 2),
+        "probe_baseline_cpu_per_s": round(baseline, 3),
+        "cpu_ms_per_request": round(cpu / n * 1000, 1),
+        "net_cpu_ms_per_request": round(net / n * 1000, 1),
+        "seconds_until_quiet": round(time.monotonic() - t0, 1),
+        "hit_bound": waited >= bound_s,
+        "peak_rss_mb": round(server.rss_mb(), 1),
+    }
+
+
+def stalled_heads(server: Server, n: int, hold_s: float) -> dict[str, Any]:
+    """``n`` POST heads (Content-Length 100,000) with 100 body bytes, held ``hold_s``; how each ended."""
+    socks = []
+    for _ in range(n):
+        with contextlib.suppress(OSError):
+            sock = _raw(server.url)
+            sock.sendall(hostile.post_head("/detect", 100_000) + hostile.multipart(b"x" * 100_000)[:100])
+            socks.append(sock)
+    time.sleep(hold_s)
+    answers: dict[str, int] = {}
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            head = sock.recv(64)
+            key = head.split(b" ")[1].decode() if head.startswith(b"HTTP/") else ("closed" if not head else "other")
+        except BlockingIOError:
+            key = "still_open"
+        except OSError:
+            key = "reset"
+        answers[key] = answers.get(key, 0) + 1
+        sock.close()
+    return {"sockets": len(socks), "held_s": hold_s, "ended": answers}
+
+
+def stalled_uploads(server: Server, n: int, size: int, hold_s: float) -> dict[str, Any]:
+    """``n`` uploads of ``size`` bytes stalled before their last byte: temp space and RSS the server holds."""
+    socks, peak_tmp, t0 = [], 0, time.monotonic()
+    payload = hostile.multipart(b"z" * size)
+    rss0 = server.rss_mb()
+    for _ in range(n):
+        with contextlib.suppress(OSError):
+            sock = _raw(server.url)
+            sock.sendall(hostile.post_head("/detect", len(payload)) + payload[:-1])
+            socks.append(sock)
+        peak_tmp = max(peak_tmp, server.tmp_bytes())
+    while time.monotonic() - t0 < hold_s:
+        peak_tmp = max(peak_tmp, server.tmp_bytes())
+        time.sleep(0.25)
+    for sock in socks:
+        sock.close()
+    return {
+        "uploads": n,
+        "bytes_each": len(payload) - 1,
+        "sent_in_all_mb": round(len(socks) * (len(payload) - 1) / MB, 1),
+        "peak_temp_mb": round(peak_tmp / MB, 1),
+        "rss_over_start_mb": round(server.rss_mb() - rss0, 1),
+    }
+
+
+def chunk_flood(server: Server, clients: int, size: int, bound_s: float) -> dict[str, Any]:
+    """``clients`` uploads of ``size`` bytes sent as 1-byte chunks (each stops when closed or at ``bound_s``)."""
+    cpu0 = server.cpu_s()
+    body = hostile.multipart(b"X" * size)
+    stream = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body))) + b"0\r\n\r\n"
+    outcomes: list[str] = []
+
+    def one() -> None:
+        t0 = time.monotonic()
+        try:
+            with _raw(server.url) as sock:
+                sock.sendall(hostile.post_head("/detect", None))
+                for at in range(0, len(stream), 65536):
+                    if time.monotonic() - t0 > bound_s:
+                        outcomes.append("bound")
+                        return
+                    sock.sendall(stream[at : at + 65536])
+                sock.settimeout(bound_s)
+                outcomes.append(sock.recv(64).split(b"\r\n")[0].decode(errors="replace") or "closed")
+        except OSError as exc:
+            outcomes.append(f"closed by server ({type(exc).__name__})")
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=bound_s + 10)
+    return {
+        "clients": clients,
+        "bytes_each": size,
+        "outcomes": outcomes,
+        "server_cpu_s": round(server.cpu_s() - cpu0, 2),
+    }
+
+
+def looped(
+    server: Server, clients: int, seconds: float, endpoint: str, files: list[tuple[str, bytes]]
+) -> dict[str, Any]:
+    """``clients`` threads posting the same upload for ``seconds``; statuses and server CPU."""
+    cpu0, stop = server.cpu_s(), time.monotonic() + seconds
+    statuses: dict[str, int] = {}
+
+    def one() -> None:
+        while time.monotonic() < stop:
+            try:
+                key = str(post(server.url, endpoint, files, timeout=60).status_code)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            statuses[key] = statuses.get(key, 0) + 1
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 70)
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "statuses": statuses,
+        "server_cpu_s": round(server.cpu_s() - cpu0, 2),
+    }
+
+
+def overload_503(server: Server, n: int, normal: bytes) -> dict[str, Any]:
+    """``n`` concurrent normal uploads: the statuses, and the headers of a 503 if any came."""
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=n)) as client:
+            rs = await asyncio.gather(
+                *(client.post(server.url + "/detect", files={"file": ("n.jpg", normal)}) for _ in range(n)),
+                return_exceptions=True,
+            )
+        statuses: dict[str, int] = {}
+        shape = None
+        for r in rs:
+            key = type(r).__name__ if isinstance(r, BaseException) else str(r.status_code)
+            statuses[key] = statuses.get(key, 0) + 1
+            if shape is None and isinstance(r, httpx.Response) and r.status_code == 503:
+                shape = {
+                    k: r.headers.get(k)
+                    for k in ("content-type", "retry-after", "x-request-id", "x-content-type-options")
+                }
+        return {"requests": n, "statuses": statuses, "first_503_headers": shape}
+
+    out = asyncio.run(run())
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    out["metrics_503_rows"] = [r for r in metrics.splitlines() if 'status="503"' in r or "refused_total" in r]
+    return out
+
+
+def run_second(label: str, bundle: Path, tree: Path | None, work: Path, flood: int, uploads: int) -> dict[str, Any]:
+    print(f"\n== second attack, {label} ({'HEAD code from ' + str(tree) if tree else 'this tree'}) ==", flush=True)
+    server = Server(bundle, tree, work)
+    normal = hostile.photo_jpeg(640, 480)
+    out: dict[str, Any] = {}
+    try:
+        with httpx.Client(timeout=60) as client:
+            for _ in range(20):
+                _timed_detect(client, server.url, normal)
+        time.sleep(1.5)
+        out["rss_start_mb"] = round(server.rss_mb(), 1)
+        bmp, webp = hostile.bmp_rle8(16_777_216), hostile.webp_lossless(4096)
+        with Probes(server.url, normal) as probes:
+            time.sleep(2)
+            cases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+                ("flood_bmp_rle8_disconnected", lambda: disconnected_flood(server, bmp, "a.bmp", flood, 120)),
+                ("flood_webp_4096_disconnected", lambda: disconnected_flood(server, webp, "a.webp", flood, 120)),
+                ("stalled_heads_230", lambda: stalled_heads(server, 230, 15)),
+                ("stalled_uploads_9_5mb", lambda: stalled_uploads(server, uploads, int(9.5 * MB), 5)),
+                ("chunk_flood_4x3mb", lambda: chunk_flood(server, 4, 3 * MB, 60)),
+                ("bmp_rle8_looped_8_clients", lambda: looped(server, 8, 10, "/detect", [("a.bmp", bmp)])),
+                (
+                    "png_1x16m_looped_8_clients",
+                    lambda: looped(server, 8, 10, "/detect", [("a.png", hostile.png_line(16_777_216))]),
+                ),
+                (
+                    "batch_32_progressive_8000",
+                    lambda: looped(
+                        server, 1, 1, "/detect/batch", [(f"{i}.jpg", hostile.progressive_jpeg(8000)) for i in range(32)]
+                    ),
+                ),
+                ("overload_300_concurrent", lambda: overload_503(server, 300, normal)),
+            ]
+            for name, case in cases:
+                probes.phase = name
+                result = case()
+                _wait_quiet(server, 60)
+                result["probes"] = probes.summary(name)
+                out[name] = result
+                print(f"  {name}: {json.dumps(result)}", flush=True)
+            probes.phase = "after"
+        time.sleep(3)
+        out["rss_idle_after_mb"] = round(server.rss_mb(), 1)
+        out["rss_idle_over_start_pct"] = round((out["rss_idle_after_mb"] / out["rss_start_mb"] - 1) * 100, 1)
+        print(f"  idle RSS: start {out['rss_start_mb']} MB, after the second attack {out['rss_idle_after_mb']} MB")
+        out["stderr_tail"] = server.log_path.read_text()[-600:]
+    finally:
+        server.stop()
+    return out
+
+
 # --- decode sweep (--max-pixels) -------------------------------------------------------------------
 
 SWEEP_SIDES = (2048, 2896, 4096, 4900, 5657)
@@ -426,6 +751,9 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=10_000, help="normal /detect requests in the soak (0: none)")
     parser.add_argument("--sweep", action="store_true", help="only the decode cost sweep behind --max-pixels")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--second", action="store_true", help="only the second attack (issue #29)")
+    parser.add_argument("--flood", type=int, default=300, help="--second: disconnected requests per flood")
+    parser.add_argument("--uploads", type=int, default=100, help="--second: stalled 9.5 MB uploads")
     parser.add_argument("--_decode", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._decode:
@@ -443,9 +771,15 @@ def main() -> None:
             bundle = make_bundle(work / "vit224", size=224, hidden=64)
             if args.only in (None, "before"):
                 export_head(args.before_tree)
-                results["before"] = run_side("before", bundle, args.before_tree, work, 0)
+                if args.second:
+                    results["before"] = run_second("before", bundle, args.before_tree, work, args.flood, args.uploads)
+                else:
+                    results["before"] = run_side("before", bundle, args.before_tree, work, 0)
             if args.only in (None, "after"):
-                results["after"] = run_side("after", bundle, None, work, args.soak)
+                if args.second:
+                    results["after"] = run_second("after", bundle, None, work, args.flood, args.uploads)
+                else:
+                    results["after"] = run_side("after", bundle, None, work, args.soak)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -76,3 +76,57 @@ def photo_jpeg(width: int, height: int, seed: int = 0) -> bytes:
     small = rng.integers(0, 256, (max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
     img = Image.fromarray(small, "RGB").resize((width, height), Image.Resampling.BICUBIC)
     return _save(img, "JPEG", quality=90)
+
+
+def bmp_rle8(width: int, height: int = 1) -> bytes:
+    """A run-length coded (RLE8) BMP of width×height whose data is one end-of-line per row: ~1 KB for any size.
+
+    Pillow decodes RLE in Python, holding the GIL: 16,777,216 × 1 cost 2.2 s of CPU and +320 MB.
+    """
+    data = b"\x00\x00" * height + b"\x00\x01"
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 2835, 2835, 256, 0)
+    head = b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset)
+    return head + info + palette + data
+
+
+def png_line(width: int) -> bytes:
+    """A 1-pixel-high greyscale PNG ``width`` wide (deflate's best ratio): 16,777,216 wide is ~16 KB."""
+    raw = b"\x00" + b"\x00" * width
+    ihdr = struct.pack(">IIBBBBB", width, 1, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 9))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def progressive_jpeg(side: int, seed: int = 0) -> bytes:
+    """A smooth side×side progressive JPEG: drafting cannot shrink what decoding it costs."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(small, "RGB").resize((side, side), Image.Resampling.BILINEAR)
+    return _save(img, "JPEG", quality=75, progressive=True)
+
+
+def multipart(data: bytes, name: str = "file", filename: str = "x", boundary: str = "hostileboundary") -> bytes:
+    """A one-part multipart/form-data body (boundary ``boundary``)."""
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+def post_head(path: str, length: int | None, boundary: str = "hostileboundary", host: str = "127.0.0.1") -> bytes:
+    """A POST request head for a multipart body: Content-Length ``length``, or chunked when None."""
+    size = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"{size}\r\n\r\n"
+    ).encode()

@@ -13,10 +13,8 @@ import io
 import json
 import logging
 import re
-import resource
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,13 +24,14 @@ from typing import Any
 import hostile
 import httpx
 import pytest
+from served import closed_by_server, connect, serve, stop, wait_line
 
 from bench.faults import ENV_VAR
 from bench.service import ServiceConfig
 from bench.service.connections import EVICTABLE_AFTER_S, RateLimitFilter
-from bench.service.decoding import DecodePool
+from bench.service.decoding import CHEAP_PIXELS, DecodePool
 
-from cli import BENCH, bench_env, run_bench
+from cli import run_bench
 from models import make_bundle
 
 BUDGET = 1_000_000  # --max-pixels of the module's server: 1000×1000
@@ -123,17 +122,29 @@ def test_one_request_never_holds_every_decode_worker() -> None:
             with lock:
                 running -= 1
 
-        jobs = [lambda: pool.run(blocked_decode) for _ in range(16)]
+        costly = CHEAP_PIXELS + 1
+        jobs = [lambda: pool.run(blocked_decode, cost=costly) for _ in range(16)]
         batch = asyncio.create_task(pool.map(jobs))
         await asyncio.sleep(0.2)
-        other = await asyncio.wait_for(pool.run(lambda: not gate.is_set()), 5)  # runs while the batch is blocked
+        # runs while the batch is blocked: a costly decode on the worker left over, a cheap one on its own lane
+        other = await asyncio.wait_for(pool.run(lambda: not gate.is_set(), cost=costly), 5)
+        cheap = await asyncio.wait_for(pool.run(lambda: not gate.is_set(), cost=CHEAP_PIXELS), 5)
         gate.set()
         await batch
         pool.shutdown()
-        return peak, other
+        return peak, other and cheap
 
-    peak, other_ran_during_batch = asyncio.run(scenario())
-    assert peak == 2 and other_ran_during_batch
+    peak, others_ran_during_batch = asyncio.run(scenario())
+    assert peak == 2 and others_ran_during_batch
+
+
+def test_queued_decode_work_is_bounded_by_its_cost_in_pixels() -> None:
+    pool = DecodePool(2, max_queued_pixels=10 * CHEAP_PIXELS)
+    with pool.admit(6 * CHEAP_PIXELS) as first, pool.admit(CHEAP_PIXELS) as cheap:
+        with pool.admit(6 * CHEAP_PIXELS) as second:
+            assert first and cheap and not second
+        assert pool.queued_pixels == 6 * CHEAP_PIXELS
+    assert pool.queued_pixels == 0
 
 
 # --- 2. connections -------------------------------------------------------------------------------------
@@ -148,41 +159,24 @@ def guarded(module_bundle: Path, service_starter: Any) -> Iterator[Any]:
     running.stop()
 
 
-def _connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=5)
-
-
-def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
-    sock.settimeout(within_s)
-    try:
-        while sock.recv(4096):
-            pass
-        return True
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
-
-
 def test_a_request_head_must_arrive_in_time(guarded: Any) -> None:
     dropped = guarded.metric("bench_service_connections_dropped_total", reason="header_timeout")
-    partial, silent = _connect(guarded.url), _connect(guarded.url)
+    partial, silent = connect(guarded.url), connect(guarded.url)
     partial.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-    assert _closed_by_server(partial, 5) and _closed_by_server(silent, 5)
+    assert closed_by_server(partial, 5) and closed_by_server(silent, 5)
     assert guarded.metric("bench_service_connections_dropped_total", reason="header_timeout") >= dropped + 2
 
 
 def test_idle_keep_alive_connections_close(guarded: Any) -> None:
-    sock = _connect(guarded.url)
+    sock = connect(guarded.url)
     sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-    assert _closed_by_server(sock, 5)
+    assert closed_by_server(sock, 5)
 
 
 @pytest.mark.slow
 def test_idle_connections_make_room_and_busy_ones_get_503(guarded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    held = [_connect(guarded.url) for _ in range(40)]  # more than limit_concurrency
+    held = [connect(guarded.url) for _ in range(40)]  # more than limit_concurrency
     for sock in held[:30]:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     time.sleep(EVICTABLE_AFTER_S + 0.1)  # a connection that just opened is never closed to make room
@@ -258,53 +252,16 @@ def test_log_floods_are_rate_limited() -> None:
     assert "999 more like this" in records[-1].getMessage()
 
 
-def _serve(args: list[str], env: dict[str, str] | None = None, nofile: int | None = None) -> subprocess.Popen[str]:
-    def limit() -> None:
-        if nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    full_env = bench_env({"PYTHONUNBUFFERED": "1", **(env or {})})
-    full_env.pop("BENCH_MODEL_DIR", None)
-    return subprocess.Popen(
-        [*BENCH, "serve", "--port", "0", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-        preexec_fn=limit,
-    )
-
-
-def _wait_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> tuple[str, list[str]]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            raise AssertionError(f"bench serve exited {proc.wait()}: {seen}")
-        seen.append(line)
-        if line.startswith(prefix):
-            return line, seen
-    raise AssertionError(f"no {prefix!r} line in {timeout} s: {seen}")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.mark.slow
 def test_slowloris_does_not_stop_liveness_under_a_low_open_file_limit(tmp_path: Path) -> None:
     """300 half-sent heads and silent sockets against 256 open files: /health/live and /detect still answer."""
-    proc = _serve(["--model-dir", str(make_bundle(tmp_path / "m"))], nofile=256)
+    proc = serve(["--model-dir", str(make_bundle(tmp_path / "m"))], nofile=256)
     socks: list[socket.socket] = []
     try:
-        line, _ = _wait_line(proc, "bench serve: ready on ")
+        line, _ = wait_line(proc, "bench serve: ready on ")
         url = line.split()[4]
         for i in range(300):
-            sock = _connect(url)
+            sock = connect(url)
             if i % 2:
                 sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             socks.append(sock)
@@ -315,7 +272,7 @@ def test_slowloris_does_not_stop_liveness_under_a_low_open_file_limit(tmp_path: 
     finally:
         for sock in socks:
             sock.close()
-        _stop(proc)
+        stop(proc)
 
 
 # --- 3. disconnects and drain ------------------------------------------------------------------------------
@@ -324,7 +281,7 @@ def test_slowloris_does_not_stop_liveness_under_a_low_open_file_limit(tmp_path: 
 def test_a_client_gone_mid_upload_is_499_not_500(svc: Any) -> None:
     before_500 = svc.metric("bench_service_requests_total", endpoint="/detect", status="500")
     before_499 = svc.metric("bench_service_requests_total", endpoint="/detect", status="499")
-    sock = _connect(svc.url)
+    sock = connect(svc.url)
     sock.sendall(
         b"POST /detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
@@ -374,11 +331,11 @@ def test_requests_running_at_the_graceful_deadline_get_a_json_503(
 
 @pytest.mark.slow
 def test_sigterm_while_the_model_loads_exits_at_once(tmp_path: Path) -> None:
-    proc = _serve(
+    proc = serve(
         ["--model-dir", str(make_bundle(tmp_path / "m"))], env={ENV_VAR: json.dumps({"service_delay_ms": 60_000})}
     )
     try:
-        line, _ = _wait_line(proc, "bench serve: listening on ")
+        line, _ = wait_line(proc, "bench serve: listening on ")
         url = line.split()[4].rstrip(";")
         deadline = time.monotonic() + 30
         while True:  # serving: the model is loading, its warm-up inference sleeping 60 s
@@ -392,7 +349,7 @@ def test_sigterm_while_the_model_loads_exits_at_once(tmp_path: Path) -> None:
         assert proc.wait(timeout=20) == 0
         assert time.monotonic() - t0 < 10
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 # --- 4. no leaks of internals ----------------------------------------------------------------------------------
