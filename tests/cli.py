@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
 BENCH = [sys.executable, "-m", "bench"]
 
 
@@ -40,3 +42,15 @@ def run_bench(
         env=bench_env(env, no_gpu),
         check=False,
     )
+
+
+def cell_processes_in(cwd: Path) -> list[psutil.Process]:
+    """The ``bench._cell`` processes still running in ``cwd``: a stopped matrix must leave none behind."""
+    alive = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "bench._cell" in " ".join(proc.info["cmdline"] or []) and Path(proc.cwd()) == cwd:
+                alive.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return alive

@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 
 from bench.errors import InputError
 from bench.matrix import _load_previous, _reusable, parse_batch_sizes, plan_cells
 from bench.results import CellResult, ModelInfo, RunResult
 
-from cli import BENCH, bench_env, run_bench
+from cli import BENCH, bench_env, cell_processes_in, run_bench
 from models import make_variants_workspace
 
 RUN = [*BENCH, "matrix"]
@@ -227,17 +226,6 @@ def test_resume_refuses_cells_measured_under_other_settings(
 # --- Ctrl-C and resume ---------------------------------------------------------------------------------
 
 
-def _children_alive(cwd: Path) -> list[psutil.Process]:
-    alive = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "bench._cell" in " ".join(proc.info["cmdline"] or []) and Path(proc.cwd()) == cwd:
-                alive.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return alive
-
-
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> None:
     args = [
@@ -283,7 +271,7 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(workspace: Path) -> No
     kept = json.loads(results.read_text())
     assert 1 <= len(kept["cells"]) < 3 and all(c["status"] == "ok" for c in kept["cells"])
     time.sleep(0.3)
-    assert not _children_alive(workspace), "the interrupted cell's process was left running"
+    assert not cell_processes_in(workspace), "the interrupted cell's process was left running"
 
     p = bench(*args, "--resume", cwd=workspace)
     assert p.returncode == 0, p.stderr

@@ -14,13 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bench.errors import InputError
 from bench.outdir import LOCK_NAME, lock_output, owned_tempdir, sweep_stale_temp
 
-from cli import BENCH, bench_env, run_bench
+from cli import BENCH, bench_env, cell_processes_in, run_bench
 from models import make_variants_workspace
 
 ARGS = [
@@ -62,17 +61,6 @@ def _cells(results: Path) -> list[dict[str, object]]:
         return []
 
 
-def _cell_children(cwd: Path) -> list[psutil.Process]:
-    alive = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "bench._cell" in " ".join(proc.info["cmdline"] or []) and Path(proc.cwd()) == cwd:
-                alive.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return alive
-
-
 @pytest.mark.slow
 def test_second_matrix_on_the_same_out_exits_2_naming_the_first(workspace: Path, tmp_path: Path) -> None:
     first = _start(workspace, "shared", tmp_path / "tmp")
@@ -103,7 +91,7 @@ def test_sigterm_ends_like_ctrl_c_and_kill_9_leftovers_are_swept(workspace: Path
     assert 1 <= len(_cells(results)) < 3
     assert not list(tmp.glob("bench-matrix-*")), "the temp folder was left behind"
     time.sleep(0.3)
-    assert not _cell_children(workspace)
+    assert not cell_processes_in(workspace)
     assert not (workspace / "term" / LOCK_NAME).exists()
 
     # kill -9 leaves the temp folder and the lock file; the next run takes the stale lock and sweeps the folder
@@ -111,7 +99,7 @@ def test_sigterm_ends_like_ctrl_c_and_kill_9_leftovers_are_swept(workspace: Path
     _wait_for(lambda: list(tmp.glob("bench-matrix-*/*.spec.json")))
     killed.kill()
     killed.communicate(timeout=30)
-    _wait_for(lambda: not _cell_children(workspace), timeout=10)  # its cell died with it (PDEATHSIG)
+    _wait_for(lambda: not cell_processes_in(workspace), timeout=10)  # its cell died with it (PDEATHSIG)
     left = list(tmp.glob("bench-matrix-*"))
     assert len(left) == 1 and (workspace / "term" / LOCK_NAME).exists()
     resumed = subprocess.run(
