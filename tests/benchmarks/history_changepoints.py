@@ -4,9 +4,10 @@
 
 Simulated histories, with the run-to-run noise of real A/A runs on this machine: every run's p50 is the
 series' level times a factor drawn (with replacement) from the log residuals of the A/A matrices in
-``reports/matrix-aa/<noise>/run*/results.json`` (each cell's log p50 minus the median over the runs of that
-cell: 14 cells × 11 runs; ``quiet``: nothing else running, ``hog``: a CPU hog beside it, ``twin``: two
-copies of the model). Counted (raw counts in the JSON):
+``<--runs-dir>/<noise>/run*/results.json`` (default ``reports/matrix-aa``; each cell's log p50 minus the median
+over the runs of that cell; ``quiet``: nothing else running, ``hog``: a CPU hog beside it, ``twin``: the quiet
+runs' partners, one variant slowed; ``--runs-dir reports/matrix-aa-t1`` for matrices run with ``--threads 1``).
+Counted (raw counts in the JSON):
 
 - steps: 20 series of 80 runs with a +5 % step at a random run in 20 … 60 → found within ≤ 5 runs (target ≥ 19);
 - flat: 50 series of 1,000 runs, nothing changed → false change points per 1,000 runs (target ≤ 1);
@@ -41,13 +42,11 @@ from bench.history.store import PointRow, RunRecord, RunRow, Store, StoredPoint 
 BENCH = [sys.executable, "-m", "bench"]
 
 
-def aa_residuals(kind: str) -> tuple[np.ndarray, list[str]]:
+def aa_residuals(runs_dir: Path, kind: str) -> tuple[np.ndarray, list[str]]:
     """Log residuals of each A/A cell's p50 around that cell's median over the runs."""
-    files = sorted(glob.glob(str(ROOT / "reports" / "matrix-aa" / kind / "run*" / "results.json")))
+    files = sorted(glob.glob(str(runs_dir / kind / "run*" / "results.json")))
     if len(files) < 3:
-        raise SystemExit(
-            f"need the A/A runs in reports/matrix-aa/{kind}/run*/results.json (tests/benchmarks/matrix_aa.py)"
-        )
+        raise SystemExit(f"need the A/A runs in {runs_dir}/{kind}/run*/results.json (tests/benchmarks/matrix_aa.py)")
     cells: dict[tuple[str, int], list[float]] = {}
     for f in files:
         for c in json.loads(Path(f).read_text())["cells"]:
@@ -180,18 +179,26 @@ def cli(*args: str) -> tuple[int, str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--noise", default="quiet", choices=["quiet", "hog", "twin"])
+    ap.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=ROOT / "reports" / "matrix-aa",
+        help="matrix_aa.py's --out: the A/A matrices whose run-to-run noise the histories get",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--quick", action="store_true", help="10 flat series instead of 50 (the detect timing is then not the target's)"
     )
     a = ap.parse_args()
+    a.runs_dir = a.runs_dir.resolve()
     rng = np.random.default_rng(a.seed)
-    noise, files = aa_residuals(a.noise)
+    noise, files = aa_residuals(a.runs_dir, a.noise)
     method = Method()
     out: dict[str, Any] = {
         "noise": {
             "source": a.noise,
+            "runs_dir": str(a.runs_dir.relative_to(ROOT)) if a.runs_dir.is_relative_to(ROOT) else str(a.runs_dir),
             "files": files,
             "residuals": int(noise.size),
             "sd_log": round(float(np.std(noise, ddof=1)), 4),
@@ -231,7 +238,7 @@ def main() -> None:
             "runs": 1000,
             "series": n_series,
         }
-        real = sorted(glob.glob(str(ROOT / "reports" / "matrix-aa" / "*" / "run*" / "results.json")))
+        real = sorted(glob.glob(str(a.runs_dir / "*" / "run*" / "results.json")))
         hdb = Path(tmp) / "add.sqlite"
         _rc, _o, one = cli("history", "add", real[0], "--db", str(hdb))
         _rc, _o, wall = cli("history", "add", *real[1:], "--db", str(hdb))

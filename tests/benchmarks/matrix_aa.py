@@ -3,6 +3,8 @@
     python tests/benchmarks/matrix_aa.py --runs 20                        # the measurement (about 45 min, 2 cores)
     python tests/benchmarks/matrix_aa.py --runs 20 --accuracy             # + accuracy rows and the recommendation
     python tests/benchmarks/matrix_aa.py --runs 1 --record /tmp/aa.json   # does it work (a few minutes)
+    python tests/benchmarks/matrix_aa.py --runs 20 --accuracy --threads 1 --out reports/matrix-aa-t1 \
+        --record docs/measurements/matrix-aa-threads1.json              # one intra-op thread (about 77 min)
 
 Every run is the real CLI in a fresh process: ``bench matrix --providers cpu --no-accuracy --batch-sizes 1,8`` of
 the demo (every CPU variant, the PyTorch rows included: 16 cells, 64 rows), then ``bench compare A B --json``.
@@ -50,6 +52,7 @@ from recommendation import judge_runs, summarise_run
 
 MATRIX = ["--providers", "cpu", "--no-accuracy", "--batch-sizes", "1,8"]
 TARGET_SLOWDOWN = 1.25
+THREADS: int | None = None  # --threads: the intra-op threads of the matrices and of the twin's sizing
 WIDTH = 64  # the side branch works on the input cut into rows of 64 values (demo: 3×64×64 → 192 rows an image)
 
 
@@ -103,11 +106,14 @@ def slower_twin(model: onnx.ModelProto, per_image: int, per_call: int) -> onnx.M
 
 
 def measured_slowdown(original: Path, twin: Path, blocks: int = 24) -> dict[int, list[float]]:
-    """Per batch size: [point, low, high] of the twin's median time over the original's (ORT's default threads,
-    sessions alternated ABBA…, each block ~0.1 s of calls)."""
+    """Per batch size: [point, low, high] of the twin's median time over the original's (the matrices' threads:
+    ``THREADS`` or ORT's default; sessions alternated ABBA…, each block ~0.1 s of calls)."""
     import onnxruntime as ort
 
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (original, twin)]
+    options = ort.SessionOptions()
+    if THREADS:
+        options.intra_op_num_threads = THREADS
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (original, twin)]
     name = sessions[0].get_inputs()[0].name
     out: dict[int, list[float]] = {}
     for batch in (1, 8):
@@ -300,6 +306,12 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "matrix-aa", help="matrices and twin model")
     ap.add_argument("--record", type=Path, default=REPO / "docs" / "measurements" / "matrix-aa.json")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads of every matrix (bench matrix --threads) and of the twin's sizing (default: ORT's)",
+    )
     ap.add_argument("--matrix-arg", action="append", default=[], help="extra argument for bench matrix (repeatable)")
     ap.add_argument(
         "--accuracy",
@@ -308,6 +320,10 @@ def main() -> int:
         "release recommendation is counted (issue 24's 'same decided choice, or undecided; never a false tie')",
     )
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
+    if args.threads:
+        args.matrix_arg.append(f"--threads={args.threads}")
     if args.accuracy:
         MATRIX.remove("--no-accuracy")
     conditions = args.conditions.split(",")

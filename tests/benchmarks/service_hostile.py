@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import socket
@@ -379,51 +380,76 @@ def run_side(label: str, bundle: Path, tree: Path | None, work: Path, soak_n: in
 # --- the second attack (issue #29) -----------------------------------------------------------------------
 
 
+def _probe_loop(url: str, normal: bytes, what: str, every: float, phase: Any, rows: Any, stop: Any) -> None:
+    """One probe (``live`` or ``detect``) until ``stop``; runs in its own process, so the attacking threads of
+    the script do not hold the GIL over its clock."""
+    with httpx.Client(timeout=60) as client:
+        while not stop.is_set():
+            now = phase.value
+            t0 = time.perf_counter()
+            try:
+                if what == "live":
+                    status: Any = client.get(url + "/health/live").status_code
+                else:
+                    r = client.post(url + "/detect", files={"file": ("n.jpg", normal)})
+                    status = r.status_code
+                    if status == 200:  # the server's own time as well as the client's
+                        rows.append((now, "detect_server", r.json()["processing_time_ms"]["total"], 200))
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            rows.append((now, what, (time.perf_counter() - t0) * 1000, status))
+            stop.wait(every)
+
+
 class Probes:
-    """A normal /detect every 0.5 s and /health/live every 0.25 s, in threads, latencies kept per phase."""
+    """A normal /detect every 0.5 s and /health/live every 0.25 s, each in a process of its own (a client clock
+    that the script's attacking threads cannot stall), latencies kept per phase."""
 
     def __init__(self, url: str, normal: bytes):
-        self.url, self.normal = url, normal
-        self.phase = "idle"
-        self.rows: list[tuple[str, str, float, Any]] = []  # (phase, what, ms, status)
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._loop, args=("live", 0.25), daemon=True),
-            threading.Thread(target=self._loop, args=("detect", 0.5), daemon=True),
+        ctx = multiprocessing.get_context("spawn")
+        self._manager = ctx.Manager()
+        self._phase = self._manager.Value(str, "idle")
+        self._rows = self._manager.list()  # (phase, what, ms, status)
+        self._stop = ctx.Event()
+        self._final: list[tuple[str, str, float, Any]] | None = None  # the rows, once the manager is shut down
+        self._procs = [
+            ctx.Process(
+                target=_probe_loop,
+                args=(url, normal, what, every, self._phase, self._rows, self._stop),
+                daemon=True,
+            )
+            for what, every in (("live", 0.25), ("detect", 0.5))
         ]
 
-    def _loop(self, what: str, every: float) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set():
-                phase = self.phase
-                t0 = time.perf_counter()
-                try:
-                    if what == "live":
-                        status: Any = client.get(self.url + "/health/live").status_code
-                    else:
-                        r = client.post(self.url + "/detect", files={"file": ("n.jpg", self.normal)})
-                        status = r.status_code
-                        if status == 200:  # the server's own time too: this process's threads share its GIL
-                            self.rows.append((phase, "detect_server", r.json()["processing_time_ms"]["total"], 200))
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__
-                self.rows.append((phase, what, (time.perf_counter() - t0) * 1000, status))
-                self._stop.wait(every)
+    @property
+    def phase(self) -> str:
+        return str(self._phase.value)
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase.value = name
+
+    @property
+    def rows(self) -> list[tuple[str, str, float, Any]]:
+        return list(self._rows)
 
     def __enter__(self) -> Probes:
-        for t in self._threads:
-            t.start()
+        for proc in self._procs:
+            proc.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=70)
+        for proc in self._procs:
+            proc.join(timeout=70)
+        self._final = self.rows
+        self._manager.shutdown()
 
     def summary(self, phase: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        every = self.rows if self._final is None else self._final
         for what in ("detect", "detect_server", "live"):
-            rows = [(ms, st) for p, w, ms, st in self.rows if p == phase and w == what]
+            rows = [(ms, st) for p, w, ms, st in every if p == phase and w == what]
             ms = sorted(m for m, _ in rows)
             out[what] = {
                 "n": len(rows),
@@ -643,6 +669,8 @@ def run_second(label: str, bundle: Path, tree: Path | None, work: Path, flood: i
         time.sleep(1.5)
         out["rss_start_mb"] = round(server.rss_mb(), 1)
         bmp, webp = hostile.bmp_rle8(16_777_216), hostile.webp_lossless(4096)
+        png = hostile.png_line(16_777_216)  # every payload is built before the probes start: not on their clock
+        progressive = [(f"{i}.jpg", hostile.progressive_jpeg(8000)) for i in range(32)]
         with Probes(server.url, normal) as probes:
             time.sleep(2)
             cases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -654,13 +682,11 @@ def run_second(label: str, bundle: Path, tree: Path | None, work: Path, flood: i
                 ("bmp_rle8_looped_8_clients", lambda: looped(server, 8, 10, "/detect", [("a.bmp", bmp)])),
                 (
                     "png_1x16m_looped_8_clients",
-                    lambda: looped(server, 8, 10, "/detect", [("a.png", hostile.png_line(16_777_216))]),
+                    lambda: looped(server, 8, 10, "/detect", [("a.png", png)]),
                 ),
                 (
                     "batch_32_progressive_8000",
-                    lambda: looped(
-                        server, 1, 1, "/detect/batch", [(f"{i}.jpg", hostile.progressive_jpeg(8000)) for i in range(32)]
-                    ),
+                    lambda: looped(server, 1, 1, "/detect/batch", progressive),
                 ),
                 ("overload_300_concurrent", lambda: overload_503(server, 300, normal)),
             ]
