@@ -52,7 +52,6 @@ from recommendation import judge_runs, summarise_run
 
 MATRIX = ["--providers", "cpu", "--no-accuracy", "--batch-sizes", "1,8"]
 TARGET_SLOWDOWN = 1.25
-THREADS: int | None = None  # --threads: the intra-op threads of the matrices and of the twin's sizing
 WIDTH = 64  # the side branch works on the input cut into rows of 64 values (demo: 3×64×64 → 192 rows an image)
 
 
@@ -105,14 +104,16 @@ def slower_twin(model: onnx.ModelProto, per_image: int, per_call: int) -> onnx.M
     return twin
 
 
-def measured_slowdown(original: Path, twin: Path, blocks: int = 24) -> dict[int, list[float]]:
-    """Per batch size: [point, low, high] of the twin's median time over the original's (the matrices' threads:
-    ``THREADS`` or ORT's default; sessions alternated ABBA…, each block ~0.1 s of calls)."""
+def measured_slowdown(
+    original: Path, twin: Path, threads: int | None = None, blocks: int = 24
+) -> dict[int, list[float]]:
+    """Per batch size: [point, low, high] of the twin's median time over the original's (at the matrices'
+    ``threads``, None for ORT's default; sessions alternated ABBA…, each block ~0.1 s of calls)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if THREADS:
-        options.intra_op_num_threads = THREADS
+    if threads:
+        options.intra_op_num_threads = threads
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (original, twin)]
     name = sessions[0].get_inputs()[0].name
     out: dict[int, list[float]] = {}
@@ -134,7 +135,11 @@ def _seconds_per_call(session: Any, feed: dict[str, np.ndarray], calls: int) -> 
 
 
 def build_twin(
-    out: Path, variant: str, layers: tuple[int, int] | None = None, probe_layers: int = 16
+    out: Path,
+    variant: str,
+    layers: tuple[int, int] | None = None,
+    threads: int | None = None,
+    probe_layers: int = 16,
 ) -> tuple[Path, dict[str, Any]]:
     """A full copy of the demo with ``variant`` replaced by a twin ~25 % slower at batch 1 *and* 8.
 
@@ -157,7 +162,9 @@ def build_twin(
         probe = out / "models" / "probe.onnx"
         for kind, probe_counts in (("per_image", (probe_layers, 0)), ("per_call", (0, probe_layers))):
             onnx.save(slower_twin(base, *probe_counts), str(probe))
-            costs[kind] = {b: (r[0] - 1.0) / probe_layers for b, r in measured_slowdown(original, probe).items()}
+            costs[kind] = {
+                b: (r[0] - 1.0) / probe_layers for b, r in measured_slowdown(original, probe, threads).items()
+            }
         probe.unlink(missing_ok=True)
         layers = _layers_for(costs, TARGET_SLOWDOWN - 1.0, 4 * probe_layers)
     onnx.save(slower_twin(base, *layers), str(target))
@@ -166,7 +173,7 @@ def build_twin(
         "per_image_layers": layers[0],
         "per_call_layers": layers[1],
         "probe_cost_per_layer": costs or None,
-        "slowdown": measured_slowdown(original, target),
+        "slowdown": measured_slowdown(original, target, threads),
     }
     return folder, info
 
@@ -320,8 +327,6 @@ def main() -> int:
         "release recommendation is counted (issue 24's 'same decided choice, or undecided; never a false tie')",
     )
     args = ap.parse_args()
-    global THREADS
-    THREADS = args.threads
     if args.threads:
         args.matrix_arg.append(f"--threads={args.threads}")
     if args.accuracy:
@@ -341,7 +346,7 @@ def main() -> int:
     series: dict[str, list[Path | None]] = {}
     if "twin" in conditions:
         given = tuple(int(n) for n in args.twin_layers.split(",")) if args.twin_layers else None
-        twin_dir, record["twin"] = build_twin(args.out, args.twin, given)  # type: ignore[arg-type]
+        twin_dir, record["twin"] = build_twin(args.out, args.twin, given, args.threads)  # type: ignore[arg-type]
         print(f"twin of {args.twin}: {record['twin']}", flush=True)
     if "quiet" in conditions:
         series["quiet"], series["twin"] = [], []

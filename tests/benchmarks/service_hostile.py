@@ -411,7 +411,6 @@ class Probes:
         self._phase = self._manager.Value(str, "idle")
         self._rows = self._manager.list()  # (phase, what, ms, status)
         self._stop = ctx.Event()
-        self._final: list[tuple[str, str, float, Any]] | None = None  # the rows, once the manager is shut down
         self._procs = [
             ctx.Process(
                 target=_probe_loop,
@@ -442,12 +441,12 @@ class Probes:
         self._stop.set()
         for proc in self._procs:
             proc.join(timeout=70)
-        self._final = self.rows
         self._manager.shutdown()
 
     def summary(self, phase: str) -> dict[str, Any]:
+        """The phase's latencies so far (while the probes run: the rows live in their manager)."""
         out: dict[str, Any] = {}
-        every = self.rows if self._final is None else self._final
+        every = self.rows
         for what in ("detect", "detect_server", "live"):
             rows = [(ms, st) for p, w, ms, st in every if p == phase and w == what]
             ms = sorted(m for m, _ in rows)
