@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -101,12 +103,14 @@ def open_in_chromium(page: Path) -> dict[str, Any]:
         proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         try:
             return asyncio.run(_open(_browser_ws(proc), page.resolve().as_uri()))
         finally:
-            proc.kill()
+            # the whole group: renderer and utility children outliving the browser kept writing to the
+            # profile while it was removed ("Directory not empty: 'Default'")
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
 
 
