@@ -3,6 +3,8 @@
     python tests/benchmarks/sequential_ab.py --simulate                      # 1,000+ streams per case, seconds
     python tests/benchmarks/sequential_ab.py --runs 20 --out reports/sequential_ab   # the real CLI (~1 h, 2 cores)
     python tests/benchmarks/sequential_ab.py --runs 2 --models us --conditions quiet # a quick look
+    python tests/benchmarks/sequential_ab.py --runs 20 --models us --conditions quiet --ab-arg=--threads=1 \
+        --out reports/sequential_ab_t1                                    # one intra-op thread (stable sessions)
 
 ``--simulate``: streams of per-pair log-ratios (the sequential design's unit) with a look after every pair, as
 `bench ab` looks, from bench.sequential itself: A/A (μ = 0; also at a 0 % tolerance, where "same" cannot
@@ -31,6 +33,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +157,11 @@ def print_simulation(rows: list[dict[str, Any]]) -> None:
 FLAGS = ("--no-memory", "--no-explain", "--json")
 
 
-def one_run(current: Path, baseline: Path, tolerance: str, fixed: bool) -> dict[str, Any]:
+def one_run(current: Path, baseline: Path, tolerance: str, fixed: bool, extra: Sequence[str] = ()) -> dict[str, Any]:
     """One `bench ab` in a fresh process: its p50/p95 verdicts, every look's verdicts, wall time."""
     started = time.perf_counter()
-    args = ["ab", "--model-dir", current, "--against", baseline, "--latency-tolerance", tolerance, *FLAGS]
+    args: list[str | Path] = ["ab", "--model-dir", current, "--against", baseline, "--latency-tolerance", tolerance]
+    args += [*FLAGS, *extra]
     code, doc, err = bench_json(*args, "--fixed" if fixed else "--sequential")
     wall = time.perf_counter() - started
     rows = {r["metric"]: r for r in (doc or {}).get("rows", [])}
@@ -178,7 +182,9 @@ def one_run(current: Path, baseline: Path, tolerance: str, fixed: bool) -> dict[
     }
 
 
-def real_runs(runs: int, models: list[str], conditions: list[str], workdir: Path) -> list[dict[str, Any]]:
+def real_runs(
+    runs: int, models: list[str], conditions: list[str], workdir: Path, extra: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     from verdicts import build  # the us/conv models and their +25 % / +12 % twins
 
     bundles = build(workdir)
@@ -195,7 +201,7 @@ def real_runs(runs: int, models: list[str], conditions: list[str], workdir: Path
                     ("+12% at 5%", bundles[name]["+12%"], "5%", False),
                 ]
                 for case, current, tolerance, fixed in plan:
-                    done = [one_run(current, base, tolerance, fixed) for _ in range(runs)]
+                    done = [one_run(current, base, tolerance, fixed, extra) for _ in range(runs)]
                     out.append({"condition": condition, "model": name, "case": case, "runs": done})
                     print(summary_line(out[-1]), flush=True)
     return out
@@ -251,14 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="us,conv")
     parser.add_argument("--conditions", default="quiet,hog")
     parser.add_argument("--out", type=Path, default=Path("reports/sequential_ab"))
+    parser.add_argument("--ab-arg", action="append", default=[], help="extra argument for every bench ab (repeatable)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    report: dict[str, Any] = {"loadavg_before": load}
+    report: dict[str, Any] = {"loadavg_before": load, "ab_args": args.ab_arg}
     report["simulation"] = rows = simulate(args.streams)
     print_simulation(rows)
     if not args.simulate:
-        report["real"] = real_runs(args.runs, args.models.split(","), args.conditions.split(","), args.out)
+        models, conditions = args.models.split(","), args.conditions.split(",")
+        report["real"] = real_runs(args.runs, models, conditions, args.out, args.ab_arg)
         report["wall_ratios"] = wall_ratios(report["real"])
         print("\n".join(report["wall_ratios"]))
         report["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
