@@ -16,6 +16,9 @@ evaluating cell runs, so if that one fails the next still evaluates, and results
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -198,9 +201,12 @@ def run_matrix(
     kept = set(done)
     outcome.reused = len(kept)
 
+    interrupt = _InterruptGuard()
+
     def save() -> None:
         result.cells = [done[c.key] for c in plan if c.key in done]
         result.write(out)
+        interrupt.raise_if_swallowed()  # after every cell: a Ctrl-C lost in a fork hook still stops the matrix
 
     save()
     runner: Executor = executor if executor is not None else LocalExecutor()
@@ -261,6 +267,7 @@ def run_matrix(
         submit_ready()
 
     try:
+        interrupt.install()
         probes = _probe_providers(runner, {c.provider for c in plan if c.key not in kept}, say)
         remaining = sum(
             1 for c in plan if c.key not in kept and c.variant not in unbuildable and probes.get(c.provider) is None
@@ -291,12 +298,14 @@ def run_matrix(
             collect()
         _later_rounds(runner, bundle, plan, done, options, input_images, cell_timeout_s, save, say)
     except KeyboardInterrupt:
+        interrupt.handled()
         outcome.interrupted = True
         runner.close()  # cells still queued or running (on a cluster) are cancelled, not left behind
         save()
         say(f"interrupted: {len(result.cells)} of {len(plan)} cells kept in {out / 'results.json'}")
         return outcome
     finally:
+        interrupt.uninstall()
         if executor is None:
             runner.close()
 
@@ -306,6 +315,42 @@ def run_matrix(
         result.service = _service_figures(bundle, result, input_images, say, service_options or ServiceRunSpec())
     result.write(out)
     return outcome
+
+
+class _InterruptGuard:
+    """Ctrl-C that stops the matrix even when its KeyboardInterrupt is lost.
+
+    Python raises KeyboardInterrupt at the next bytecode of the main thread; when that is an at-fork hook
+    (logging's lock release while a cell process starts), the exception is printed as "ignored" and the
+    matrix would run on. The handler also notes the signal, and :meth:`raise_if_swallowed` (after every
+    cell) raises it again unless the interrupt was already handled.
+    """
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self._pending = True
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def handled(self) -> None:
+        self._pending = False
+
+    def raise_if_swallowed(self) -> None:
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
 
 
 def _later_rounds(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import subprocess
 import time
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import InputError
-from bench.matrix import _load_previous, _reusable, parse_batch_sizes, plan_cells
+from bench.matrix import _InterruptGuard, _load_previous, _reusable, parse_batch_sizes, plan_cells
 from bench.results import CellResult, ModelInfo, RunResult
 
 from cli import BENCH, bench_env, cell_processes_in, run_bench
@@ -418,3 +419,29 @@ def test_matrix_fits_its_threads_as_run_does_and_resume_keeps_them(
     threads2 = replace(options, session=replace(options.session, threads=2))
     told = run_matrix(bundle, ["fp32"], ["cpu"], [1], threads2, out=tmp_path / "told")
     assert told.result.config["threads"] == 2 and "threads_why" not in told.result.config
+
+
+def test_a_ctrl_c_lost_in_a_fork_hook_still_stops_the_matrix() -> None:
+    """A clean-clone CI run saw Ctrl-C land in logging's at-fork lock release ("Exception ignored … _releaseLock
+    … KeyboardInterrupt") and the matrix ran to the end with exit 0: the guard raises it again at the next cell."""
+    before = signal.getsignal(signal.SIGINT)
+    guard = _InterruptGuard()
+    guard.install()
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # what an at-fork hook does with it: prints it as ignored, drops it
+        with pytest.raises(KeyboardInterrupt):
+            guard.raise_if_swallowed()
+        guard.raise_if_swallowed()  # raised once, not at every later cell
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            guard.handled()  # the matrix's own except clause: nothing left to raise
+        guard.raise_if_swallowed()
+    finally:
+        guard.uninstall()
+    assert signal.getsignal(signal.SIGINT) is before
