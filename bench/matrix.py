@@ -16,7 +16,6 @@ evaluating cell runs, so if that one fails the next still evaluates, and results
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -339,9 +338,8 @@ class _InterruptGuard:
             self._previous = signal.signal(signal.SIGINT, self._handler)
 
     def uninstall(self) -> None:
-        if self._previous is not None:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:  # installed, so in the main thread: this call is allowed too
+            signal.signal(signal.SIGINT, self._previous)
             self._previous = None
 
     def handled(self) -> None:

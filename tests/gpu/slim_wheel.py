@@ -66,11 +66,13 @@ def prune_fatbin(elf: bytearray, keep_sm: int) -> Counter[str]:
             continue
         _, _, header_size, fat_size = struct.unpack_from("<IHHQ", elf, p)
         q, stop = p + header_size, p + header_size + fat_size
+        if stop > end:
+            raise ValueError(f"fatbin at {p:#x} runs past its section: the layout is not understood")
         while q < stop:
             kind, _, entry_header, padded = struct.unpack_from("<HHII", elf, q)
             sm = struct.unpack_from("<I", elf, q + 28)[0]
             payload = q + entry_header
-            if entry_header < 32 or payload + padded > stop or stop > end:
+            if entry_header < 32 or payload + padded > stop:
                 raise ValueError(f"fatbin entry at {q:#x} runs past its fatbin: the layout is not understood")
             if kind == KIND_ELF and sm != keep_sm:
                 elf[payload : payload + padded] = bytes(padded)
