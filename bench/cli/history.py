@@ -28,10 +28,11 @@ series_option = click.option(
 )
 metric_option = click.option(
     "--metric",
-    default="p50",
+    default="p50,floor",
     show_default=True,
-    help="Metric(s), comma list: p50, p90, p95, p99, mean, throughput, rss, gpu, session, auc, or a stored name "
-    "(latency_p50_ms, roc_auc, service_p99_ms, …); 'all' for every one.",
+    help="Metric(s), comma list: p50, floor (the fastest replicate's p50, from runs with ≥ 3 replicates: far "
+    "steadier than p50 on a shared machine), p90, p95, p99, mean, throughput, rss, gpu, session, auc, or a stored "
+    "name (latency_p50_ms, roc_auc, service_p99_ms, …); 'all' for every one.",
 )
 since_option = click.option(
     "--since",
@@ -46,7 +47,7 @@ def history() -> None:
 
     \b
       bench history add reports/rc1 [--commit SHA] [--branch main] [--tag K=V]   store runs (idempotent)
-      bench history detect --metric p50 --fail-on-change                          change points per series
+      bench history detect --metric p50,floor --fail-on-change                    change points per series
       bench history list | show SERIES | report --out DIR                         look at what is stored
     """
 

@@ -41,12 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.history.store import StoredPoint
+from bench.history.store import FLOOR_METRIC, StoredPoint
 from bench.stats import RatioEstimate, decide, small_sample_factor
 
 # --metric shorthands → stored metric names
 METRIC_ALIASES = {
     "p50": "latency_p50_ms",
+    "floor": FLOOR_METRIC,
     "p90": "latency_p90_ms",
     "p95": "latency_p95_ms",
     "p99": "latency_p99_ms",

@@ -1,12 +1,14 @@
 """Does ``bench history detect`` find the steps and creeps the per-change gate misses, and stay quiet otherwise?
 
-    python tests/benchmarks/history_changepoints.py [--noise quiet|hog|twin] [--out FILE.json] [--quick]
+    python tests/benchmarks/history_changepoints.py [--noise quiet|hog|twin] [--figure p50|floor] [--out F] [--quick]
 
 Simulated histories, with the run-to-run noise of real A/A runs on this machine: every run's p50 is the
 series' level times a factor drawn (with replacement) from the log residuals of the A/A matrices in
 ``<--runs-dir>/<noise>/run*/results.json`` (default ``reports/matrix-aa``; each cell's log p50 minus the median
 over the runs of that cell; ``quiet``: nothing else running, ``hog``: a CPU hog beside it, ``twin``: the quiet
 runs' partners, one variant slowed; ``--runs-dir reports/matrix-aa-t1`` for matrices run with ``--threads 1``).
+``--figure floor``: the residuals of each cell's fastest replicate p50 instead (the history's derived ``floor``
+series, ``bench.history.store.FLOOR_METRIC``; cells with fewer than 3 replicates are left out).
 Counted (raw counts in the JSON):
 
 - steps: 20 series of 80 runs with a +5 % step at a random run in 20 … 60 → found within ≤ 5 runs (target ≥ 19);
@@ -37,21 +39,29 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.history.detect import Method, detect_series, q_statistics  # noqa: E402
-from bench.history.store import PointRow, RunRecord, RunRow, Store, StoredPoint  # noqa: E402
+from bench.history.store import PointRow, RunRecord, RunRow, Store, StoredPoint, fastest_replicate  # noqa: E402
 
 BENCH = [sys.executable, "-m", "bench"]
 
 
-def aa_residuals(runs_dir: Path, kind: str) -> tuple[np.ndarray, list[str]]:
-    """Log residuals of each A/A cell's p50 around that cell's median over the runs."""
+def aa_residuals(runs_dir: Path, kind: str, figure: str = "p50") -> tuple[np.ndarray, list[str]]:
+    """Log residuals of each A/A cell's ``figure`` (p50, or floor: its fastest replicate's p50) around that
+    cell's median over the runs."""
     files = sorted(glob.glob(str(runs_dir / kind / "run*" / "results.json")))
     if len(files) < 3:
         raise SystemExit(f"need the A/A runs in {runs_dir}/{kind}/run*/results.json (tests/benchmarks/matrix_aa.py)")
     cells: dict[tuple[str, int], list[float]] = {}
     for f in files:
         for c in json.loads(Path(f).read_text())["cells"]:
-            if c.get("status") == "ok" and (c.get("latency_ms") or {}).get("p50"):
-                cells.setdefault((c["variant"], c["batch_size"]), []).append(float(c["latency_ms"]["p50"]))
+            if c.get("status") != "ok" or not (c.get("latency_ms") or {}).get("p50"):
+                continue
+            if figure == "floor":
+                value = fastest_replicate(c.get("replicates") or {})
+                if value is None:
+                    continue
+            else:
+                value = float(c["latency_ms"]["p50"])
+            cells.setdefault((c["variant"], c["batch_size"]), []).append(value)
     res = [v for vals in cells.values() for v in (np.log(vals) - np.median(np.log(vals)))]
     return np.array(res), [str(Path(f).relative_to(ROOT)) for f in files]
 
@@ -185,6 +195,13 @@ def main() -> None:
         default=ROOT / "reports" / "matrix-aa",
         help="matrix_aa.py's --out: the A/A matrices whose run-to-run noise the histories get",
     )
+    ap.add_argument(
+        "--figure",
+        default="p50",
+        choices=["p50", "floor"],
+        help="the run figure whose run-to-run noise the histories get: the cell's p50, or its floor (the fastest "
+        "replicate's p50: the history's `floor` series)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
@@ -193,11 +210,12 @@ def main() -> None:
     a = ap.parse_args()
     a.runs_dir = a.runs_dir.resolve()
     rng = np.random.default_rng(a.seed)
-    noise, files = aa_residuals(a.runs_dir, a.noise)
+    noise, files = aa_residuals(a.runs_dir, a.noise, a.figure)
     method = Method()
     out: dict[str, Any] = {
         "noise": {
             "source": a.noise,
+            "figure": a.figure,
             "runs_dir": str(a.runs_dir.relative_to(ROOT)) if a.runs_dir.is_relative_to(ROOT) else str(a.runs_dir),
             "files": files,
             "residuals": int(noise.size),

@@ -130,13 +130,20 @@ def test_cli_detect_json_and_fail_on_change(tmp_path: Path) -> None:
     db = str(tmp_path / "h.sqlite")
     proc = run_bench("history", "add", *map(str, paths), "--db", db, "--commit", "c0")
     assert proc.returncode == 0, proc.stderr
-    proc = run_bench("history", "detect", "--db", db, "--json", "--series", "variant=fp32")
+    proc = run_bench("history", "detect", "--db", db, "--json", "--series", "variant=fp32", "--metric", "p50")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     [change] = report["change_points"]
     assert set(change) >= {"series", "metric", "run_id", "commit", "ratio", "ci", "p_value", "verdict"}
     assert change["run_id"] == "r0012" and change["verdict"] == "regression" and change["metric"] == "latency_p50_ms"
     assert change["series"]["variant"] == "fp32" and change["ci"][0] > 1.1
+    # by default the floor series (fastest replicate's p50) is looked at too, and sees the same step
+    report = json.loads(run_bench("history", "detect", "--db", db, "--json", "--series", "variant=fp32").stdout)
+    assert report["series"] == 2
+    assert {(c["metric"], c["run_id"], c["verdict"]) for c in report["change_points"]} == {
+        ("latency_p50_ms", "r0012", "regression"),
+        ("latency_floor_ms", "r0012", "regression"),
+    }
     proc = run_bench("history", "detect", "--db", db, "--fail-on-change")
     assert proc.returncode == 1, proc.stderr
     assert "regression" in proc.stdout and "fp32 · cpu · batch 1" in proc.stdout

@@ -13,7 +13,7 @@ from history_helpers import make_run, write_runs
 
 from bench.errors import InputError
 from bench.history.ingest import read_record
-from bench.history.store import MIGRATIONS, SCHEMA_VERSION, Store
+from bench.history.store import FLOOR_METRIC, MIGRATIONS, SCHEMA_VERSION, Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cli import BENCH, bench_env, run_bench
@@ -49,6 +49,35 @@ def test_add_is_idempotent_and_keeps_every_figure(kind: str, tmp_path: Path, req
         assert p50[0].machine_class == "CPU Test CPU"
     metrics = {p.metric for p in record.points}
     assert {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_ips", "rss_peak_mb"} <= metrics
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_the_floor_series_is_the_fastest_replicate_read_from_stored_p50_rows(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Not stored, derived when read: every stored run with ≥ 3 replicates has it; fewer give no floor."""
+    url = _url(kind, tmp_path, request)
+    run = make_run("r1", "2026-11-01T00:00:00+00:00")
+    thin = make_run("r2", "2026-11-02T00:00:00+00:00")
+    for cell in thin.cells:
+        assert cell.replicates is not None
+        cell.replicates["p50_ms"] = cell.replicates["p50_ms"][:2]
+    with Store.open(url) as store:
+        for r in (run, thin):
+            r.write(tmp_path / r.run_id)
+            store.add(read_record(tmp_path / r.run_id))
+        floor = store.points([FLOOR_METRIC])
+        assert {p.metric for p in floor} == {FLOOR_METRIC}  # the p50 rows it came from are not returned
+        assert [(p.run_id, p.variant) for p in floor] == [("r1", "fp32"), ("r1", "int8")]
+        for point, cell in zip(floor, run.cells, strict=True):
+            assert cell.replicates is not None
+            assert point.value == min(cell.replicates["p50_ms"]) < cell.latency_ms["p50"] * 1.05
+            assert point.unit == "ms" and point.ci_low is None
+        both = store.points(["latency_p50_ms", FLOOR_METRIC])
+        assert sum(p.metric == "latency_p50_ms" for p in both) == 4 and sum(p.metric == FLOOR_METRIC for p in both) == 2
+        everything = store.points()
+        assert sum(p.metric == FLOOR_METRIC for p in everything) == 2
+        assert not [p for p in store.points(["latency_p95_ms"]) if p.metric != "latency_p95_ms"]
 
 
 def test_sqlite_migrates_an_old_schema_and_refuses_a_newer_one(tmp_path: Path) -> None:
