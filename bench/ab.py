@@ -26,7 +26,7 @@ import numpy as np
 from bench import datasets, environment, stats
 from bench._cell import cell_spec, run_cell_process
 from bench.bundle import Bundle, resolve_model_dir
-from bench.compare import CompareResult, Tolerances, compare_runs
+from bench.compare import CompareResult, Tolerances, compare_runs, row_symmetry
 from bench.engine import Engine, cell_failure
 from bench.errors import InputError
 from bench.evaluate import EvalSpec, Evaluator
@@ -424,12 +424,14 @@ def apply_sequential(result: CompareResult, base_run: RunResult, cur_run: RunRes
         result.verdict = "regression"
     elif any(r.verdict in ("same", "improvement", "inconclusive") for r in result.rows):
         result.verdict = "pass"
-    if result.symmetry is not None:
-        tested = [r for r in result.rows if r.level is not None]
-        result.symmetry["regressions"] = sum(r.verdict == "regression" for r in tested)
-        result.symmetry["improvements"] = sum(r.verdict == "improvement" for r in tested)
+    result.symmetry = row_symmetry(result.rows)
     if result.family is not None:
-        result.family["why"] += "; bench ab --sequential: p50 and p95 each on a confidence sequence at α/2 (Bonferroni)"
+        judged = sum(r.metric in ("latency_p50_ms", "latency_p95_ms") and r.level is not None for r in result.rows)
+        family = result.family
+        family["why"] += "; bench ab --sequential: p50 and p95 each on a confidence sequence at α/2 (Bonferroni)"
+        family["rows"] += judged
+        family["expected_false"] = round(family["expected_false"] + judged * rule.alpha_row, 4)
+        family["expected_false_unadjusted"] = round(family["expected_false_unadjusted"] + judged * rule.alpha, 4)
     result.sequential = {
         "method": METHOD,
         "alpha": rule.alpha,
@@ -671,10 +673,16 @@ def run_ab(
         isolation=isolation,
         sequential=rule,
     )
+    by_sequence = rule is not None and cur_run.config.get("design") == "sequential"
     result = compare_runs(
-        base_run, cur_run, tolerances, pairs=[(base_run.cells[0], cur_run.cells[0])], labels=(base.label, cur.label)
+        base_run,
+        cur_run,
+        tolerances,
+        pairs=[(base_run.cells[0], cur_run.cells[0])],
+        labels=(base.label, cur.label),
+        latency_by_sequence=by_sequence,
     )
-    if rule is not None and cur_run.config.get("design") == "sequential":
+    if rule is not None and by_sequence:
         apply_sequential(result, base_run, cur_run, rule)
         if log and result.sequential is not None:
             seq = result.sequential

@@ -389,6 +389,7 @@ def compare_runs(
     pairs: Sequence[tuple[CellResult, CellResult]] | None = None,
     labels: tuple[str | Path | None, str | Path | None] = (None, None),
     calibration: Mapping[str, Any] | None = None,
+    latency_by_sequence: bool = False,
 ) -> CompareResult:
     """Verdicts for every cell present in both runs, matched by (variant, provider, batch size, model sha256).
 
@@ -396,6 +397,9 @@ def compare_runs(
     by design). Different machines make every row ``incomparable`` unless ``cross_machine``.
     ``calibration`` (``bench calibrate``'s object, made on this machine) widens cross-run latency
     intervals by its measured run-to-run spread; one made on another machine is named and not used.
+    ``latency_by_sequence``: the latency rows get their point ratios only, no bootstrap and no place in the
+    family — a sequential ``bench ab`` judges them on its confidence sequences (bench.ab.apply_sequential),
+    and the bootstrap it would discard costs ~1 s on a µs model's 80,000 calls a side.
     """
     tol = tolerances or Tolerances()
     if not baseline.cells:
@@ -419,7 +423,7 @@ def compare_runs(
     sigma_run = _calibrated_sigma(calibration, mc, result) if calibration is not None else 0.0
     pending: list[_Pending] = []
     for b, c in pairs:
-        result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why, pending))
+        result.rows.extend(_compare_cells(b, c, tol, dataset_ok, dataset_why, pending, latency_by_sequence))
     _isolation_rows(baseline, current, result)
     if cross_run and baseline.run_id and baseline.run_id == current.run_id:
         result.warnings.insert(0, f"both sides are the same run ({baseline.run_id}): every row compares it with itself")
@@ -449,7 +453,7 @@ def compare_runs(
                 if row.verdict != "incomparable":
                     row.why = f"different machines; would be {row.verdict}: {row.why}"
                     row.verdict = "incomparable"
-    result.symmetry = sym = _symmetry(result.rows)
+    result.symmetry = sym = row_symmetry(result.rows)
     if cross_run and sym["sign_p"] is not None and sym["sign_p"] < 1.0 - tol.confidence:
         result.warnings.append(
             f"the rows lean one way ({sym['slower']} slower, {sym['faster']} faster; sign test p={sym['sign_p']:.2g}): "
@@ -593,7 +597,7 @@ def _sigma_text(entry: RunToRun | None) -> str:
     return f"run-to-run σ {entry['sigma'] * 100:.1f}% seen across {entry['cells']} cells"
 
 
-def _symmetry(rows: list[CompareRow]) -> Symmetry:
+def row_symmetry(rows: list[CompareRow]) -> Symmetry:
     """Which way the family's rows went (counted over the tested rows, after every demotion)."""
     tested = [r for r in rows if r.level is not None]
     ratios = [r.ratio for r in tested if r.ratio is not None]
@@ -711,7 +715,13 @@ def _same_dataset(baseline: RunResult, current: RunResult) -> tuple[bool, str]:
 
 
 def _compare_cells(
-    b: CellResult, c: CellResult, tol: Tolerances, dataset_ok: bool, dataset_why: str, pending: list[_Pending]
+    b: CellResult,
+    c: CellResult,
+    tol: Tolerances,
+    dataset_ok: bool,
+    dataset_why: str,
+    pending: list[_Pending],
+    latency_by_sequence: bool = False,
 ) -> list[CompareRow]:
     key = cell_key(c)
     other = cell_key(b) if cell_key(b) != key else None
@@ -723,7 +733,7 @@ def _compare_cells(
         return [_status_row(b, c, row)]
     rows: list[CompareRow] = []
     for metric in LATENCY_METRICS:
-        rows.append(_latency_row(metric, b, c, tol, row, pending))
+        rows.append(_latency_row(metric, b, c, tol, row, pending, latency_by_sequence))
     rows.extend(_memory_rows(b, c, tol, row))
     size = _size_row(b, c, tol, row)
     if size is not None:
@@ -772,8 +782,10 @@ def _latency_row(
     tol: Tolerances,
     row: Callable[..., CompareRow],
     pending: list[_Pending],
+    by_sequence: bool = False,
 ) -> CompareRow:
-    """The ratio of a latency statistic with its hierarchical bootstrap; the verdict comes with the family."""
+    """The ratio of a latency statistic with its hierarchical bootstrap; the verdict comes with the family
+    (``by_sequence``: the point ratio only, judged later on a confidence sequence)."""
     name = "median" if metric.endswith("p50_ms") else "p95"
     if not b.samples_ms or not c.samples_ms:
         side = "baseline" if not b.samples_ms else "current"
@@ -792,11 +804,24 @@ def _latency_row(
     if unit_b != unit_c:  # one side has replicates, the other not: resample both as blocks of calls
         gb, _ = stats.replicate_groups(b.samples_ms, None)
         gc, _ = stats.replicate_groups(c.samples_ms, None)
-    est = stats.ratio_interval(gc, gb, name, n_boot=tol.n_boot, confidence=tol.confidence, unit=unit)
+    q = stats.statistic_of(name)
+    if by_sequence:
+        est = stats.RatioEstimate(
+            name,
+            stats.quantile(c.samples_ms, q) / stats.quantile(b.samples_ms, q),
+            None,
+            None,
+            None,
+            unit,
+            (len(gb), len(gc)),
+            (len(b.samples_ms), len(c.samples_ms)),
+            too_small="judged on the sequential design's confidence sequence",
+        )
+    else:
+        est = stats.ratio_interval(gc, gb, name, n_boot=tol.n_boot, confidence=tol.confidence, unit=unit)
     noise_b, noise_c = stats.noise_components(gb), stats.noise_components(gc)
     sides: tuple[tuple[Side, CellResult], ...] = (("baseline", b), ("current", c))
     noisy: list[Side] = [side for side, cell in sides if (cell.noise or {}).get("noisy")]
-    q = stats.statistic_of(name)
     made = row(
         metric=metric,
         baseline=_r(stats.quantile(b.samples_ms, q), 5),
@@ -1204,4 +1229,5 @@ __all__ = [
     "mcnemar",
     "parse_tolerance",
     "render_markdown",
+    "row_symmetry",
 ]

@@ -95,6 +95,12 @@ def test_bench_ab_sequential_records_every_look(tiny: Path, tmp_path: Path) -> N
     p50 = next(r for r in doc["rows"] if r["metric"] == "latency_p50_ms")
     assert p50["resampled"] == "pairs" and "confidence sequence" in p50["why"]
     assert p50["verdict"] == seq["looks"][-1]["p50"]["verdict"]
+    # the rows the sequences judged are the family's (α/2 each), and the symmetry line counts them
+    judged = [r for r in doc["rows"] if r["metric"] in ("latency_p50_ms", "latency_p95_ms") and r["level"]]
+    assert doc["family"]["rows"] == len(judged) >= 1
+    assert doc["family"]["expected_false"] == pytest.approx(len(judged) * 0.025)
+    ratios = [r["ratio"] for r in judged]
+    assert doc["symmetry"]["slower"] + doc["symmetry"]["faster"] == sum(x != 1 for x in ratios)
     config = json.loads((out / "current" / "results.json").read_text())["config"]
     assert config["design"] == "sequential" and config["looks"] == seq["looks"]
     assert config["stopped_because"] == seq["stopped_because"]
