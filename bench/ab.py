@@ -16,7 +16,7 @@ import gc
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -169,7 +169,9 @@ def measure_ab(
                     + (f" or {options.max_time_s:g} s" if options.max_time_s else "")
                     + f"; A = {current.label}, B = {baseline.label})"
                 )
-            record = _run_sequential(runs, one_block, sequential, blocks, options.max_time_s, options.seed, log)
+            record = _run_sequential(
+                runs, one_block, sequential, blocks, options.max_time_s, options.seed, log, isolation
+            )
             order_text = "".join(look.get("order", "") for look in record["looks"])
             blocks = 2 * record["pairs"]
         else:
@@ -187,9 +189,7 @@ def measure_ab(
         if cell.status != "ok" or not run.timed.samples:
             continue
         run.timed.record(cell, block_options.loop.iterations, isolation)
-        cell.noise = cast(
-            "Noise | None", run.probe.figures() if isolation == "session" else combine_noise(run.block_noise)
-        )
+        cell.noise = _side_noise(run, isolation)
         if evaluate is not None:
             cell.accuracy = evaluate(run.sessions.open(), side)  # alone: the timed sessions are gone
             run.sessions.close()
@@ -246,9 +246,14 @@ def _run_sequential(
     max_time_s: float | None,
     seed: int,
     log: LogFn | None,
+    isolation: str = "session",
 ) -> SequentialRecord:
     """Pairs of blocks (ABBA or BAAB, a seeded fair coin each) until ``rule`` stops, ``max_pairs`` are measured or
-    the next pair would pass ``max_time_s``; a look after every pair, each recorded."""
+    the next pair would pass ``max_time_s``; a look after every pair, each recorded.
+
+    A verdict the sides' noise so far would take away (:func:`_noise_demotion`: a p95 on two contended sides, a
+    p50 difference under different load) does not stop the pairs: they go on until a verdict that stands, or the
+    budget — else a +25 % twin beside a CPU hog stopped on its p95 at pair 3 and then lost it (7 of 20)."""
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     looks: list[SequentialLook] = []
@@ -287,7 +292,13 @@ def _run_sequential(
             shown = looks[-1]["p50"]
             span = f"[{shown['low']:.3f}, {shown['high']:.3f}]" if shown["low"] is not None else "[unbounded]"
             log(f"ab: look {pair + 1} ({seconds:.1f} s): p50 ×{shown['ratio']:.3f} {span} {shown['verdict']}")
+        noise_b, noise_c = _side_noise(runs[1], isolation), _side_noise(runs[0], isolation)
+        if p95 is not None and _noise_demotion("p95", seq_verdict(p95, rule.tolerance), noise_b, noise_c):
+            p95 = None
         reason = rule.stop(p50, p95)
+        decided_by_p50 = reason is not None and (p95 is None or seq_verdict(p95, rule.tolerance) != "regression")
+        if decided_by_p50 and _noise_demotion("p50", reason or "", noise_b, noise_c):  # it would not stand
+            reason = None
         if reason is not None:
             stopped = reason
             break
@@ -411,7 +422,7 @@ def apply_sequential(result: CompareResult, base_run: RunResult, cur_run: RunRes
         text = why(name, interval, rule.tolerance, rule.alpha_row)
         e_values = [mixture_ratio(_t(ratios[:k]), k, rule.g) for k in range(2, len(ratios) + 1)]
         p = min(1.0, 1.0 / max(e_values, default=1.0))  # anytime-valid: 1 / the largest e-value seen
-        demoted = _noise_demotion(name, decided, b, c)
+        demoted = _noise_demotion(name, decided, b.noise, c.noise)
         if demoted:
             decided, text = "inconclusive", f"inconclusive: {text.split(' (')[0]}, but {demoted}"
         row.verdict, row.why = decided, text
@@ -463,14 +474,20 @@ def _t(x: Sequence[float]) -> float:
     return mean / (sd / math.sqrt(n))
 
 
-def _noise_demotion(name: str, decided: str, b: CellResult, c: CellResult) -> str | None:
-    """Why a verdict cannot stand on these sides' noise, as compare_runs says it (bench.compare._judge_latency)."""
+def _side_noise(run: _SideRun, isolation: str) -> Noise | None:
+    """The noise of a side's blocks so far: this process's probe, or its block processes' combined."""
+    return cast("Noise | None", run.probe.figures() if isolation == "session" else combine_noise(run.block_noise))
+
+
+def _noise_demotion(name: str, decided: str, b: Mapping[str, Any] | None, c: Mapping[str, Any] | None) -> str | None:
+    """Why a verdict cannot stand on the sides' noise (``b``, ``c``: their Noise objects), as compare_runs says
+    it (bench.compare._judge_latency)."""
     if decided not in ("regression", "improvement", "same"):
         return None
-    load = load_difference(b.noise, c.noise)
+    load = load_difference(b, c)
     if load and decided != "same":
         return f"the sides were measured under different load ({load}): the difference may be the load's"
-    if name == "p95" and all((cell.noise or {}).get("contended") for cell in (b, c)):
+    if name == "p95" and all((noise or {}).get("contended") for noise in (b, c)):
         return "both sides were contended: a tail then times the neighbours' scheduling, not the model"
     return None
 

@@ -583,6 +583,8 @@ def _service_figures(
                 deadline=deadline,
                 inprocess_p50_ms=inprocess,
                 log=say,
+                server_cpus=options.server_cpus,
+                load_cpus=options.load_cpus,
             )
         )
     return entries

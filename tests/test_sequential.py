@@ -171,3 +171,42 @@ def test_target_precision_adds_replicates_until_precise(tiny: Path, tmp_path: Pa
 def test_target_precision_is_refused_outside_zero_to_one(tiny: Path) -> None:
     proc = run_bench("run", "--model-dir", str(tiny), "--target-precision", "150%", no_gpu=True)
     assert proc.returncode == 2 and "--target-precision" in proc.stderr
+
+
+class _Probe:
+    """A side's noise as NoiseProbe.figures() gives it: the blocks' neighbours, contended or not."""
+
+    def __init__(self, contended: bool) -> None:
+        self.contended = contended
+
+    def figures(self) -> dict[str, object]:
+        others = 1.0 if self.contended else 0.0
+        return {"others_cpu_cores": others, "noisy": self.contended, "contended": self.contended, "threads": 1}
+
+
+@pytest.mark.parametrize(("contended", "stops"), [(False, "regression"), (True, "same")])
+def test_a_tail_verdict_the_noise_would_take_away_does_not_stop_the_pairs(contended: bool, stops: str) -> None:
+    """The current side's p95 is ×1.5 and its p50 unchanged: on quiet sides the p95 regression stops the pairs;
+    on two contended sides it would be demoted afterwards (a tail then times the neighbours), so the pairs go
+    on and the p50 decides ("same") — not a stop on a verdict the result then loses."""
+    from bench.ab import _run_sequential, _SideRun
+    from bench.results import CellResult
+    from bench.sequential import Rule
+
+    rng = np.random.default_rng(3)
+    runs = [
+        _SideRun(side=None, cell=CellResult("v", "cpu", 1), sessions=None, probe=_Probe(contended))  # type: ignore[arg-type]
+        for _ in range(2)
+    ]
+
+    def one_block(block: int, order: tuple[int, int], later: bool) -> None:
+        base = np.exp(rng.normal(0.0, 0.02, 100))
+        current = base * np.exp(rng.normal(0.0, 0.005, 100))
+        current[base > np.quantile(base, 0.9)] *= 1.5  # the tail only
+        for i in order:
+            runs[i].timed.add(block, list(current if i == 0 else base), 1.0)
+
+    record = _run_sequential(runs, one_block, Rule(0.10), 20, None, 0, None)
+    assert record["stopped_because"] == stops
+    last = record["looks"][-1]
+    assert last["p95"] is not None and last["p95"]["verdict"] == "regression"  # seen at every look all the same

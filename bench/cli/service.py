@@ -149,6 +149,12 @@ def serve(
 @click.option("--no-ceiling", is_flag=True, help="Skip measuring the generator's own ceiling first.")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --url.")
 @click.option(
+    "--cpus",
+    default=None,
+    help="Pin this generator to these CPUs (taskset's list: 0, 0,2, 2-3; Linux), apart from a server on the same "
+    "machine (bench serve --cpus): else the two trade cores and the figures follow the scheduler.",
+)
+@click.option(
     "--max-error-rate",
     type=click.FloatRange(0, 100),
     default=0.0,
@@ -193,6 +199,7 @@ def load(
     connections: int,
     no_ceiling: bool,
     allow_remote: bool,
+    cpus: str | None,
     max_error_rate: float,
     generators: int,
     generator_executor: str,
@@ -206,6 +213,7 @@ def load(
     tail. Errors are counted by status or exception; more than --max-error-rate % of them exits 1 (after the
     results are written); a bad flag or a remote --url without --allow-remote exits 2.
     """
+    from bench.affinity import parse_cpus, pin_process
     from bench.datasets import image_files, resolve_dataset
     from bench.errors import VerdictFailed
     from bench.load import LoadSpec, StepRule, run_find_max, run_generators, run_load, summary_lines
@@ -230,6 +238,11 @@ def load(
         allow_remote=allow_remote,
         measure_ceiling=not no_ceiling,
     )
+    if cpus is not None:
+        if generators != 1 or generator_executor != "local":
+            raise InputError("--cpus pins one local generator; drop --generators/--executor ray")
+        pin_process(parse_cpus(cpus))
+        log(f"load: generator pinned to CPU {cpus}")
     if ray_address and generator_executor != "ray":
         raise InputError("--ray-address needs --executor ray")
     if budget is not None and not find_max:

@@ -102,6 +102,13 @@ class ServiceConfig:
         minimum=1,
         maximum=MAX_THREADS,
     )
+    cpus: str | None = setting(
+        None,
+        flag="--cpus",
+        help="Pin the server to these CPUs (taskset's list: 1, 0,2, 2-3; Linux), e.g. apart from a load generator "
+        "on the same machine (bench load --cpus). Without --threads, ORT then runs one intra-op thread per CPU given.",
+        role="record",
+    )
     device_id: int = setting(
         0, flag="--device-id", help="GPU index for cuda/tensorrt.", role="record", minimum=0, maximum=1023
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from bench import datasets
+from bench.affinity import parse_cpus, pinned
 from bench.bundle import Bundle, resolve_model_dir
 from bench.errors import BenchError
 from bench.load import DEFAULT_SLO_P99_MS, LoadSpec, StepRule, run_find_max, run_load
@@ -77,6 +78,19 @@ class ServiceRunSpec:
         minimum=0,
         above=True,
     )
+    server_cpus: str | None = setting(
+        None,
+        flag="--service-cpus",
+        help="With --with-service: pin each served model to these CPUs (bench serve --cpus; Linux).",
+        role="record",
+    )
+    load_cpus: str | None = setting(
+        None,
+        flag="--load-cpus",
+        help="With --with-service: pin the load generator (this process, during the service phase) to these CPUs "
+        "(bench load --cpus). With --service-cpus on other CPUs the two stop trading cores.",
+        role="record",
+    )
     budget_s: float | None = setting(
         None,
         flag="--service-budget",
@@ -90,6 +104,9 @@ class ServiceRunSpec:
 
     def __post_init__(self) -> None:
         check(self)
+        for flag, cpus in (("--service-cpus", self.server_cpus), ("--load-cpus", self.load_cpus)):
+            if cpus is not None:
+                parse_cpus(cpus, flag)  # a bad list fails before the matrix, not after it
 
     def as_config(self) -> dict[str, Any]:
         return recorded(self)
@@ -337,6 +354,8 @@ def service_figures(
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 180.0,
     log: Callable[[str], None] | None = None,
+    server_cpus: str | None = None,
+    load_cpus: str | None = None,
 ) -> ServiceEntry:
     """One RunResult.service entry: start ``bench serve``, load /detect, /detect/batch, find the max rate, stop.
 
@@ -345,7 +364,8 @@ def service_figures(
     steps cannot pass). ``deadline`` (time.monotonic()) bounds the search: a step that would end past it is not
     started and the bracket so far is reported ("budget reached"). Never raises for a service that cannot start
     or a provider that cannot run: the entry then has ``status`` "unavailable"/"failed" and a ``reason``, with
-    the figures null.
+    the figures null. ``server_cpus`` / ``load_cpus``: the server (``bench serve --cpus``) and this process's load
+    generator pinned, each to its own CPUs (bench.affinity).
     """
     if images is None or isinstance(images, (str, Path)):
         paths = tuple(datasets.image_files(datasets.resolve_dataset(images)))
@@ -385,11 +405,16 @@ def service_figures(
     rule = StepRule(
         slo_p99_ms=slo_p99_ms, min_step_s=find_max_step_s, max_steps=find_max_steps, requests=find_max_step_requests
     )
-    threads = None if is_gpu(provider) else intra_op_threads(None)  # bench serve runs ORT's default threads
+    # bench serve runs ORT's default threads, or one per CPU it is pinned to
+    threads = None if is_gpu(provider) else len(parse_cpus(server_cpus)) if server_cpus else intra_op_threads(None)
+    serve_args = [*serve_args, *(["--cpus", server_cpus] if server_cpus else [])]
     try:
-        with served(model_dir, variant, provider, extra_args=serve_args, env=env, ready_timeout_s=ready_timeout_s) as (
-            base,
-            pid,
+        with (
+            served(model_dir, variant, provider, extra_args=serve_args, env=env, ready_timeout_s=ready_timeout_s) as (
+                base,
+                pid,
+            ),
+            pinned(parse_cpus(load_cpus, "--load-cpus") if load_cpus else None),
         ):
             ready_s = time.monotonic() - spawned
             health = health_snapshot(base)

@@ -27,6 +27,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
+from bench.affinity import parse_cpus, pin_process
 from bench.bundle import Bundle, is_pytorch_variant, resolve_model_dir
 from bench.errors import BenchError, InputError
 from bench.service.config import ServiceConfig
@@ -183,6 +184,18 @@ def _configure_logging(log_level: str) -> None:
     install_log_rate_limit()
 
 
+def _pin(config: ServiceConfig, log: Callable[[str], None]) -> ServiceConfig:
+    """``--cpus``: this process on those CPUs before any thread starts; ORT's threads fitted to them unless
+    ``--threads`` says (its default, one per physical core, would queue its threads on fewer CPUs)."""
+    if config.cpus is None:
+        return config
+    cpus = parse_cpus(config.cpus)
+    pin_process(cpus)
+    threads = config.threads if config.threads is not None else len(cpus)
+    log(f"bench serve: pinned to CPU {config.cpus} with {threads} intra-op thread{'s' if threads != 1 else ''}")
+    return dataclasses.replace(config, threads=threads)
+
+
 def serve(
     config: ServiceConfig,
     host: str = "127.0.0.1",
@@ -195,6 +208,7 @@ def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT; the model loads in the background while the port already answers."""
     check_servable(config)
+    config = _pin(config, log)
     config, backlog = fit_to_open_files(_with_bind_host(config, host), log)
     _configure_logging(log_level)
     sock = bind_socket(host, port)

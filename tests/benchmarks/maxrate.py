@@ -2,6 +2,7 @@
 
     python tests/benchmarks/maxrate.py                       # 3 × standalone + 3 × matrix, demo fp32 on cpu
     python tests/benchmarks/maxrate.py --runs 1 --budget 40  # a quick proof that it works (brackets cut short)
+    python tests/benchmarks/maxrate.py --pin 1:0              # server on CPU 1, load generator on CPU 0
 
 The target (issue 24): 3 quiet runs of the demo fp32 service agree within ±10 %, standalone and in the matrix.
 Standalone: a fresh ``bench serve`` per run, loaded by ``bench load --find-max --json`` (the real CLI, in a
@@ -11,6 +12,8 @@ must give the same answer either way. Each run's raw find-max record (bracket, t
 each edge, every step, the noise it was measured in) goes to ``--out`` (default
 ``docs/measurements/maxrate.json``) with the spread of the brackets' lower edges. A run whose find-max was
 noisy (others used the CPU) does not count as quiet: the script says so and the target is not judged on it.
+``--pin SERVER:LOAD`` pins the server (``bench serve --cpus`` / ``bench matrix --service-cpus``) and the load
+generator (``bench load --cpus`` / ``--load-cpus``) to their own CPUs in both kinds of run.
 
 Exit 0 when every set of runs and both sets' medians lie within ±``--tolerance`` of each other, 1 when not
 (or when too few quiet runs were made), 2 on bad arguments.
@@ -38,25 +41,32 @@ from bench.service.harness import serve_subprocess
 REPO = Path(__file__).resolve().parents[2]
 
 
-def standalone(model_dir: Path, variant: str, slo: float, budget: float | None) -> dict[str, Any]:
+def standalone(
+    model_dir: Path, variant: str, slo: float, budget: float | None, pin: tuple[str, str] | None = None
+) -> dict[str, Any]:
     """One fresh ``bench serve`` loaded by ``bench load --find-max --json``: its max_rate record."""
     started = time.monotonic()
-    with serve_subprocess(model_dir, variant, "cpu", ready_timeout_s=180) as url:
+    serve_args = ["--cpus", pin[0]] if pin else []
+    with serve_subprocess(model_dir, variant, "cpu", ready_timeout_s=180, extra_args=serve_args) as url:
         cmd = [sys.executable, "-m", "bench", "load", "--url", url, "--find-max", "--p99-slo", f"{slo:g}", "--json"]
         cmd += ["--budget", f"{budget:g}"] if budget else []
+        cmd += ["--cpus", pin[1]] if pin else []
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         return {"error": proc.stderr[-500:], "wall_s": round(time.monotonic() - started, 1)}
     return {**json.loads(proc.stdout)["max_rate"], "wall_s": round(time.monotonic() - started, 1)}
 
 
-def in_matrix(model_dir: Path, variant: str, slo: float, budget: float | None, out: Path) -> dict[str, Any]:
+def in_matrix(
+    model_dir: Path, variant: str, slo: float, budget: float | None, out: Path, pin: tuple[str, str] | None = None
+) -> dict[str, Any]:
     """A one-variant ``bench matrix --with-service`` (cpu, batch 1, no accuracy): its service's max_rate record."""
     started = time.monotonic()
     cmd = [sys.executable, "-m", "bench", "matrix", "--model-dir", str(model_dir), "--variants", variant]
     cmd += ["--providers", "cpu", "--batch-sizes", "1", "--no-accuracy", "--with-service"]
     cmd += ["--service-slo", f"{slo:g}", "--out", str(out)]
     cmd += ["--service-budget", f"{budget:g}"] if budget else []
+    cmd += ["--service-cpus", pin[0], "--load-cpus", pin[1]] if pin else []
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     wall = round(time.monotonic() - started, 1)
     results = out / "results.json"
@@ -94,10 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo", type=float, default=DEFAULT_SLO_P99_MS, help="p99 SLO in ms (both kinds).")
     parser.add_argument("--budget", type=float, default=None, help="Seconds each find-max may take (proof runs).")
     parser.add_argument("--tolerance", type=float, default=0.10, help="Agreement asked for (±, relative).")
+    parser.add_argument(
+        "--pin", default=None, metavar="SERVER:LOAD", help="CPU lists for the server and the generator, e.g. 1:0"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "maxrate.json")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.slo <= 0 or (args.budget is not None and args.budget <= 0):
         parser.error("--runs must be ≥ 1, --slo and --budget > 0")
+    pin = None
+    if args.pin is not None:
+        server, colon, generator = args.pin.partition(":")
+        if not colon or not server or not generator:
+            parser.error("--pin takes SERVER:LOAD CPU lists, e.g. 1:0")
+        pin = (server, generator)
     model_dir = resolve_model_dir(args.model_dir)
     record: dict[str, Any] = {
         "kind": "bench maxrate reproducibility",
@@ -108,16 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         "slo_p99_ms": args.slo,
         "budget_s": args.budget,
         "tolerance": args.tolerance,
+        "pin": {"server_cpus": pin[0], "load_cpus": pin[1]} if pin else None,
         "environment": {k: environment.fingerprint().get(k) for k in ("machine_id", "cpu", "onnxruntime", "python")},
         "standalone": [],
         "matrix": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench-maxrate-") as work:
         for i in range(args.runs):  # alternated, so drift falls on both kinds alike
-            run = standalone(model_dir, args.variant, args.slo, args.budget)
+            run = standalone(model_dir, args.variant, args.slo, args.budget, pin)
             record["standalone"].append(run)
             print(f"standalone {i + 1}: {_line(run)}", file=sys.stderr)
-            run = in_matrix(model_dir, args.variant, args.slo, args.budget, Path(work) / f"matrix-{i}")
+            run = in_matrix(model_dir, args.variant, args.slo, args.budget, Path(work) / f"matrix-{i}", pin)
             record["matrix"].append(run)
             print(f"matrix {i + 1}: {_line(run)}", file=sys.stderr)
     alone, matrix = spread(record["standalone"]), spread(record["matrix"])
