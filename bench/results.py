@@ -120,6 +120,8 @@ class ServiceOptions(TypedDict, total=False):
     duration_s: float  # --service-duration: seconds of /detect and of /detect/batch load
     slo_p99_ms: float  # --service-slo: the p99 SLO find-max holds each served variant to
     budget_s: float | None  # --service-budget: seconds the whole service phase may take; None: unbounded
+    server_cpus: str | None  # --service-cpus: the CPUs each served model was pinned to; None: not pinned
+    load_cpus: str | None  # --load-cpus: the CPUs the load generator was pinned to; None: not pinned
 
 
 class ClaimsRecord(TypedDict, total=False):

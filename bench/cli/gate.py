@@ -152,12 +152,12 @@ def compare(
 @no_build_option
 @click.option(
     "--sequential/--fixed",
-    default=False,
+    default=True,
     show_default=True,
-    help="--sequential: blocks in AB/BA pairs, a look after every pair at a confidence sequence valid at every "
-    "look; stops at regression, improvement or same, and at --max-time (or twice its timed work) answers "
-    "inconclusive with the MDE. --fixed (the default; also whenever --blocks N is given): a fixed number of "
-    "blocks.",
+    help="--sequential (the default): blocks in AB/BA pairs, a look after every pair at a confidence sequence "
+    "valid at every look; stops at regression, improvement or same, and at --max-time (or twice its timed work) "
+    "answers inconclusive with the MDE. --fixed (also whenever --blocks N is given): a fixed number of blocks, "
+    "judged by a two-level bootstrap.",
 )
 @click.option(
     "--blocks",
@@ -233,9 +233,9 @@ def ab(
     """Measure two model folders (or two variants) alternately in one job, then compare.
 
     The noise-robust release gate: both sides share the machine's state and its neighbours' load, block
-    by block; each block is a fresh session (or process). By default (--fixed) a fixed number of blocks is
-    measured and the verdict resamples blocks, then calls; --sequential adds blocks in AB/BA pairs and stops
-    as soon as the latency verdict is settled (a confidence sequence, valid at every look).
+    by block; each block is a fresh session (or process). By default (--sequential) blocks come in AB/BA
+    pairs and stop as soon as the latency verdict is settled (a confidence sequence, valid at every look);
+    --fixed or --blocks N measures a fixed number of blocks and the verdict resamples blocks, then calls.
     Without --min-time each side is timed for at least a few seconds. Without --threads on a CPU whose
     other processes hold cores ORT's threads would need, both sides run with fewer threads (said, and
     recorded as config.threads_why); --threads 0 keeps ORT's default.

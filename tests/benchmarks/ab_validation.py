@@ -65,7 +65,7 @@ def _line(tag: str, i: int, s: dict[str, Any]) -> str:
 def aa_ab(model: Path, runs: int, extra: list[str]) -> list[dict[str, Any]]:
     out = []
     for i in range(runs):
-        _, stdout = _bench("ab", "--model-dir", str(model), "--against", str(model), "--json", *extra)
+        _, stdout = _bench("ab", "--model-dir", str(model), "--against", str(model), "--json", "--fixed", *extra)
         out.append(_summary(json.loads(stdout)))
         print(_line("A/A ab     ", i, out[-1]), flush=True)
     return out
@@ -88,6 +88,7 @@ def ab_slowdown(model: Path, candidate: Path, factor: float, runs: int, extra: l
     for i in range(runs):
         _, stdout = _bench(
             "ab",
+            "--fixed",  # the fixed design's error rates (bench ab is sequential by default)
             "--model-dir",
             str(candidate),
             "--against",

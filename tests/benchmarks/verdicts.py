@@ -148,6 +148,7 @@ def ab_runs(base: Path, cand: Path, runs: int, tolerance: str, extra: list[str])
             tolerance,
             "--seed",
             str(i),
+            "--fixed",  # this script measures the fixed design (sequential_ab.py the sequential one, the default)
             *extra,
         )
         walls.append(time.monotonic() - t0)
