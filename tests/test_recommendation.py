@@ -262,8 +262,10 @@ def test_decide_adds_replicates_until_an_undecided_recommendation_is_decided(tmp
     looks = rec["decide"]
     # the ratios settle; the status also needs every deciding figure measured quietly (a busy CI box: undecided)
     expected = "undecided" if rec.get("noisy") else "decided"
-    stopped = "cannot_settle" if rec.get("noisy") else "decided"  # more replicates cannot fix a noisy figure
-    assert looks["rounds"] >= 1 and looks["stopped"] == stopped and rec["status"] == expected
+    # more replicates cannot fix a noisy figure: the rounds stop once the ratios settle (cannot_settle), or at
+    # --decide's most rounds when the noise keeps them from settling (seen in a clean-clone CI run)
+    stopped = ("cannot_settle", "max_rounds") if rec.get("noisy") else ("decided",)
+    assert looks["rounds"] >= 1 and looks["stopped"] in stopped and rec["status"] == expected
     assert {(a["variant"], a["replicates"] > 0) for a in looks["added"]} == {("fp32", True), ("seed2", True)}
     for c in doc["cells"]:
         ids = c["sample_replicates"]
