@@ -188,8 +188,7 @@ def served(
         )
 
         def tail() -> str:
-            log_file.seek(0)
-            lines = log_file.read().decode(errors="replace").strip().splitlines()
+            lines = _written(log_file).strip().splitlines()
             return " | ".join(lines[-5:]) or "(no output)"
 
         try:
@@ -223,10 +222,16 @@ def served(
                     proc.wait(timeout=5)
 
 
+def _written(log_file: IO[bytes]) -> str:
+    """What the server has written to ``log_file`` so far, read with pread: the child writes through the same
+    open file, so a seek here would move its offset too and its next line would overwrite the first ones."""
+    fd = log_file.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
 def _listening_url(log_file: IO[bytes]) -> str | None:
     """The base URL from ``bench serve``'s "listening on URL;" line, once it has been written."""
-    log_file.seek(0)
-    for line in log_file.read().decode(errors="replace").splitlines():
+    for line in _written(log_file).splitlines():
         if line.startswith(LISTENING_PREFIX):
             return line[len(LISTENING_PREFIX) :].split(";", 1)[0].strip()
     return None

@@ -192,3 +192,19 @@ def test_bench_serve_subprocess_ready_line_and_graceful_drain(tmp_path: Path, im
     while not lines.empty():
         seen.append(lines.get())
     assert any("bench serve: stopped" in line for line in [*seen, rest]), seen
+
+
+def test_reading_the_servers_log_leaves_its_lines_intact() -> None:
+    """The harness polls the log a child writes through the same open file: reading must not move the child's
+    offset (a seek(0) there let later lines overwrite the first: `bench serve --cpus`'s early line hid the
+    listening line in a clean-clone CI run)."""
+    import tempfile
+
+    from bench.service.harness import _written
+
+    script = "import sys\nfor i in range(3000): print(f'line {i}', file=sys.stderr, flush=True)"
+    with tempfile.TemporaryFile(mode="w+b") as log_file:
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=log_file, stderr=subprocess.STDOUT)
+        while child.poll() is None:
+            _written(log_file)
+        assert _written(log_file).splitlines() == [f"line {i}" for i in range(3000)]
