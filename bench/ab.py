@@ -292,13 +292,8 @@ def _run_sequential(
             shown = looks[-1]["p50"]
             span = f"[{shown['low']:.3f}, {shown['high']:.3f}]" if shown["low"] is not None else "[unbounded]"
             log(f"ab: look {pair + 1} ({seconds:.1f} s): p50 ×{shown['ratio']:.3f} {span} {shown['verdict']}")
-        noise_b, noise_c = _side_noise(runs[1], isolation), _side_noise(runs[0], isolation)
-        if p95 is not None and _noise_demotion("p95", seq_verdict(p95, rule.tolerance), noise_b, noise_c):
-            p95 = None
-        reason = rule.stop(p50, p95)
-        decided_by_p50 = reason is not None and (p95 is None or seq_verdict(p95, rule.tolerance) != "regression")
-        if decided_by_p50 and _noise_demotion("p50", reason or "", noise_b, noise_c):  # it would not stand
-            reason = None
+        noise = (_side_noise(runs[1], isolation), _side_noise(runs[0], isolation))  # (baseline, current)
+        reason = rule.stop(_standing("p50", p50, rule, noise), _standing("p95", p95, rule, noise))
         if reason is not None:
             stopped = reason
             break
@@ -472,6 +467,15 @@ def _t(x: Sequence[float]) -> float:
     n, mean = len(x), float(np.mean(x))
     sd = max(float(np.std(x, ddof=1)), 1e-9)
     return mean / (sd / math.sqrt(n))
+
+
+def _standing(
+    name: str, interval: Interval | None, rule: Rule, noise: tuple[Noise | None, Noise | None]
+) -> Interval | None:
+    """The row's interval, or None when the verdict read off it would not stand on the sides' noise so far."""
+    if interval is None or _noise_demotion(name, seq_verdict(interval, rule.tolerance), *noise):
+        return None
+    return interval
 
 
 def _side_noise(run: _SideRun, isolation: str) -> Noise | None:

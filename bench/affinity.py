@@ -13,6 +13,7 @@ thread alone would leave behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -56,7 +57,6 @@ def pin_process(cpus: tuple[int, ...]) -> tuple[int, ...]:
     for tid in _threads():
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
             os.sched_setaffinity(tid, cpus)
-    os.sched_setaffinity(0, cpus)
     return before
 
 
@@ -81,20 +81,9 @@ def _threads() -> list[int]:
 
 
 def _ranges(cpus: tuple[int, ...]) -> str:
-    """(0, 1, 2, 5) → "0-2,5"."""
-    out: list[str] = []
-    start = prev = None
-    for c in cpus:
-        if start is None:
-            start = prev = c
-        elif c == (prev or 0) + 1:
-            prev = c
-        else:
-            out.append(f"{start}-{prev}" if start != prev else f"{start}")
-            start = prev = c
-    if start is not None:
-        out.append(f"{start}-{prev}" if start != prev else f"{start}")
-    return ",".join(out)
+    """(0, 1, 2, 5) → "0-2,5": consecutive numbers share ``number - position``."""
+    runs = [[c for _, c in run] for _, run in itertools.groupby(enumerate(cpus), lambda ic: ic[1] - ic[0])]
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
 
 
 __all__ = ["available_cpus", "parse_cpus", "pin_process", "pinned"]

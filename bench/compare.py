@@ -805,16 +805,17 @@ def _latency_row(
         gb, _ = stats.replicate_groups(b.samples_ms, None)
         gc, _ = stats.replicate_groups(c.samples_ms, None)
     q = stats.statistic_of(name)
+    at_b, at_c = stats.quantile(b.samples_ms, q), stats.quantile(c.samples_ms, q)
     if by_sequence:
         est = stats.RatioEstimate(
-            name,
-            stats.quantile(c.samples_ms, q) / stats.quantile(b.samples_ms, q),
-            None,
-            None,
-            None,
-            unit,
-            (len(gb), len(gc)),
-            (len(b.samples_ms), len(c.samples_ms)),
+            statistic=name,
+            point=at_c / at_b,
+            low=None,
+            high=None,
+            se_log=None,
+            unit=unit,
+            groups=(len(gb), len(gc)),
+            n=(len(b.samples_ms), len(c.samples_ms)),
             too_small="judged on the sequential design's confidence sequence",
         )
     else:
@@ -824,8 +825,8 @@ def _latency_row(
     noisy: list[Side] = [side for side, cell in sides if (cell.noise or {}).get("noisy")]
     made = row(
         metric=metric,
-        baseline=_r(stats.quantile(b.samples_ms, q), 5),
-        current=_r(stats.quantile(c.samples_ms, q), 5),
+        baseline=_r(at_b, 5),
+        current=_r(at_c, 5),
         verdict="inconclusive",  # until _judge_latency
         resampled=unit,
         cv_between=_pair(noise_b.cv_between, noise_c.cv_between),

@@ -161,12 +161,13 @@ class Rule:
     def alpha_row(self) -> float:
         return self.alpha / 2.0
 
-    def stop(self, p50: Interval, p95: Interval | None) -> StopReason | None:
+    def stop(self, p50: Interval | None, p95: Interval | None) -> StopReason | None:
         """The reason to stop at this look, or None to add a pair. A p95 regression fails the gate whatever
-        the p50 says; otherwise the p50 (the unit the pairs are built on) decides when to stop."""
+        the p50 says; otherwise the p50 (the unit the pairs are built on) decides when to stop. None for a
+        row: it cannot decide at this look."""
         if p95 is not None and verdict(p95, self.tolerance) == "regression":
             return "regression"
-        decided = verdict(p50, self.tolerance)
+        decided = "inconclusive" if p50 is None else verdict(p50, self.tolerance)
         return None if decided == "inconclusive" else decided
 
 
