@@ -56,7 +56,7 @@ from bench.sequential import mde as seq_mde
 from bench.sequential import verdict as seq_verdict
 from bench.timing import LoopSpec, frozen_heap
 from bench.torch_engine import TorchEngine
-from bench.variants import ensure_variant
+from bench.variants import ensure_variant, parse_variants
 
 LogFn = Callable[[str], None]
 MIN_CALLS_PER_BLOCK = 10  # sequential: a block's median needs some calls (as the fixed design's at 100 calls)
@@ -625,11 +625,17 @@ def run_ab(
     isolation: str = "session",
     perturb: Sequence[str] = (),
     sequential: bool = False,
+    batch_sizes: Sequence[int] = (),
 ) -> tuple[CompareResult, RunResult, RunResult]:
     """``bench ab``: resolve both sides, measure them interleaved, compare (baseline = ``against``).
 
     ``sequential`` (unless ``blocks`` is given): pairs of blocks until the latency verdict is settled
     (bench.sequential), its rows then read off their confidence sequences (:func:`apply_sequential`).
+
+    Several cells (``variant`` a comma list or ``all``, or several ``batch_sizes``): each variant against its
+    namesake in ``against``, one cell after the other, each interleaved as one cell is; every row of every
+    cell is then one family (Holm, as compare_runs holds a matrix). Cells use the fixed design: a confidence
+    sequence per cell would need the family's level split in advance, and stops the cells at different times.
 
     Without ``min_time_s`` each side is timed for at least DEFAULT_MIN_TIME_S (:func:`timed_for_a_while`).
     """
@@ -642,65 +648,69 @@ def run_ab(
     providers = parse_providers(provider)
     if len(providers) != 1:
         raise InputError("bench ab measures one provider at a time; pass a single --provider")
-    if "," in variant or variant == "all" or (against_variant and ("," in against_variant or against_variant == "all")):
-        raise InputError("bench ab compares one variant against one other; pass a single --variant name")
     bundle_cur = Bundle.discover(resolve_model_dir(model_dir))
     bundle_base = Bundle.discover(against, flag="--against") if against is not None else bundle_cur
-    var_base = against_variant or variant
-    if against is None and var_base == variant and log:
+    variants = parse_variants(variant, bundle_cur)
+    if against_variant is not None and (len(variants) > 1 or "," in against_variant or against_variant == "all"):
+        raise InputError(
+            "--against-variant pairs one variant with one other; to compare several, pass --against DIR and "
+            "each --variant is measured against its namesake there"
+        )
+    sizes = list(batch_sizes) or [options.batch_size]
+    cells = [(v, b) for v in variants for b in sizes]
+    whole = len(cells) > 1
+    if against is None and against_variant == variant and log:
         log("note: --against-variant equals --variant: an A/A run (both sides are the same file)")
-    cur = AbSide(ensure_variant(bundle_cur, variant, allow_build=allow_build, log=log), variant, bundle_cur.root)
-    base = AbSide(ensure_variant(bundle_base, var_base, allow_build=allow_build, log=log), var_base, bundle_base.root)
-    bundles = {id(cur): bundle_cur, id(base): bundle_base}
-
-    input_batch = evaluate = None
-    dataset_fp = None
-    if dataset is not None:
-        lset = datasets.load_labelled_set(datasets.resolve_dataset(dataset))
-        if log:
-            for warning in lset.warnings:
-                log(f"warning: {warning}")
-        paths = [item.path for item in lset.items]
-        dataset_fp = lset.fingerprint()
-        spec = EvalSpec(lset.root, threshold, positive_label, perturbations=tuple(perturb))
-        evaluators = {key: Evaluator(bundle, lset, spec) for key, bundle in bundles.items()}
-        feeds = {key: image_feed(paths, options.batch_size, bundle) for key, bundle in bundles.items()}
-
-        def input_batch(engine: Engine | TorchEngine, side: AbSide) -> np.ndarray:
-            return feeds[id(side)](engine)
-
-        def evaluate(engine: Engine | TorchEngine, side: AbSide) -> Accuracy | None:
-            evaluator = evaluators[id(side)]
-            positive, why = evaluator.target(evaluator.labels(engine))
-            if positive is None:  # CLI.md: accuracy unavailable with the reason; latency still runs
-                if log:
-                    log(f"ab: accuracy unavailable for {side.label}: {why}")
-                return None
-            return evaluator(engine)
+    roots = {bundle_cur.root: bundle_cur, bundle_base.root: bundle_base}
+    hooks, dataset_fp = _dataset_hooks(dataset, roots, positive_label, threshold, perturb, log)
 
     tol = tolerances or Tolerances()
     rule = Rule(tol.latency, alpha=round(1.0 - tol.confidence, 6)) if sequential and blocks is None else None
-    base_run, cur_run = measure_ab(
-        cur,
-        base,
-        providers[0],
-        options,
-        blocks=blocks,
-        input_batch=input_batch,
-        evaluate=evaluate,
-        isolated_memory=isolated_memory,
-        dataset=dataset_fp,
-        log=log,
-        isolation=isolation,
-        sequential=rule,
-    )
+    if whole and rule is not None:
+        rule = None
+        if log:
+            log(
+                f"ab: {len(cells)} cells, each measured in turn with the fixed design; every row of every cell is "
+                "held together by Holm (the sequential design judges one cell)"
+            )
+    measured: list[tuple[RunResult, RunResult]] = []
+    for number, (name, batch) in enumerate(cells, start=1):
+        cur = AbSide(ensure_variant(bundle_cur, name, allow_build=allow_build, log=log), name, bundle_cur.root)
+        base_name = against_variant or name
+        base = AbSide(
+            ensure_variant(bundle_base, base_name, allow_build=allow_build, log=log), base_name, bundle_base.root
+        )
+        if whole and log:
+            log(f"ab: cell {number}/{len(cells)}: {name} · {providers[0]} · batch {batch}")
+        input_batch, evaluate = hooks(batch)
+        measured.append(
+            measure_ab(
+                cur,
+                base,
+                providers[0],
+                replace(options, batch_size=batch),
+                blocks=blocks,
+                input_batch=input_batch,
+                evaluate=evaluate,
+                isolated_memory=isolated_memory,
+                dataset=dataset_fp,
+                log=log,
+                isolation=isolation,
+                sequential=rule,
+            )
+        )
+    if whole:
+        base_run, cur_run = (_cells_in_one_run([m[k] for m in measured], variants, sizes) for k in (0, 1))
+        labels: tuple[str | Path, str | Path] = (bundle_base.root, bundle_cur.root)
+    else:
+        (base_run, cur_run), labels = measured[0], (base.label, cur.label)
     by_sequence = rule is not None and cur_run.config.get("design") == "sequential"
     result = compare_runs(
         base_run,
         cur_run,
         tolerances,
-        pairs=[(base_run.cells[0], cur_run.cells[0])],
-        labels=(base.label, cur.label),
+        pairs=list(zip(base_run.cells, cur_run.cells, strict=True)),
+        labels=labels,
         latency_by_sequence=by_sequence,
     )
     if rule is not None and by_sequence:
@@ -712,6 +722,83 @@ def run_ab(
                 f"{seq['stopped_because']}"
             )
     return result, base_run, cur_run
+
+
+Hooks = tuple[
+    "Callable[[Engine | TorchEngine, AbSide], np.ndarray] | None",
+    "Callable[[Engine | TorchEngine, AbSide], Accuracy | None] | None",
+]
+
+
+def _dataset_hooks(
+    dataset: Path | None,
+    bundles: Mapping[Path, Bundle],
+    positive_label: str | None,
+    threshold: float,
+    perturb: Sequence[str],
+    log: LogFn | None,
+) -> tuple[Callable[[int], Hooks], DatasetInfo | None]:
+    """With a labelled set: per batch size, the timed input (its real images) and the evaluation of each side's
+    bundle; without one, no hooks (random input, no accuracy)."""
+    if dataset is None:
+        return (lambda batch: (None, None)), None
+    lset = datasets.load_labelled_set(datasets.resolve_dataset(dataset))
+    if log:
+        for warning in lset.warnings:
+            log(f"warning: {warning}")
+    paths = [item.path for item in lset.items]
+    spec = EvalSpec(lset.root, threshold, positive_label, perturbations=tuple(perturb))
+    evaluators = {root: Evaluator(bundle, lset, spec) for root, bundle in bundles.items()}
+    feeds: dict[tuple[Path, int], Callable[[Engine | TorchEngine], np.ndarray]] = {}
+
+    def hooks(batch: int) -> Hooks:
+        def input_batch(engine: Engine | TorchEngine, side: AbSide) -> np.ndarray:
+            key = (side.model_dir, batch)
+            if key not in feeds:
+                feeds[key] = image_feed(paths, batch, bundles[side.model_dir])
+            return feeds[key](engine)
+
+        def evaluate(engine: Engine | TorchEngine, side: AbSide) -> Accuracy | None:
+            evaluator = evaluators[side.model_dir]
+            positive, why = evaluator.target(evaluator.labels(engine))
+            if positive is None:  # CLI.md: accuracy unavailable with the reason; latency still runs
+                if log:
+                    log(f"ab: accuracy unavailable for {side.label}: {why}")
+                return None
+            return evaluator(engine)
+
+        return input_batch, evaluate
+
+    return hooks, lset.fingerprint()
+
+
+_PER_CELL_CONFIG = ("blocks", "iterations_per_block", "order", "threads", "threads_why")
+
+
+def _cells_in_one_run(runs: list[RunResult], variants: list[str], sizes: list[int]) -> RunResult:
+    """One side's cells, each measured by its own measure_ab, as one run: the run-wide config is the first
+    cell's, less what each cell chose for itself (blocks, order, threads), which ``ab_cells`` keeps per cell."""
+    config = cast(dict[str, Any], dict(runs[0].config))
+    designs = []
+    for run in runs:
+        cell = run.cells[0]
+        design = {"variant": cell.variant, "batch_size": cell.batch_size}
+        design.update({k: run.config[k] for k in _PER_CELL_CONFIG if k in run.config})  # type: ignore[literal-required]
+        designs.append(design)
+    for key in (*_PER_CELL_CONFIG, "batch_size"):
+        config.pop(key, None)
+    config.update(
+        variants=variants,
+        batch_sizes=sizes,
+        replicates=min(int(run.config.get("replicates") or 0) for run in runs),
+        ab_cells=designs,
+    )
+    return RunResult(
+        environment=runs[0].environment,
+        dataset=runs[0].dataset,
+        cells=[run.cells[0] for run in runs],
+        config=cast(RunConfig, config),
+    )
 
 
 __all__ = [

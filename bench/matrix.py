@@ -34,6 +34,7 @@ from bench.executors import CellJob, Executor, LocalExecutor
 from bench.formatting import fmt
 from bench.modelfile import model_info, output_width
 from bench.noise import combine_noise
+from bench.options import parse_batch_sizes  # also imported from here (bench.cli, tests)
 from bench.perturb import DEFAULT_SEED
 from bench.providers import is_gpu
 from bench.results import (
@@ -71,20 +72,6 @@ MEASURE_KEYS = (
 _FLAGS = {config_key(f, s): s.flag for cls in (RunOptions, EvalSpec) for f, s in settings(cls)} | {
     "perturbations": "--perturb"
 }
-
-
-def parse_batch_sizes(text: str) -> list[int]:
-    """``"1,8"`` → ``[1, 8]``; anything but positive integers is a usage error."""
-    sizes: list[int] = []
-    for part in (p.strip() for p in str(text).split(",")):
-        if not part:
-            continue
-        if not part.isdigit() or int(part) < 1:
-            raise InputError(f"--batch-sizes takes positive integers separated by commas, got {part!r}")
-        sizes.append(int(part))
-    if not sizes:
-        raise InputError("--batch-sizes is empty; e.g. --batch-sizes 1,8")
-    return sorted(dict.fromkeys(sizes))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,20 @@ MIN_BLOCKS, MAX_BLOCKS = 10, 40
 DEFAULT_MIN_TIME_S = 1.0
 
 
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"1,8"`` → ``[1, 8]``; anything but positive integers is a usage error."""
+    sizes: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise InputError(f"--batch-sizes takes positive integers separated by commas, got {part!r}")
+        sizes.append(int(part))
+    if not sizes:
+        raise InputError("--batch-sizes is empty; e.g. --batch-sizes 1,8")
+    return sorted(dict.fromkeys(sizes))
+
+
 @dataclass(frozen=True)
 class LoopSpec:
     """How long to measure: ``warmup`` uncounted calls, then ``iterations`` timed calls.

@@ -196,6 +196,19 @@ class RunConfig(TypedDict, total=False):
     max_pairs: int  # ab --sequential: pairs of blocks it would add at most
     target_precision: float | None  # run/matrix: replicates added until the p50 interval's half-width is within this
     max_time_s: float | None  # ab --sequential and --target-precision: seconds of measuring at most
+    ab_cells: list[AbCellDesign]  # ab over several cells (--variant LIST, --batch-sizes): each cell's own design
+
+
+class AbCellDesign(TypedDict, total=False):
+    """How ``bench ab`` measured one cell of several: its blocks, their order and its threads (each cell's own)."""
+
+    variant: str
+    batch_size: int
+    blocks: int
+    iterations_per_block: int
+    order: str
+    threads: int | None
+    threads_why: str
 
 
 class DatasetInfo(TypedDict, total=False):

@@ -640,6 +640,62 @@ def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_pa
 
 
 @pytest.mark.slow
+def test_cli_ab_over_a_whole_matrix_flags_only_the_slowed_variant(two_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """--variant LIST × --batch-sizes: each cell interleaved in turn, every row one Holm family, one exit code."""
+    old, new = two_dirs
+    for folder in (old, new):
+        shutil.copy(folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx")
+    faults = json.dumps({"slowdown": {"factor": 1.0, "match": "candidate-model/onnx/model_quantized"}})
+    res = invoke(
+        "ab",
+        "--model-dir",
+        new,
+        "--against",
+        old,
+        "--variant",
+        "fp32,quantized",
+        "--batch-sizes",
+        "1,2",
+        "--iterations",
+        "60",
+        "--no-memory",
+        "--no-explain",
+        "--threads",
+        "1",
+        "--json",
+        "--out",
+        tmp_path / "ab",
+        env={"BENCH_FAULTS": faults},
+    )
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 1, res.output
+    flagged = {
+        (r["key"]["variant"], r["key"]["batch_size"], r["metric"]) for r in doc["rows"] if r["verdict"] == "regression"
+    }
+    assert ("quantized", 1, "latency_p50_ms") in flagged and ("quantized", 2, "latency_p50_ms") in flagged, flagged
+    assert not [
+        r for r in doc["rows"] if r["key"]["variant"] == "fp32" and r["verdict"] in ("regression", "improvement")
+    ]
+    assert doc["family"]["method"] == "holm" and doc["family"]["rows"] == 8  # p50 + p95 of 4 cells, one family
+    cur = RunResult.load(tmp_path / "ab" / "current")
+    assert [(c.variant, c.batch_size) for c in cur.cells] == [
+        ("fp32", 1),
+        ("fp32", 2),
+        ("quantized", 1),
+        ("quantized", 2),
+    ]
+    assert cur.config["batch_sizes"] == [1, 2] and cur.config["variants"] == ["fp32", "quantized"]
+    designs = cur.config["ab_cells"]
+    assert [(d["variant"], d["batch_size"]) for d in designs] == [(c.variant, c.batch_size) for c in cur.cells]
+    assert all(10 <= d["blocks"] <= 40 and len(d["order"]) == 2 * d["blocks"] for d in designs)
+    assert "blocks" not in cur.config  # each cell chose its own: ab_cells says how many
+    assert "fixed design" in res.stderr  # the sequential default judges one cell; a matrix is said to be fixed
+
+    res = invoke("ab", "--model-dir", new, "--variant", "fp32,quantized", "--against-variant", "fp32")
+    assert res.exit_code == 2 and "namesake" in res.output
+
+
+@pytest.mark.slow
 def test_cli_ab_same_model_passes_with_memory(two_dirs: tuple[Path, Path]) -> None:
     old, new = two_dirs
     # One intra-op thread: two 2-thread pools on a shared 2-core runner make every op wait on a neighbour.

@@ -139,7 +139,14 @@ def compare(
 
 @click.command()
 @model_dir_option
-@click.option("--variant", default="fp32", show_default=True, help="Variant measured in --model-dir (the new side).")
+@click.option(
+    "--variant",
+    default="fp32",
+    show_default=True,
+    help="Variant measured in --model-dir (the new side). A comma list or all (or several --batch-sizes): a "
+    "whole matrix, each cell against its namesake in --against, one cell after the other, every row of every "
+    "cell held together by Holm (fixed design).",
+)
 @click.option(
     "--against",
     type=click.Path(path_type=Path),
@@ -149,6 +156,12 @@ def compare(
 @click.option("--against-variant", default=None, help="The baseline variant (in --against, else in --model-dir).")
 @click.option("--provider", default="cpu", show_default=True, help="cpu, cuda or tensorrt (one).")
 @setting_options(RunOptions, exclude=("rounds", "target_precision"))
+@click.option(
+    "--batch-sizes",
+    "batch_sizes_text",
+    default=None,
+    help="Comma list of batch sizes, each a cell (as bench matrix); replaces --batch-size.",
+)
 @no_build_option
 @click.option(
     "--sequential/--fixed",
@@ -228,6 +241,7 @@ def ab(
     as_json: bool,
     out: Path | None,
     no_build: bool,
+    batch_sizes_text: str | None,
     **kw: Any,
 ) -> None:
     """Measure two model folders (or two variants) alternately in one job, then compare.
@@ -243,6 +257,7 @@ def ab(
     --model-dir side is worse) · 2 bad input.
     """
     from bench.ab import ab_markdown, run_ab, write_ab
+    from bench.options import parse_batch_sizes
 
     tolerances = _tolerances(kw)
     summary, fail_on_inconclusive = kw.pop("summary"), kw.pop("fail_on_inconclusive")
@@ -264,6 +279,7 @@ def ab(
         isolation=isolation,
         perturb=perturb,
         sequential=sequential,
+        batch_sizes=parse_batch_sizes(batch_sizes_text) if batch_sizes_text else (),
     )
     if explain and result.regressions():
         from bench.profile.explain import explain_regressions
