@@ -1,6 +1,6 @@
 """A whole matrix through `bench ab`: both sides measured in one job, cell by cell, every row one Holm family.
 
-    python tests/benchmarks/matrix_ab.py --runs 20                                # quiet A/A + twin, then hog A/A
+    python tests/benchmarks/matrix_ab.py --runs 20 --threads 1 --twin-layers 11,0   # quiet A/A + twin, then hog A/A
     python tests/benchmarks/matrix_ab.py --runs 2 --record /tmp/ab.json            # does it work (a few minutes)
 
 The cross-run half of issue 24's target (two `bench matrix` runs, `bench compare`) is `matrix_aa.py`: there the
@@ -137,8 +137,13 @@ def main() -> int:
     ap.add_argument("--twin-layers", default=None, help="PER_IMAGE,PER_CALL side-branch layers (default: measured)")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "matrix-ab", help="ab outputs and the twin model")
     ap.add_argument("--record", type=Path, default=REPO / "docs" / "measurements" / "matrix-ab.json")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads of every bench ab and of the twin's sizing"
+    )
     ap.add_argument("--ab-arg", action="append", default=[], help="extra argument for bench ab (repeatable)")
     args = ap.parse_args()
+    if args.threads:
+        args.ab_arg.append(f"--threads={args.threads}")
     conditions = args.conditions.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -151,7 +156,7 @@ def main() -> int:
     }
     if "twin" in conditions:
         given = tuple(int(n) for n in args.twin_layers.split(",")) if args.twin_layers else None
-        twin_dir, record["twin"] = build_twin(args.out, args.twin, given)  # type: ignore[arg-type]
+        twin_dir, record["twin"] = build_twin(args.out, args.twin, given, args.threads)  # type: ignore[arg-type]
         print(f"twin of {args.twin}: {record['twin']}", flush=True)
     runs: dict[str, list[dict[str, Any] | None]] = {c: [] for c in conditions}
     for i in range(args.runs):
