@@ -602,28 +602,26 @@ def two_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return old, candidate
 
 
+def slowed_ab(two_dirs: tuple[Path, Path], match: str, out: Path, *args: object) -> Result:
+    """``bench ab`` of the candidate folder against the old one, one intra-op thread, no memory runs, JSON to stdout
+    and files to ``out``, with every model file whose path holds ``match`` made ×2 slower (BENCH_FAULTS)."""
+    old, new = two_dirs
+    faults = json.dumps({"slowdown": {"factor": 1.0, "match": match}})
+    common = ("--no-memory", "--threads", "1", "--json", "--out", out)
+    return invoke("ab", "--model-dir", new, "--against", old, *args, *common, env={"BENCH_FAULTS": faults})
+
+
 @pytest.mark.slow
 def test_cli_ab_detects_an_injected_slowdown(two_dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    old, new = two_dirs
-    faults = json.dumps({"slowdown": {"factor": 1.0, "match": "candidate-model"}})
-    res = invoke(
-        "ab",
-        "--model-dir",
-        new,
-        "--against",
-        old,
+    res = slowed_ab(
+        two_dirs,
+        "candidate-model",
+        tmp_path / "ab",
         "--iterations",
         "100",
         "--warmup",
         "5",
-        "--no-memory",
-        "--threads",
-        "1",
         "--fixed",  # the fixed design's blocks (bench ab is sequential by default: tests/test_sequential.py)
-        "--json",
-        "--out",
-        tmp_path / "ab",
-        env={"BENCH_FAULTS": faults},
     )
     doc = json.loads(res.stdout)
     p50 = next(r for r in doc["rows"] if r["metric"] == "latency_p50_ms")
@@ -645,27 +643,17 @@ def test_cli_ab_over_a_whole_matrix_flags_only_the_slowed_variant(two_dirs: tupl
     old, new = two_dirs
     for folder in (old, new):
         shutil.copy(folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx")
-    faults = json.dumps({"slowdown": {"factor": 1.0, "match": "candidate-model/onnx/model_quantized"}})
-    res = invoke(
-        "ab",
-        "--model-dir",
-        new,
-        "--against",
-        old,
+    res = slowed_ab(
+        two_dirs,
+        "candidate-model/onnx/model_quantized",
+        tmp_path / "ab",
         "--variant",
         "fp32,quantized",
         "--batch-sizes",
         "1,2",
         "--iterations",
         "60",
-        "--no-memory",
         "--no-explain",
-        "--threads",
-        "1",
-        "--json",
-        "--out",
-        tmp_path / "ab",
-        env={"BENCH_FAULTS": faults},
     )
     doc = json.loads(res.stdout)
     assert res.exit_code == 1, res.output

@@ -255,28 +255,52 @@ def compare(baseline: Path, current: Path, twin: str | None) -> dict[str, Any]:
     rc, doc, err = bench_json("compare", baseline, current, "--json")
     if doc is None:
         return {"baseline": str(baseline), "current": str(current), "error": f"exit {rc}: {err.strip()[-200:]}"}
-    flagged = flagged_rows(doc["rows"])
-
-    def is_catch(row: dict[str, Any]) -> bool:
-        return twin is not None and row["variant"] == twin and row["metric"].startswith("latency")
-
-    caught = [r for r in flagged if is_catch(r) and r["verdict"] == "regression"]
-    false = [r for r in flagged if not (is_catch(r) and r["verdict"] == "regression")]
-    alone = one_by_one(baseline, current)
     return {
         "baseline": str(baseline),
         "current": str(current),
         "exit": rc,
+        **counted(doc, one_by_one(baseline, current), twin),
+    }
+
+
+def counted(doc: dict[str, Any], alone: list[dict[str, Any]], twin: str | None) -> dict[str, Any]:
+    """A comparison's rows counted: the twin's latency regressions (caught) and every other flagged row (false),
+    with and without family control (``alone``: the rows flagged when each is judged by itself)."""
+
+    def is_catch(row: dict[str, Any]) -> bool:
+        return twin is not None and row["variant"] == twin and row["metric"].startswith("latency")
+
+    flagged = flagged_rows(doc["rows"])
+    false = [r for r in flagged if not (is_catch(r) and r["verdict"] == "regression")]
+    return {
         "verdict": doc["verdict"],
         "rows": len(doc["rows"]),
         "false_rows": false,
         "false_regressions": sum(r["verdict"] == "regression" for r in false),
         "false_improvements": sum(r["verdict"] == "improvement" for r in false),
-        "caught": caught if twin else None,
+        "caught": [r for r in flagged if is_catch(r) and r["verdict"] == "regression"] if twin else None,
         "one_by_one_false_rows": [r for r in alone if not (is_catch(r) and r["verdict"] == "regression")],
         "family": doc.get("family"),
         "symmetry": doc.get("symmetry"),
     }
+
+
+def tally(condition: str, done: list[dict[str, Any]], errors: int) -> dict[str, Any]:
+    """Counts over a condition's comparisons (each :func:`counted`): how many had a false row, how many rows."""
+    summary = {
+        "condition": condition,
+        "comparisons": len(done),
+        "errors": errors,
+        "with_a_false_row": sum(bool(c["false_rows"]) for c in done),
+        "false_rows": sum(len(c["false_rows"]) for c in done),
+        "false_regressions": sum(c["false_regressions"] for c in done),
+        "false_improvements": sum(c["false_improvements"] for c in done),
+        "one_by_one_with_a_false_row": sum(bool(c["one_by_one_false_rows"]) for c in done),
+        "one_by_one_false_rows": sum(len(c["one_by_one_false_rows"]) for c in done),
+    }
+    if condition == "twin":
+        summary["caught"] = sum(bool(c["caught"]) for c in done)
+    return summary
 
 
 def summarise(condition: str, comparisons: list[dict[str, Any]]) -> dict[str, Any]:
@@ -287,20 +311,22 @@ def summarise(condition: str, comparisons: list[dict[str, Any]]) -> dict[str, An
         if c.get("family") and "latency_p50_ms" in c["family"]["run_to_run"]
     ]
     summary = {
-        "condition": condition,
-        "comparisons": len(done),
-        "errors": len(comparisons) - len(done),
-        "with_a_false_row": sum(bool(c["false_rows"]) for c in done),
-        "false_rows": sum(len(c["false_rows"]) for c in done),
-        "false_regressions": sum(c["false_regressions"] for c in done),
-        "false_improvements": sum(c["false_improvements"] for c in done),
-        "one_by_one_with_a_false_row": sum(bool(c["one_by_one_false_rows"]) for c in done),
-        "one_by_one_false_rows": sum(len(c["one_by_one_false_rows"]) for c in done),
+        **tally(condition, done, len(comparisons) - len(done)),
         "median_p50_run_to_run_sigma": round(float(np.median(sigmas)), 4) if sigmas else None,
     }
-    if condition == "twin":
-        summary["caught"] = sum(bool(c["caught"]) for c in done)
     return summary
+
+
+def print_table(summaries: list[dict[str, Any]], extra: tuple[str, str] | None = None) -> None:
+    """The counts as a Markdown table; ``extra`` (heading, summary key) adds a column."""
+    head = ["condition", "compared", "with a false row", "false rows (regr/impr)", "caught", "one by one"]
+    print("\n| " + " | ".join(head + ([extra[0]] if extra else [])) + " |\n|" + "---|" * (len(head) + bool(extra)))
+    for s in summaries:
+        caught = f"{s['caught']} of {s['comparisons']}" if "caught" in s else "—"
+        cells = [s["condition"], s["comparisons"], s["with_a_false_row"]]
+        cells += [f"{s['false_rows']} ({s['false_regressions']}/{s['false_improvements']})", caught]
+        cells += [s["one_by_one_with_a_false_row"], *([s[extra[1]]] if extra else [])]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 def main() -> int:
@@ -379,21 +405,7 @@ def main() -> int:
     record["wall_s"] = round(time.monotonic() - started, 1)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    head = (
-        "condition",
-        "compared",
-        "with a false row",
-        "false rows (regr/impr)",
-        "caught",
-        "one by one: with a false row",
-    )
-    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for s in record["summary"]:
-        caught = f"{s['caught']} of {s['comparisons']}" if "caught" in s else "—"
-        print(
-            f"| {s['condition']} | {s['comparisons']} | {s['with_a_false_row']} | {s['false_rows']} "
-            f"({s['false_regressions']}/{s['false_improvements']}) | {caught} | {s['one_by_one_with_a_false_row']} |"
-        )
+    print_table(record["summary"])
     for condition, rec in record.get("recommendations", {}).items():
         s = rec["summary"]
         print(

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix_aa import build_twin, flagged_rows
+from matrix_aa import build_twin, counted, flagged_rows, print_table, tally
 from perf_common import DEMO, REPO, bench_json, cpu_hog
 
 VARIANTS = "fp32,fp16,int8,uint8,q4,q4f16,bnb4"
@@ -70,13 +70,7 @@ def one_by_one(out: Path) -> list[dict[str, Any]]:
 
 
 def judge(doc: dict[str, Any], out: Path, twin: str | None) -> dict[str, Any]:
-    flagged = flagged_rows(doc["rows"])
-
-    def is_catch(row: dict[str, Any]) -> bool:
-        return twin is not None and row["variant"] == twin and row["metric"].startswith("latency")
-
-    caught = [r for r in flagged if is_catch(r) and r["verdict"] == "regression"]
-    false = [r for r in flagged if not (is_catch(r) and r["verdict"] == "regression")]
+    """One run counted as matrix_aa counts a comparison, plus the twin's latency rows and the threads used."""
     twin_rows = [
         {
             "batch": r["key"]["batch_size"],
@@ -88,23 +82,15 @@ def judge(doc: dict[str, Any], out: Path, twin: str | None) -> dict[str, Any]:
         for r in doc["rows"]
         if twin is not None and r["key"]["variant"] == twin and r["metric"].startswith("latency")
     ]
-    cur = json.loads((out / "current" / "results.json").read_text(encoding="utf-8"))
+    designs = json.loads((out / "current" / "results.json").read_text(encoding="utf-8"))["config"].get("ab_cells", [])
     return {
         "out": str(out),
         "exit": doc["_exit"],
         "seconds": doc["_seconds"],
-        "verdict": doc["verdict"],
-        "rows": len(doc["rows"]),
-        "false_rows": false,
-        "false_regressions": sum(r["verdict"] == "regression" for r in false),
-        "false_improvements": sum(r["verdict"] == "improvement" for r in false),
-        "caught": caught if twin else None,
+        **counted(doc, one_by_one(out), twin),
         "twin_rows": twin_rows or None,
-        "one_by_one_false_rows": [r for r in one_by_one(out) if not (is_catch(r) and r["verdict"] == "regression")],
-        "family": doc.get("family"),
-        "symmetry": doc.get("symmetry"),
-        "threads": sorted({d.get("threads") or 0 for d in cur["config"].get("ab_cells", [])}),
-        "threads_why": sorted({d["threads_why"] for d in cur["config"].get("ab_cells", []) if d.get("threads_why")}),
+        "threads": sorted({d.get("threads") or 0 for d in designs}),
+        "threads_why": sorted({d["threads_why"] for d in designs if d.get("threads_why")}),
         "load": os.getloadavg()[0],
     }
 
@@ -112,21 +98,10 @@ def judge(doc: dict[str, Any], out: Path, twin: str | None) -> dict[str, Any]:
 def summarise(condition: str, runs: list[dict[str, Any] | None]) -> dict[str, Any]:
     done = [r for r in runs if r is not None]
     seconds = sorted(r["seconds"] for r in done)
-    summary = {
-        "condition": condition,
-        "comparisons": len(done),
-        "errors": len(runs) - len(done),
-        "with_a_false_row": sum(bool(r["false_rows"]) for r in done),
-        "false_rows": sum(len(r["false_rows"]) for r in done),
-        "false_regressions": sum(r["false_regressions"] for r in done),
-        "false_improvements": sum(r["false_improvements"] for r in done),
-        "one_by_one_with_a_false_row": sum(bool(r["one_by_one_false_rows"]) for r in done),
-        "one_by_one_false_rows": sum(len(r["one_by_one_false_rows"]) for r in done),
+    return {
+        **tally(condition, done, len(runs) - len(done)),
         "median_seconds": seconds[len(seconds) // 2] if seconds else None,
     }
-    if condition == "twin":
-        summary["caught"] = sum(bool(r["caught"]) for r in done)
-    return summary
 
 
 def main() -> int:
@@ -176,15 +151,7 @@ def main() -> int:
     record["wall_s"] = round(time.monotonic() - started, 1)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    head = ("condition", "compared", "with a false row", "false rows (regr/impr)", "caught", "one by one", "median s")
-    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for s in record["summary"]:
-        caught = f"{s['caught']} of {s['comparisons']}" if "caught" in s else "—"
-        print(
-            f"| {s['condition']} | {s['comparisons']} | {s['with_a_false_row']} | {s['false_rows']} "
-            f"({s['false_regressions']}/{s['false_improvements']}) | {caught} | {s['one_by_one_with_a_false_row']} "
-            f"| {s['median_seconds']} |"
-        )
+    print_table(record["summary"], ("median s", "median_seconds"))
     print(f"\nwrote {args.record} ({record['wall_s']:.0f} s)")
     return 0
 
