@@ -673,13 +673,18 @@ def run_ab(
                 f"ab: {len(cells)} cells, each measured in turn with the fixed design; every row of every cell is "
                 "held together by Holm (the sequential design judges one cell)"
             )
+    sides: dict[str, tuple[AbSide, AbSide]] = {}  # every variant on both sides resolved before any is measured
+    for name in variants:
+        base_name = against_variant or name
+        sides[name] = (
+            AbSide(ensure_variant(bundle_cur, name, allow_build=allow_build, log=log), name, bundle_cur.root),
+            AbSide(
+                ensure_variant(bundle_base, base_name, allow_build=allow_build, log=log), base_name, bundle_base.root
+            ),
+        )
     measured: list[tuple[RunResult, RunResult]] = []
     for number, (name, batch) in enumerate(cells, start=1):
-        cur = AbSide(ensure_variant(bundle_cur, name, allow_build=allow_build, log=log), name, bundle_cur.root)
-        base_name = against_variant or name
-        base = AbSide(
-            ensure_variant(bundle_base, base_name, allow_build=allow_build, log=log), base_name, bundle_base.root
-        )
+        cur, base = sides[name]
         if whole and log:
             log(f"ab: cell {number}/{len(cells)}: {name} · {providers[0]} · batch {batch}")
         input_batch, evaluate = hooks(batch)
