@@ -12,6 +12,7 @@ within them. Memory comes from a short run of each side in its own fresh process
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import tempfile
@@ -755,6 +756,7 @@ def _dataset_hooks(
     spec = EvalSpec(lset.root, threshold, positive_label, perturbations=tuple(perturb))
     evaluators = {root: Evaluator(bundle, lset, spec) for root, bundle in bundles.items()}
     feeds: dict[tuple[Path, int], Callable[[Engine | TorchEngine], np.ndarray]] = {}
+    scored: dict[Path, Accuracy | None] = {}  # a file's accuracy does not depend on the timed batch size
 
     def hooks(batch: int) -> Hooks:
         def input_batch(engine: Engine | TorchEngine, side: AbSide) -> np.ndarray:
@@ -764,13 +766,13 @@ def _dataset_hooks(
             return feeds[key](engine)
 
         def evaluate(engine: Engine | TorchEngine, side: AbSide) -> Accuracy | None:
-            evaluator = evaluators[side.model_dir]
-            positive, why = evaluator.target(evaluator.labels(engine))
-            if positive is None:  # CLI.md: accuracy unavailable with the reason; latency still runs
-                if log:
+            if side.model_path not in scored:  # evaluated once per file, whatever the cells' batch sizes
+                evaluator = evaluators[side.model_dir]
+                positive, why = evaluator.target(evaluator.labels(engine))
+                if positive is None and log:  # CLI.md: accuracy unavailable with the reason; latency still runs
                     log(f"ab: accuracy unavailable for {side.label}: {why}")
-                return None
-            return evaluator(engine)
+                scored[side.model_path] = None if positive is None else evaluator(engine)
+            return copy.deepcopy(scored[side.model_path])
 
         return input_batch, evaluate
 
